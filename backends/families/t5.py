@@ -1,0 +1,75 @@
+"""T5 (and T5 v1.1 / Flan-T5): relative position bias, RMSNorm pre-norm, optional gated FFN,
+no attention scaling, tied LM head scaled by d_model**-0.5, task prefix from the config."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from backends.families.base import ModelFamily, NormalizedConfig
+from backends.families.registry import register_family
+
+
+@register_family
+class T5Family(ModelFamily):
+    name = "t5"
+    model_types = ("t5",)
+    hf_model_class = "T5ForConditionalGeneration"
+    FIELD_MAP = {
+        "d_model": "d_model",
+        "encoder_layers": "num_layers",
+        "decoder_layers": ("num_decoder_layers", "num_layers"),
+        "encoder_heads": "num_heads",
+        "decoder_heads": "num_heads",
+        "encoder_ffn_dim": "d_ff",
+        "decoder_ffn_dim": "d_ff",
+        "vocab_size": "vocab_size",
+        "head_dim": "d_kv",
+        "activation": "dense_act_fn",
+        "max_positions": "n_positions",
+    }
+    positions = "relative"
+    norm = "rms-pre"
+    final_layer_norm = True
+    layer_norm_eps = 1e-6
+    final_logits_bias = False
+    tokenizer_files = ("tokenizer.json", "spiece.model")
+
+    def check(self, config, checker):
+        super().check(config, checker)
+        proj = str(config.get("feed_forward_proj", "relu"))
+        act = proj.split("-")[-1]
+        checker.check(act in ("relu", "gelu", "gelu_new", "silu"),
+                      f"feed_forward_proj '{proj}' is not supported (relu, gated-gelu, gated-silu are)")
+
+    def normalize(self, config) -> NormalizedConfig:
+        base = super().normalize(config)
+        proj = str(config.get("feed_forward_proj", "relu"))
+        gated = proj.startswith("gated-")
+        act = config.get("dense_act_fn") or proj.split("-")[-1]
+        if gated and act == "gelu":
+            act = "gelu_new"  # HF maps gated-gelu to gelu_new
+        tie = bool(config.get("tie_word_embeddings", True))
+        return replace(
+            base,
+            activation=act,
+            gated_ffn=gated,
+            scale_embedding=False,
+            layer_norm_eps=float(config.get("layer_norm_epsilon", 1e-6)),
+            tie_word_embeddings=tie,
+            lm_head_scale=base.d_model ** -0.5 if tie else 1.0,
+            relative_attention_num_buckets=int(config.get("relative_attention_num_buckets", 32)),
+            relative_attention_max_distance=int(config.get("relative_attention_max_distance", 128)),
+            attention_scale=False,
+            max_positions=int(config.get("n_positions") or 512),
+        )
+
+    def conventions(self, config, generation_config, source_prefix=None):
+        conv = super().conventions(config, generation_config, source_prefix)
+        if config.get("decoder_start_token_id") is None:
+            conv = replace(conv, decoder_start_token_id=conv.pad_token_id)
+        return conv
+
+    def default_source_prefix(self, config) -> str:
+        """The task prefix when the checkpoint names exactly one translation task."""
+        tasks = config.get("task_specific_params") or {}
+        prefixes = {v.get("prefix") for k, v in tasks.items() if k.startswith("translation") and v.get("prefix")}
+        return prefixes.pop() if len(prefixes) == 1 else ""

@@ -1,0 +1,96 @@
+"""PyTorch FP32 references.
+
+``torch-fp32`` is the oracle: transformers' own ``generate``. ``torch-fp32-split`` drives
+the *same weights* through ``encode``/``decode_step`` and the shared host loop, which
+proves the loop (and is what every split runtime is compared with).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends._imports import require, version_of
+from backends.base import EncoderState, Seq2SeqBackend
+
+
+class TorchSplitBackend(Seq2SeqBackend):
+    runtime = "torch"
+    precision = "fp32"
+
+    def runtime_versions(self) -> dict[str, str]:
+        return {"torch": version_of("torch"), "transformers": version_of("transformers")}
+
+    def prepare_impl(self, model, outdir: Path, calibration) -> dict[str, Any]:
+        # Nothing to build: the checkpoint is the artifact. Record its weights' size.
+        (outdir / "source.txt").write_text(str(model.path) + "\n")
+        return {"files": {"pointer": "source.txt"},
+                "extra": {"weights_bytes": sum(p.stat().st_size for p in model.path.iterdir()
+                                               if p.suffix in (".safetensors", ".bin"))}}
+
+    def activate_impl(self) -> None:
+        self._torch = require("torch", self.name)
+        self._torch.set_num_threads(self.threads)
+        self._net = self.model.load_torch_model()
+
+    def deactivate_impl(self) -> None:
+        self._net = None
+
+    def _t(self, a: np.ndarray):
+        return self._torch.as_tensor(np.asarray(a), dtype=self._torch.long)
+
+    def encode_impl(self, input_ids, attention_mask) -> EncoderState:
+        with self._torch.inference_mode():
+            out = self._net.get_encoder()(input_ids=self._t(input_ids), attention_mask=self._t(attention_mask))
+        return EncoderState({"last_hidden_state": out.last_hidden_state}, attention_mask, input_ids.shape[0])
+
+    def decode_step_impl(self, state: EncoderState, decoder_input_ids, cache):
+        torch = self._torch
+        ids = decoder_input_ids[:, -1:] if cache is not None else decoder_input_ids
+        past_len = decoder_input_ids.shape[1] - ids.shape[1]
+        with torch.inference_mode():
+            out = self._net(
+                encoder_outputs=(state.tensors["last_hidden_state"],),
+                attention_mask=self._t(state.attention_mask),
+                decoder_input_ids=self._t(ids),
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=torch.arange(past_len, past_len + ids.shape[1]),
+                return_dict=True,
+            )
+        return out.logits[:, -1, :].float().numpy(), out.past_key_values
+
+    def select(self, obj, indices):
+        if obj is not None and hasattr(obj, "reorder_cache"):  # transformers Cache object
+            obj.reorder_cache(self._torch.as_tensor(np.asarray(indices), dtype=self._torch.long))
+            return obj
+        return super().select(obj, indices)
+
+    def encoder_hidden_states(self, input_ids, attention_mask) -> np.ndarray:
+        """FP32 encoder output as numpy (used by other backends' calibration)."""
+        return self.encode_impl(input_ids, attention_mask).tensors["last_hidden_state"].numpy()
+
+
+class TorchFusedBackend(TorchSplitBackend):
+    """transformers ``generate`` as the oracle; still exposes step logits."""
+
+    def generate_impl(self, input_ids, attention_mask, max_new_tokens, num_beams):
+        conv = self.model.conventions
+        with self._torch.inference_mode():
+            out = self._net.generate(
+                input_ids=self._t(input_ids), attention_mask=self._t(attention_mask),
+                max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                num_return_sequences=1,
+            )
+        result = []
+        for row in out.numpy():
+            toks = []
+            for t in row.tolist()[1:]:
+                if t == conv.eos_token_id:
+                    break
+                if t == conv.pad_token_id:
+                    continue
+                toks.append(int(t))
+            result.append(toks)
+        return result

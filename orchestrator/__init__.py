@@ -1,0 +1,1 @@
+"""seqquant orchestrator: data, matrices, suites, isolation, reports, verdicts, selection."""

@@ -1,0 +1,110 @@
+"""Suites: measurements run on every backend, and their cross-backend comparison.
+
+Two phases, kept apart (Polygraphy's ``Comparator.run`` vs ``compare_accuracy``):
+
+* ``Suite.run(backend, ctx)`` runs *inside the backend's worker process* and returns a
+  JSON-serialisable dict of raw measurements. Large arrays go to files under
+  ``ctx.outdir`` (referenced by relative path in the dict).
+* ``Suite.compare(results, ctx)`` runs in the parent after every backend finished. It
+  gets ``{backend_name: run_result}`` for the backends whose run succeeded and returns
+  ``{backend_name: extra_fields}`` (agreement with the reference, significance, ...).
+
+A suite result may carry a ``"metrics"`` dict; the engine merges those flat numbers into
+``report.json`` ``backends.<name>.metrics``.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from backends.base import CalibrationSet, Seq2SeqBackend
+
+
+@dataclass
+class SuiteContext:
+    model: Any  # backends.model.ModelBundle
+    sources: list[str]
+    references: list[str]
+    outdir: Path  # this backend's directory in the run
+    calibration: CalibrationSet | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # num_beams, batch_size, strict_length, ...
+    suite_options: dict[str, Any] = field(default_factory=dict)  # [suites.<name>] table of the matrix
+    progress: Callable[[int, int, str], None] | None = None  # (done, total, label)
+
+    @property
+    def num_beams(self) -> int:
+        return int(self.settings.get("num_beams", 1))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.settings.get("batch_size", 32))
+
+    def report(self, done: int, total: int, label: str = "") -> None:
+        if self.progress is not None:
+            self.progress(done, total, label)
+
+
+@dataclass
+class CompareContext:
+    model: Any
+    sources: list[str]
+    references: list[str]
+    run_dir: Path  # backends' outdirs are run_dir / "backends" / <name>
+    reference_backend: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    suite_options: dict[str, Any] = field(default_factory=dict)
+
+    def backend_dir(self, name: str) -> Path:
+        return self.run_dir / "backends" / name
+
+
+class Suite(abc.ABC):
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def supports(self, backend: Seq2SeqBackend) -> bool:
+        return True
+
+    @abc.abstractmethod
+    def run(self, backend: Seq2SeqBackend, ctx: SuiteContext) -> dict[str, Any]: ...
+
+    def compare(self, results: dict[str, dict[str, Any]], ctx: CompareContext) -> dict[str, dict[str, Any]]:
+        return {}
+
+
+def translate_all(backend: Seq2SeqBackend, ctx: SuiteContext, sources: list[str] | None = None,
+                  num_beams: int | None = None, label: str = "translate") -> tuple[list[list[int]], int]:
+    """Translate ``sources`` (default: the test set) in batches; return (token ids, n truncated)."""
+    sources = ctx.sources if sources is None else sources
+    beams = ctx.num_beams if num_beams is None else num_beams
+    bs = max(1, ctx.batch_size)
+    out: list[list[int]] = []
+    truncated = 0
+    strict = bool(ctx.settings.get("strict_length", False))
+    for i in range(0, len(sources), bs):
+        enc = ctx.model.encode_sources(sources[i:i + bs], backend.max_source_length, strict=strict)
+        truncated += enc.truncated
+        out.extend(backend.generate(enc.input_ids, enc.attention_mask, num_beams=beams))
+        ctx.report(min(i + bs, len(sources)), len(sources), label)
+    return out, truncated
+
+
+# name -> "module:Class"; imported only when used
+SUITES: dict[str, str] = {
+    "quality": "orchestrator.suites.quality:QualitySuite",
+    "source-sensitivity": "orchestrator.suites.source_sensitivity:SourceSensitivitySuite",
+    "speed": "orchestrator.suites.speed:SpeedSuite",
+    "split-generation": "orchestrator.suites.split_generation:SplitGenerationSuite",
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        from backends.errors import InvalidInputError
+
+        raise InvalidInputError(f"Unknown suite '{name}'. Available suites: {', '.join(sorted(SUITES))}")
+    module, _, attr = SUITES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)()
