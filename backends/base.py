@@ -35,6 +35,15 @@ import numpy as np
 from backends.errors import ArtifactError, BackendStateError, InvalidInputError
 
 ARTIFACT_FORMAT_VERSION = 1
+#: encoder -> decoder boundary configurations a quantized split backend can run (the split-
+#: generation suite's boundary matrix). "raw" passes int8 bytes across unchanged.
+BOUNDARY_MODES = (
+    "fp32enc-fp32dec",
+    "int8enc-dequant-fp32dec",
+    "fp32enc-quant-int8dec",
+    "int8enc-requant-int8dec",
+    "int8enc-raw-int8dec",
+)
 SEQQUANT_VERSION = "0.1.0"
 MANIFEST = "manifest.json"
 
@@ -350,6 +359,21 @@ class Seq2SeqBackend(abc.ABC):
         from backends.generation import generate
 
         return generate(self, input_ids, attention_mask, max_new_tokens, num_beams, self.model.conventions)
+
+    # ---- optional capabilities ----------------------------------------------------------
+    def boundary_modes(self) -> tuple[str, ...]:
+        """Subset of :data:`BOUNDARY_MODES` this backend can run (empty: not a quantized split)."""
+        return ()
+
+    def set_boundary_mode(self, mode: str | None) -> None:
+        """Switch the encoder->decoder boundary (None restores the backend's own)."""
+        if mode is not None and mode not in self.boundary_modes():
+            raise InvalidInputError(f"{self.name}: boundary mode '{mode}' not supported; "
+                                    f"supported: {list(self.boundary_modes()) or 'none'}")
+        self.set_boundary_mode_impl(mode)
+
+    def set_boundary_mode_impl(self, mode: str | None) -> None:
+        pass
 
     def select(self, obj: Any, indices: np.ndarray) -> Any:
         """Reorder an encoder state or cache along the batch axis (beam search)."""
