@@ -1,0 +1,57 @@
+"""Which optimum/ORT quantization preset fits this CPU (``optimum-cli onnxruntime quantize --avx2`` etc.)."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from backends.errors import InvalidInputError
+
+PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The x86 feature flags of the first CPU (empty when /proc/cpuinfo is unavailable, e.g. macOS)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def detect_preset(flags: set[str] | None = None, machine: str | None = None) -> tuple[str, str]:
+    """Return ``(preset, reason)``; the preset names an ``AutoQuantizationConfig`` constructor."""
+    machine = (machine or platform.machine()).lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64", f"machine={machine}"
+    flags = cpu_flags() if flags is None else flags
+    if "avx512_vnni" in flags:
+        return "avx512_vnni", "cpu flag avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512", "cpu flag avx512f (no avx512_vnni)"
+    if "avx2" in flags:
+        return "avx2", "cpu flag avx2 (no avx512f)"
+    return "avx2", f"no avx2/avx512 flag found on {machine}; avx2 preset used as the generic x86 fallback"
+
+
+def resolve_preset(option: str) -> tuple[str, str]:
+    if option == "auto":
+        return detect_preset()
+    if option not in PRESETS:
+        raise InvalidInputError(f"quantization preset '{option}' unknown; choose 'auto' or one of {list(PRESETS)}")
+    return option, "set explicitly"
+
+
+def static_defaults(preset: str) -> dict:
+    """Static QDQ data types per ORT's guidance (S8S8 first; 7-bit weights where U8S8 kernels saturate).
+
+    ORT runs S8S8 QDQ MatMuls with U8S8 kernels on x86; without VNNI those use VPMADDUBSW, whose 16-bit
+    intermediate sum can saturate, so ORT recommends ``reduce_range`` there (AVX2, AVX512 without VNNI).
+    """
+    reduce = preset in ("avx2", "avx512")
+    return {"activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": reduce,
+            "reason": ("reduce_range: U8S8 kernels without VNNI can saturate (VPMADDUBSW)" if reduce
+                       else "full 8-bit range (VNNI / ARM dot-product kernels do not saturate)")}
