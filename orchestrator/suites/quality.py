@@ -1,4 +1,16 @@
-"""Quality: BLEU and chrF (sacrebleu, with signatures) and agreement with the reference backend."""
+"""Quality: BLEU and chrF (sacrebleu, with signatures) and agreement with the reference backend.
+
+``compare()`` adds, per backend, exact match and BLEU/chrF deltas vs the reference backend, and
+sacrebleu's paired bootstrap test (``sacrebleu.significance.PairedTest``, ``test_type="bs"``)
+of each backend against the reference backend, with the test's signature (seed, resamples).
+A backend whose outputs are identical to the reference's gets ``p_value = 1.0`` without a
+test (sacrebleu would report the minimum p-value for a zero difference).
+
+Options (``[suites.quality]``; defaults):
+
+    bootstrap_samples = 1000   # paired bootstrap resamples (0 disables the test)
+    alpha = 0.05               # significance level for the ``significant`` flag
+"""
 from __future__ import annotations
 
 import json
@@ -6,8 +18,53 @@ from typing import Any
 
 from orchestrator.suites.base import CompareContext, Suite, SuiteContext, translate_all
 
+from orchestrator.suites.util import suite_options
+
 HYPS = "hypotheses.txt"
 TOKENS = "hypotheses.tokens.json"
+
+
+DEFAULTS: dict[str, Any] = {"bootstrap_samples": 1000, "alpha": 0.05}
+
+
+def read_hypotheses(path, n: int) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:n]
+
+
+def paired_bootstrap(ref_name: str, ref_hyps: list[str], systems: dict[str, list[str]], refs: list[str],
+                     n_samples: int, alpha: float) -> dict[str, dict[str, Any]]:
+    """sacrebleu paired bootstrap (BLEU, chrF) of every system against ``ref_hyps``."""
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    out: dict[str, dict[str, Any]] = {}
+    tested = {n: h for n, h in systems.items() if h != ref_hyps}
+    for n, h in systems.items():
+        if h == ref_hyps:
+            out[n] = {"test": "paired-bootstrap", "baseline": ref_name, "identical_to_baseline": True,
+                      "bleu_p_value": 1.0, "chrf_p_value": 1.0, "significant": False}
+    if not tested or n_samples <= 0:
+        return out
+    named = [(ref_name, ref_hyps)] + list(tested.items())
+    test = PairedTest(named, {"BLEU": BLEU(), "chrF": CHRF()}, [refs], test_type="bs", n_samples=n_samples)
+    sigs, scores = test()
+    keys = {"BLEU": "bleu", "chrF2": "chrf"}
+    for row, n in enumerate(scores["System"]):
+        if row == 0:
+            continue
+        res: dict[str, Any] = {"test": "paired-bootstrap", "baseline": ref_name, "identical_to_baseline": False,
+                               "n_samples": n_samples, "alpha": alpha,
+                               "signatures": {k: str(v) for k, v in sigs.items()}}
+        for metric, short in keys.items():
+            if metric not in scores:
+                continue
+            r = scores[metric][row]
+            res[f"{short}_p_value"] = round(float(r.p_value), 4)
+            res[f"{short}_mean"] = round(float(r.mean), 2)
+            res[f"{short}_ci95"] = round(float(r.ci), 2)
+        res["significant"] = bool(res.get("bleu_p_value", 1.0) < alpha)
+        out[n] = res
+    return out
 
 
 def corpus_scores(hyps: list[str], refs: list[str]) -> dict[str, Any]:
@@ -41,13 +98,25 @@ class QualitySuite(Suite):
         ref = ctx.reference_backend
         if ref not in results:
             return {}
+        opt = suite_options(ctx, self.name, DEFAULTS)
         ref_tokens = json.loads((ctx.backend_dir(ref) / results[ref]["tokens"]).read_text())
         out = {}
+        hyps = {}
         for name, res in results.items():
             toks = json.loads((ctx.backend_dir(name) / res["tokens"]).read_text())
             same = sum(a == b for a, b in zip(toks, ref_tokens))
             rate = same / max(1, len(ref_tokens))
             out[name] = {"exact_match_vs_reference": round(rate, 4), "identical_outputs": same,
                          "metrics": {"exact_match_vs_reference": round(rate, 4),
-                                     "bleu_delta_vs_reference": round(res["bleu"] - results[ref]["bleu"], 2)}}
+                                     "bleu_delta_vs_reference": round(res["bleu"] - results[ref]["bleu"], 2),
+                                     "chrf_delta_vs_reference": round(res["chrf"] - results[ref]["chrf"], 2)}}
+            if name != ref and res.get("n") == results[ref].get("n"):
+                hyps[name] = read_hypotheses(ctx.backend_dir(name) / res["hypotheses"], res["n"])
+        if hyps:
+            ref_hyps = read_hypotheses(ctx.backend_dir(ref) / results[ref]["hypotheses"], results[ref]["n"])
+            refs = list(ctx.references[:len(ref_hyps)])
+            sig = paired_bootstrap(ref, ref_hyps, hyps, refs, int(opt["bootstrap_samples"]), float(opt["alpha"]))
+            for name, s in sig.items():
+                out[name]["significance"] = s
+                out[name]["metrics"]["bleu_p_value_vs_reference"] = s.get("bleu_p_value")
         return out

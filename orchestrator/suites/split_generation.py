@@ -1,0 +1,226 @@
+"""Split generation: step logits under teacher forcing, the boundary matrix, divergence steps.
+
+(a) **Teacher-forced step logits.** ``run()`` feeds every backend the *same* decoder
+prefixes — the first ``tf_sentences`` references' target tokens (``model.encode_targets``),
+decoder start + the first ``tf_steps - 1`` tokens — through ``encode``/``decode_step`` (with
+the backend's cache), and saves the logits ``[M, K, V]`` to ``teacher_forced_logits.npy``.
+Prefixes do not depend on any backend, so ``compare()`` diffs each backend against the
+reference backend: per-step max |Δlogit| over valid rows, overall max, and argmax
+agreement at the teacher-forced positions. On a split FP32 backend this checks the split
+graph against the original model step by step.
+
+(b) **Boundary matrix.** For backends whose ``boundary_modes()`` is non-empty, ``run()``
+translates the first ``boundary_n`` test sentences (greedy unless ``boundary_num_beams``)
+in every mode (``set_boundary_mode(mode)``; restored with ``set_boundary_mode(None)``)
+and records BLEU vs the references and exact-match agreement with the backend's own
+``fp32enc-fp32dec`` row (or, without that mode, with the reference backend's quality
+tokens in ``compare()``).
+
+(c) **Divergence step.** ``compare()`` reads each backend's greedy/beam output written by
+the quality suite (``hypotheses.tokens.json``) and the reference's, and records the first
+token index where they differ (``identical`` when they never do) as a histogram. Token
+agreement (share of positions equal up to the shorter length) is recorded too.
+
+Options (``[suites.split-generation]``; defaults):
+
+    tf_sentences = 16      # sentences for teacher-forced logits
+    tf_steps = 16          # decoder steps per sentence
+    boundary_n = 100       # sentences per boundary-matrix row
+    boundary_num_beams = 1 # beams for the boundary rows
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+
+from backends.base import BOUNDARY_MODES
+from orchestrator.suites.base import CompareContext, Suite, SuiteContext, translate_all
+from orchestrator.suites.quality import TOKENS, corpus_scores
+from orchestrator.suites.util import finite, suite_options
+
+TF_LOGITS = "teacher_forced_logits.npy"
+TF_PREFIX = "teacher_forced_prefix.json"
+BOUNDARY_TOKENS = "boundary_{mode}.tokens.json"
+DEFAULTS: dict[str, Any] = {"tf_sentences": 16, "tf_steps": 16, "boundary_n": 100, "boundary_num_beams": 1}
+FP32_ROW = "fp32enc-fp32dec"
+#: histogram buckets of the first divergence step (upper bounds inclusive)
+BUCKETS = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 7), (8, 15), (16, 31), (32, 10**9))
+
+
+def teacher_forcing_prefix(model, references: list[str], m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decoder inputs ``[M, K]`` (start + reference target tokens, padded) and a validity mask."""
+    conv = model.conventions
+    targets = model.encode_targets(list(references[:m]))
+    ids = np.full((len(targets), k), conv.pad_token_id, dtype=np.int64)
+    valid = np.zeros((len(targets), k), dtype=bool)
+    for i, t in enumerate(targets):
+        row = [conv.decoder_start_token_id] + list(t)
+        # position s predicts token s+1; valid while the prefix is inside the target (incl. EOS)
+        n = min(k, len(row) - 1)
+        ids[i, :min(k, len(row))] = row[:k]
+        valid[i, :n] = True
+    return ids, valid
+
+
+def teacher_forced_logits(backend, model, sources: list[str], prefix: np.ndarray) -> np.ndarray:
+    enc = model.encode_sources(list(sources), backend.max_source_length)
+    state = backend.encode(enc.input_ids, enc.attention_mask)
+    cache = None
+    steps = []
+    for s in range(prefix.shape[1]):
+        logits, cache = backend.decode_step(state, prefix[:, :s + 1], cache)
+        steps.append(np.asarray(logits, dtype=np.float32))
+    return np.stack(steps, axis=1)  # [M, K, V]
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """First index where two token sequences differ (EOS counts: a shorter one diverges), None if equal."""
+    if a == b:
+        return None
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def divergence_histogram(steps: list[int | None]) -> dict[str, Any]:
+    hist: dict[str, int] = {}
+    for lo, hi in BUCKETS:
+        label = str(lo) if lo == hi else (f"{lo}-{hi}" if hi < 10**9 else f"{lo}+")
+        hist[label] = sum(1 for s in steps if s is not None and lo <= s <= hi)
+    hist["identical"] = sum(1 for s in steps if s is None)
+    div = [s for s in steps if s is not None]
+    return {"histogram": hist, "n": len(steps), "diverged": len(div),
+            "median_step": finite(float(np.median(div)), 1) if div else None,
+            "mean_step": finite(float(np.mean(div)), 2) if div else None,
+            "first_token_differs": sum(1 for s in div if s == 0)}
+
+
+def token_agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    same = total = 0
+    for x, y in zip(a, b):
+        n = max(len(x), len(y)) + 1  # + EOS
+        xe, ye = list(x) + [-1], list(y) + [-1]
+        same += sum(1 for i in range(min(len(xe), len(ye))) if xe[i] == ye[i])
+        total += n
+    return same / max(1, total)
+
+
+class SplitGenerationSuite(Suite):
+    name = "split-generation"
+    description = "teacher-forced step logits vs the reference, boundary matrix, first divergence step"
+
+    def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
+        opt = suite_options(ctx, self.name, DEFAULTS)
+        ctx.outdir.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Any] = {}
+        m, k = int(opt["tf_sentences"]), int(opt["tf_steps"])
+        if m > 0 and k > 0 and ctx.references:
+            prefix, valid = teacher_forcing_prefix(ctx.model, ctx.references, m, k)
+            logits = teacher_forced_logits(backend, ctx.model, ctx.sources[:prefix.shape[0]], prefix)
+            np.save(ctx.outdir / TF_LOGITS, logits)
+            digest = hashlib.sha256(prefix.tobytes() + valid.tobytes()).hexdigest()[:16]
+            (ctx.outdir / TF_PREFIX).write_text(json.dumps({"ids": prefix.tolist(), "valid": valid.tolist()}))
+            out["teacher_forced"] = {"logits": TF_LOGITS, "prefix": TF_PREFIX, "prefix_hash": digest,
+                                     "sentences": int(prefix.shape[0]), "steps": k}
+            ctx.report(1, 2, self.name)
+        modes = tuple(backend.boundary_modes())
+        if modes:
+            out["boundary"] = self._boundary_matrix(backend, ctx, modes, int(opt["boundary_n"]),
+                                                    int(opt["boundary_num_beams"]))
+        ctx.report(2, 2, self.name)
+        return out
+
+    def _boundary_matrix(self, backend, ctx: SuiteContext, modes, n: int, beams: int) -> dict[str, Any]:
+        srcs, refs = ctx.sources[:n], ctx.references[:n]
+        rows: dict[str, Any] = {}
+        tokens: dict[str, list[list[int]]] = {}
+        order = [m for m in BOUNDARY_MODES if m in modes] + [m for m in modes if m not in BOUNDARY_MODES]
+        try:
+            for mode in order:
+                backend.set_boundary_mode(mode)
+                toks, _ = translate_all(backend, ctx, srcs, num_beams=beams, label=f"boundary {mode}")
+                tokens[mode] = toks
+                fname = BOUNDARY_TOKENS.format(mode=mode)
+                (ctx.outdir / fname).write_text(json.dumps(toks))
+                scores = corpus_scores(ctx.model.decode(toks), list(refs))
+                rows[mode] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "tokens": fname}
+        finally:
+            backend.set_boundary_mode(None)
+        if FP32_ROW in tokens:
+            base = tokens[FP32_ROW]
+            for mode, row in rows.items():
+                row["agreement_with_fp32_row"] = finite(sum(a == b for a, b in zip(tokens[mode], base)) / len(base))
+                row["bleu_delta_vs_fp32_row"] = round(row["bleu"] - rows[FP32_ROW]["bleu"], 2)
+        return {"n": len(srcs), "num_beams": beams, "modes": order, "rows": rows,
+                "bleu_signature": scores["bleu_signature"] if rows else None}
+
+    def compare(self, results: dict[str, dict[str, Any]], ctx: CompareContext) -> dict[str, dict[str, Any]]:
+        ref = ctx.reference_backend
+        out: dict[str, dict[str, Any]] = {name: {"metrics": {}} for name in results}
+        # (a) teacher-forced logits vs the reference
+        ref_tf = results.get(ref, {}).get("teacher_forced")
+        if ref_tf:
+            ref_logits = np.load(ctx.backend_dir(ref) / ref_tf["logits"])
+            valid = np.asarray(json.loads((ctx.backend_dir(ref) / ref_tf["prefix"]).read_text())["valid"], bool)
+            for name, res in results.items():
+                tf = res.get("teacher_forced")
+                if not tf:
+                    continue
+                if tf.get("prefix_hash") != ref_tf.get("prefix_hash"):
+                    out[name]["teacher_forced"] = {"skipped": "prefixes differ from the reference's"}
+                    continue
+                logits = np.load(ctx.backend_dir(name) / tf["logits"])
+                if logits.shape != ref_logits.shape:
+                    out[name]["teacher_forced"] = {"skipped": f"logit shape {list(logits.shape)} != reference "
+                                                              f"{list(ref_logits.shape)}"}
+                    continue
+                out[name]["teacher_forced"] = cmp = teacher_forced_diff(logits, ref_logits, valid)
+                out[name]["metrics"]["tf_max_abs_logit_diff"] = cmp["max_abs_logit_diff"]
+                out[name]["metrics"]["tf_argmax_agreement"] = cmp["argmax_agreement"]
+        # (c) divergence step from the quality suite's token files
+        ref_tok_file = ctx.backend_dir(ref) / TOKENS
+        if ref_tok_file.exists():
+            ref_toks = json.loads(ref_tok_file.read_text())
+            for name in results:
+                f = ctx.backend_dir(name) / TOKENS
+                if not f.exists():
+                    continue
+                toks = json.loads(f.read_text())
+                if len(toks) != len(ref_toks):
+                    continue
+                steps = [first_divergence(a, b) for a, b in zip(toks, ref_toks)]
+                out[name]["divergence"] = divergence_histogram(steps)
+                agree = token_agreement(toks, ref_toks)
+                out[name]["divergence"]["token_agreement"] = finite(agree)
+                out[name]["metrics"]["token_agreement_vs_reference"] = finite(agree)
+        # (b) boundary rows without their own FP32 row: agreement with the reference's tokens
+        if ref_tok_file.exists():
+            ref_toks = json.loads(ref_tok_file.read_text())
+            for name, res in results.items():
+                b = res.get("boundary")
+                if not b:
+                    continue
+                for mode, row in b["rows"].items():
+                    toks = json.loads((ctx.backend_dir(name) / row["tokens"]).read_text())
+                    base = ref_toks[:len(toks)]
+                    if len(base) == len(toks):
+                        out[name].setdefault("boundary_vs_reference", {})[mode] = finite(
+                            sum(x == y for x, y in zip(toks, base)) / max(1, len(toks)))
+        return out
+
+
+def teacher_forced_diff(logits: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
+    """Per-step max |Δlogit| over valid rows, overall max, argmax agreement."""
+    diff = np.abs(logits.astype(np.float64) - ref.astype(np.float64)).max(axis=-1)  # [M, K]
+    per_step = [finite(diff[valid[:, s], s].max(), 6) if valid[:, s].any() else None
+                for s in range(diff.shape[1])]
+    agree = (logits.argmax(-1) == ref.argmax(-1))[valid]
+    return {"max_abs_logit_diff": finite(diff[valid].max(), 6) if valid.any() else None,
+            "mean_max_abs_logit_diff": finite(diff[valid].mean(), 6) if valid.any() else None,
+            "per_step_max_abs_logit_diff": per_step,
+            "argmax_agreement": finite(agree.mean()) if agree.size else None,
+            "positions": int(valid.sum())}
