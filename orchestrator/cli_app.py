@@ -1,0 +1,215 @@
+"""Command-line interface (argparse). Imports nothing heavy until a command runs.
+
+Exit codes: 0 success; 1 internal error (a bug: traceback printed); 2 bad input (the message says what
+to do); 3 ``select``/``compare`` found no feasible target; 4 ``--baseline`` found a regression;
+130 interrupted (finished results are kept; re-run the same command to resume).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+def _pos_int(name: str):
+    def conv(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+    return conv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python cli.py",
+        description="seqquant: can this encoder-decoder model ship as INT8, on which runtime, and if it breaks, "
+                    "why? Runs the same suites on many runtime backends and writes report.json/report.md.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 nothing feasible, 4 baseline regression, "
+               "130 interrupted (re-run to resume).")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    c = sub.add_parser("compare", help="run backends x suites on a model and write a report",
+                       description="Run every backend of the matrix on the model and data, each in its own "
+                                   "process; results are stored as they finish and reused on re-run.")
+    c.add_argument("--model", help="Hugging Face seq2seq checkpoint directory (default: embedded Marian en-de)")
+    c.add_argument("--src", help="source sentences, one per line (.gz ok; default: Multi30k test_2016_flickr.en)")
+    c.add_argument("--ref", help="reference translations, line-aligned with --src")
+    c.add_argument("--calibration-src", help="calibration pool sources (default: Multi30k val.en)")
+    c.add_argument("--calibration-ref", help="calibration pool targets (default: Multi30k val.de)")
+    c.add_argument("--backends", help="comma-separated backend names (default: the matrix's; see list-backends)")
+    c.add_argument("--suites", help="comma-separated suites (default: the matrix's)")
+    c.add_argument("--matrix", help="matrix TOML file (default: matrices/default.toml)")
+    c.add_argument("--reference", help="reference backend for agreement metrics (default: torch-fp32)")
+    c.add_argument("--limit", type=_pos_int("--limit"), help="use the first N sentences (0 = all)")
+    c.add_argument("--num-beams", type=_pos_int("--num-beams"), help="beam size (1 = greedy; max 16)")
+    c.add_argument("--batch-size", type=_pos_int("--batch-size"), help="sentences per batch")
+    c.add_argument("--max-source-length", type=_pos_int("--max-source-length"),
+                   help="static source length S in tokens; longer sources are truncated (counted)")
+    c.add_argument("--max-new-tokens", type=_pos_int("--max-new-tokens"), help="max generated tokens T")
+    c.add_argument("--strict-length", action="store_true", help="fail instead of truncating sources longer than S")
+    c.add_argument("--skip-empty", action="store_true", help="drop empty line pairs instead of failing")
+    c.add_argument("--source-prefix", help="task prefix prepended to every source (e.g. for T5)")
+    c.add_argument("--threads", type=_pos_int("--threads"), help="threads per backend")
+    c.add_argument("--timeout", type=float, help="seconds per backend process before it is killed")
+    c.add_argument("--out", help="run directory (default: runs/<model>-<hash8>/, reused on re-run)")
+    c.add_argument("--cache-dir", help="artifact cache directory (default: runs/.artifacts, or OUT/artifacts)")
+    c.add_argument("--force", action="store_true", help="recompute every result and rebuild every artifact")
+    c.add_argument("--baseline", help="baseline JSON to gate against (exit 4 on a regression)")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    lb = sub.add_parser("list-backends", help="registered backends, whether they are installed, and how to install")
+    lb.add_argument("--json", action="store_true", help="machine-readable output")
+    s = sub.add_parser("select", help="pick a deployable backend from an existing run under constraints")
+    s.add_argument("run_dir")
+    s.add_argument("--constraints", help="TOML file with constraints (default: the run's matrix [constraints])")
+    sh = sub.add_parser("show", help="print the result table of an existing run")
+    sh.add_argument("run_dir")
+    b = sub.add_parser("baseline", help="regression baselines")
+    bsub = b.add_subparsers(dest="baseline_cmd", metavar="ACTION")
+    bs = bsub.add_parser("save", help="save a run's metrics as a baseline file")
+    bs.add_argument("run_dir")
+    bs.add_argument("file")
+    return p
+
+
+def _read_report(run_dir: str) -> tuple[Path, dict[str, Any]]:
+    import json
+
+    from orchestrator.errors import RunDirError
+
+    path = Path(run_dir) / "report.json"
+    if not path.exists():
+        raise RunDirError(f"{run_dir} has no report.json; pass the directory a `compare` run wrote "
+                          f"(e.g. runs/<model>-<hash>/)")
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RunDirError(f"{path} is not valid JSON ({exc}); re-run compare to rewrite it") from exc
+
+
+def cmd_compare(args) -> int:
+    from orchestrator.config import resolve_config
+    from orchestrator.console import RichUI, print_report
+    from orchestrator.engine import run_compare
+
+    opts = {k: v for k, v in vars(args).items()}
+    opts["command"] = "python cli.py " + shlex.join(args._argv)
+    cfg = resolve_config(opts)
+    ui = RichUI(quiet=args.quiet)
+    report, code, run_dir = run_compare(cfg, ui)
+    if report:
+        print_report(report, ui.console, run_dir)
+    return code
+
+
+def cmd_list_backends(args) -> int:
+    from backends import registry
+    from backends._imports import install_hint
+
+    rows = []
+    for name in registry.available_backends():
+        e = registry.get_entry(name)
+        missing = e.missing()
+        rows.append({"name": name, "available": not missing, "description": e.description,
+                     "install": " ; ".join(sorted({install_hint(m) for m in missing})) if missing else None})
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=1))
+        return 0
+    from rich.markup import escape
+    from rich.table import Table
+
+    from orchestrator.console import make_console
+
+    t = Table(title="seqquant backends")
+    t.add_column("backend", no_wrap=True)
+    t.add_column("available", no_wrap=True)
+    t.add_column("description / install")
+    for r in rows:
+        t.add_row(r["name"], "[green]yes[/]" if r["available"] else "[yellow]no[/]",
+                  escape(r["description"] if r["available"] else f"{r['description']}\ninstall: {r['install']}"))
+    make_console().print(t)
+    return 0
+
+
+def cmd_select(args) -> int:
+    from orchestrator.errors import SettingsError
+    from orchestrator.hooks import load_hook, selection_infeasible
+    from orchestrator.matrix import load_constraints
+    from orchestrator.run_store import atomic_write_json
+
+    path, report = _read_report(args.run_dir)
+    select = load_hook("selection", "select_targets")
+    if select is None:
+        raise SettingsError("`select` needs orchestrator/selection.py (select_targets), not in this checkout")
+    if args.constraints:
+        constraints = load_constraints(args.constraints)
+    else:
+        constraints = ((report.get("settings") or {}).get("matrix") or {}).get("constraints") or {}
+    selection = select(report, constraints)
+    report["selection"] = selection
+    atomic_write_json(path, report)
+    from orchestrator.console import print_report
+
+    print_report(report)
+    return 3 if selection_infeasible(selection) else 0
+
+
+def cmd_show(args) -> int:
+    from orchestrator.console import print_report
+
+    _, report = _read_report(args.run_dir)
+    print_report(report, run_dir=args.run_dir)
+    return 0
+
+
+def cmd_baseline(args, parser) -> int:
+    if args.baseline_cmd != "save":
+        parser.parse_args(["baseline", "--help"])
+        return EXIT_USAGE
+    from orchestrator.errors import SettingsError
+    from orchestrator.hooks import load_hook
+
+    _, report = _read_report(args.run_dir)
+    save = load_hook("baseline", "save_baseline")
+    if save is None:
+        raise SettingsError("`baseline save` needs orchestrator/baseline.py (save_baseline), not in this checkout")
+    save(report, Path(args.file))
+    print(f"baseline saved to {args.file}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args._argv = argv
+    if args.cmd is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from backends.errors import SeqquantError
+
+    try:
+        if args.cmd == "compare":
+            return cmd_compare(args)
+        if args.cmd == "list-backends":
+            return cmd_list_backends(args)
+        if args.cmd == "select":
+            return cmd_select(args)
+        if args.cmd == "show":
+            return cmd_show(args)
+        if args.cmd == "baseline":
+            return cmd_baseline(args, parser)
+    except SeqquantError as exc:
+        from orchestrator.console import print_error
+
+        print_error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return EXIT_USAGE

@@ -1,0 +1,99 @@
+"""Resolve one run's configuration: matrix file values, overridden by command-line flags."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator import data as data_mod
+from orchestrator.errors import SettingsError
+from orchestrator.matrix import DEFAULT_SETTINGS, Matrix, check_setting, load_matrix
+
+# CLI flag -> setting key
+FLAG_FOR = {"limit": "--limit", "num_beams": "--num-beams", "batch_size": "--batch-size",
+            "max_source_length": "--max-source-length", "max_new_tokens": "--max-new-tokens",
+            "threads": "--threads", "timeout": "--timeout", "strict_length": "--strict-length",
+            "source_prefix": "--source-prefix"}
+
+
+@dataclass
+class RunConfig:
+    matrix: Matrix
+    model_path: Path
+    src: Path
+    ref: Path
+    cal_src: Path
+    cal_ref: Path
+    cal_size: int
+    skip_empty: bool
+    backends: list[str] | None  # None: every registered, installed backend
+    backends_from_cli: bool
+    suites: list[str]
+    reference: str
+    settings: dict[str, Any]
+    out: Path | None = None
+    force: bool = False
+    baseline: Path | None = None
+    cache_dir: Path | None = None
+    command: str = ""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def backend_settings(self, name: str) -> dict[str, Any]:
+        """Settings for one backend: the run's, with its ``[overrides.<name>]`` applied."""
+        o = self.overrides.get(name, {})
+        return {**self.settings, **{k: v for k, v in o.items() if k != "options"}}
+
+    def backend_options(self, name: str) -> dict[str, Any]:
+        s = self.backend_settings(name)
+        return {"threads": s["threads"], "max_source_length": s["max_source_length"],
+                "max_new_tokens": s["max_new_tokens"], **self.overrides.get(name, {}).get("options", {})}
+
+
+def resolve_config(args: dict[str, Any]) -> RunConfig:
+    """``args``: the parsed ``compare`` flags (None = not given)."""
+    matrix = load_matrix(args.get("matrix"))
+    settings = {**DEFAULT_SETTINGS, **matrix.settings}
+    for key, flag in FLAG_FOR.items():
+        value = args.get(key)
+        if value is None or (key == "strict_length" and value is False):
+            continue
+        settings[key] = check_setting(key, value, flag, exc=SettingsError)
+    if args.get("src") and not args.get("ref") or args.get("ref") and not args.get("src"):
+        raise SettingsError("--src and --ref go together: give both the source file and its reference "
+                            "translations (one sentence per line, line-aligned)")
+    d = matrix.data
+
+    def path(cli_key, data_key, default):
+        if args.get(cli_key):
+            return Path(args[cli_key]).expanduser()
+        if d.get(data_key):
+            return matrix.resolve_path(d[data_key])
+        return default
+
+    model = Path(args["model"]).expanduser() if args.get("model") else (
+        matrix.resolve_path(matrix.model) if matrix.model else data_mod.DEFAULT_MODEL)
+    backends = None
+    from_cli = False
+    if args.get("backends"):
+        backends = list(dict.fromkeys(b.strip() for b in args["backends"].split(",") if b.strip()))
+        if not backends:
+            raise SettingsError("--backends is empty; give comma-separated names (see `python cli.py list-backends`)")
+        from_cli = True
+    elif matrix.backends is not None:
+        backends = matrix.backends
+    suites = matrix.suites
+    if args.get("suites"):
+        suites = list(dict.fromkeys(s.strip() for s in args["suites"].split(",") if s.strip()))
+    return RunConfig(
+        matrix=matrix, model_path=model,
+        src=path("src", "src", data_mod.DEFAULT_SRC), ref=path("ref", "ref", data_mod.DEFAULT_REF),
+        cal_src=path("calibration_src", "calibration_src", data_mod.DEFAULT_CAL_SRC),
+        cal_ref=path("calibration_ref", "calibration_ref", data_mod.DEFAULT_CAL_REF),
+        cal_size=int(d.get("calibration_size", 200)),
+        skip_empty=bool(args.get("skip_empty") or d.get("skip_empty", False)),
+        backends=backends, backends_from_cli=from_cli, suites=suites,
+        reference=args.get("reference") or matrix.reference, settings=settings,
+        out=Path(args["out"]) if args.get("out") else None, force=bool(args.get("force")),
+        baseline=Path(args["baseline"]) if args.get("baseline") else None,
+        cache_dir=Path(args["cache_dir"]) if args.get("cache_dir") else None,
+        command=args.get("command", ""), overrides=matrix.overrides)

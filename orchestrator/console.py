@@ -1,0 +1,111 @@
+"""Console output: rich progress bars per backend during a run, result tables after it."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from orchestrator.engine import NullUI
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def make_console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+class RichUI(NullUI):
+    def __init__(self, console=None, quiet: bool = False):
+        self.console = console or make_console()
+        self.quiet = quiet
+        self._progress = None
+        self._tasks: dict[str, Any] = {}
+
+    def _ensure(self):
+        if self._progress is None and not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("[bold]{task.fields[backend]:<20}"), TextColumn("{task.description:<28}"),
+                                      BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                      console=self.console, transient=False)
+            self._progress.start()
+        return self._progress
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[dim]{_esc(msg)}[/dim]")
+
+    def warn(self, msg: str) -> None:
+        make_console(stderr=True).print(f"[yellow]warning:[/yellow] {_esc(msg)}")
+
+    def backend_started(self, name: str, n_suites: int) -> None:
+        prog = self._ensure()
+        if prog is not None:
+            self._tasks[name] = prog.add_task("starting", total=None, backend=name)
+
+    def backend_progress(self, name: str, stage: str, done: int, total: int, label: str) -> None:
+        prog = self._progress
+        if prog is not None and name in self._tasks:
+            prog.update(self._tasks[name], description=label[:28], completed=done, total=max(total, 1))
+
+    def backend_finished(self, name: str, status: str, reason: str | None, reused: bool) -> None:
+        color = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(status, "white")
+        text = f"{status}{' (reused)' if reused else ''}"
+        prog = self._progress
+        if prog is not None and name in self._tasks:
+            prog.update(self._tasks[name], description=f"[{color}]{text}[/{color}]")
+            prog.stop_task(self._tasks[name])
+        elif not self.quiet:
+            why = f": {_esc(reason.splitlines()[0][:160])}" if reason and status != "ok" else ""
+            self.console.print(f"[bold]{name:<20}[/bold] [{color}]{text}[/{color}]{why}", markup=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._tasks.clear()
+
+
+def print_report(report: dict[str, Any], console=None, run_dir=None) -> None:
+    from rich.table import Table
+
+    from orchestrator.report import SUMMARY_HEADER, summary_rows
+
+    console = console or make_console()
+    d = report["data"]
+    title = (f"{report['model']['family']} {report['model']['path']} | {d['n_sentences']} sentences | "
+             f"beams {report['settings']['num_beams']} | reference {report['reference_backend']}")
+    table = Table(title=title, title_justify="left")
+    for h in SUMMARY_HEADER:
+        table.add_column(h, overflow="fold", no_wrap=h != "reason", justify="right" if h in
+                         ("BLEU", "chrF", "exact match vs ref", "artifacts MB") else "left")
+    colors = {"ok": "green", "failed": "red", "skipped": "yellow"}
+    for row in summary_rows(report):
+        row = [_esc(c) for c in row]
+        row[1] = f"[{colors.get(row[1], 'white')}]{row[1]}[/]"
+        table.add_row(*row)
+    console.print(table)
+    sel = report.get("selection")
+    if isinstance(sel, dict):
+        chain = sel.get("fallback_chain") or []
+        console.print(f"[bold]selection:[/bold] {_esc(sel.get('chosen') or 'nothing feasible')}"
+                      + (f"  (fallback: {_esc(' -> '.join(map(str, chain)))})" if chain else ""))
+    base = report.get("baseline")
+    if isinstance(base, dict):
+        console.print(f"[bold]baseline:[/bold] {'REGRESSION' if base.get('regressions') else 'no regression'}"
+                      f" vs {_esc(base.get('file', ''))}")
+    if run_dir is not None:
+        console.print(f"report: {_esc(run_dir)}/report.json, {run_dir}/report.md  "
+                      f"({report['run'].get('wall_seconds', 0):.1f} s)")
+
+
+def print_error(msg: str) -> None:
+    try:
+        make_console(stderr=True).print(f"[red]error:[/red] {_esc(msg)}", markup=True, highlight=False)
+    except Exception:  # rich missing or broken: plain text
+        print(f"error: {msg}", file=sys.stderr)

@@ -1,0 +1,266 @@
+"""The run engine: validate inputs, run every backend in its own process, compare, report.
+
+``run_compare(cfg, ui)`` is the whole ``compare`` command minus argument parsing:
+
+1. validate the model (``ModelBundle.load``), the data and the calibration pool, source lengths;
+2. resolve backends (unknown -> error listing the available ones; extra missing -> ``skipped`` with the
+   pip command) and suites (module missing -> ``skipped``);
+3. for each backend, reuse stored suite results whose fingerprint matches, and run the rest in a spawned
+   process (:mod:`orchestrator.worker`) with the backend's timeout; crashes become ``failed``;
+4. the compare phase in this process (``Suite.compare`` over the backends whose suite succeeded);
+5. hooks (verdicts, selection, baseline) and report.json / report.md.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import RunConfig
+from orchestrator.errors import SettingsError
+from orchestrator.plan import BackendPlan, SuitePlan, backend_fingerprint, suite_available, suite_code
+from orchestrator.run_store import RunStore, atomic_write_json, digest
+
+EXIT_OK, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+
+
+class NullUI:
+    """What the engine tells the user; :class:`orchestrator.console.RichUI` renders it."""
+
+    def info(self, msg: str) -> None: ...
+    def warn(self, msg: str) -> None: ...
+    def backend_started(self, name: str, n_suites: int) -> None: ...
+    def backend_progress(self, name: str, stage: str, done: int, total: int, label: str) -> None: ...
+    def backend_finished(self, name: str, status: str, reason: str | None, reused: bool) -> None: ...
+    def close(self) -> None: ...
+
+
+class Validated:
+    """Everything checked before any backend runs."""
+
+    def __init__(self, cfg: RunConfig):
+        from backends.model import ModelBundle
+        from orchestrator.data import load_calibration, load_parallel
+
+        s = cfg.settings
+        self.model = ModelBundle.load(cfg.model_path, source_prefix=s.get("source_prefix"))
+        self.data = load_parallel(cfg.src, cfg.ref, limit=s["limit"] or None, skip_empty=cfg.skip_empty)
+        self.calibration, self.cal_data = load_calibration(cfg.cal_src, cfg.cal_ref, cfg.cal_size)
+        enc = self.model.encode_sources(self.data.sources, int(s["max_source_length"]),
+                                        strict=bool(s["strict_length"]))
+        self.truncated = enc.truncated
+        self.longest = max(enc.lengths) if enc.lengths else 0
+
+
+def _resolve_backends(cfg: RunConfig, warnings: list[str]) -> list[BackendPlan]:
+    from backends import registry
+    from backends._imports import install_hint
+
+    names = cfg.backends if cfg.backends is not None else registry.available_backends()
+    plans = []
+    for name in names:
+        try:
+            entry = registry.get_entry(name)
+        except Exception as exc:  # UnknownBackendError
+            if cfg.backends_from_cli or cfg.matrix.missing_backends == "error":
+                where = "--backends" if cfg.backends_from_cli else f"matrix {cfg.matrix.path}"
+                raise type(exc)(f"{exc} (from {where})") from exc
+            plans.append(BackendPlan(name, skip_reason=f"backend '{name}' is not registered in this checkout"))
+            continue
+        missing = entry.missing()
+        if missing:
+            hints = " ; ".join(sorted({install_hint(m) for m in missing}))
+            reason = f"needs {', '.join(missing)} (not installed). Install with: {hints}"
+            plans.append(BackendPlan(name, entry=entry, skip_reason=reason))
+            if cfg.backends_from_cli:
+                warnings.append(f"{name}: {reason}")
+            continue
+        plans.append(BackendPlan(name, entry=entry))
+    if not plans:
+        raise SettingsError("no backends to run: the matrix lists none and none were given with --backends")
+    return plans
+
+
+def _resolve_suites(cfg: RunConfig) -> dict[str, str | None]:
+    from orchestrator.suites.base import SUITES
+
+    unknown = [s for s in cfg.suites if s not in SUITES]
+    if unknown:
+        raise SettingsError(f"unknown suite(s) {unknown}; available suites: {', '.join(sorted(SUITES))}")
+    return {s: suite_available(s) for s in cfg.suites}
+
+
+def default_run_dir(cfg: RunConfig, v: Validated) -> Path:
+    key = digest({"model": v.model.content_hash, "data": v.data.fingerprint, "cal": v.calibration.fingerprint(),
+                  "settings": {k: val for k, val in cfg.settings.items() if k not in ("timeout", "threads")}}, 8)
+    return Path("runs") / f"{cfg.model_path.resolve().name}-{key}"
+
+
+def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites: dict[str, str | None],
+                 store: RunStore) -> None:
+    base = {"model": v.model.content_hash, "data": v.data.fingerprint, "calibration": v.calibration.fingerprint(),
+            "source_prefix": v.model.conventions.source_prefix}
+    codes = {s: suite_code(s) for s, skip in suites.items() if skip is None}
+    for p in plans:
+        if p.skip_reason:
+            continue
+        p.settings = cfg.backend_settings(p.name)
+        p.options = cfg.backend_options(p.name)
+        p.fingerprint = backend_fingerprint(p.name, p.entry, base, p.options, p.settings)
+        if cfg.force:
+            store.clear_backend(p.name)
+        for s, skip in suites.items():
+            if skip is not None:
+                continue
+            opts = cfg.matrix.suite_options.get(s, {})
+            fp = digest({"backend": p.fingerprint, "suite": s, "options": opts, "code": codes[s]})
+            p.suites.append(SuitePlan(s, fp, opts, store.read_suite(p.name, s, fp)))
+
+
+def _job(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact_dir: Path) -> dict[str, Any]:
+    limit = int(p.settings.get("limit") or 0)
+    n = len(v.data.sources) if not limit else min(limit, len(v.data.sources))
+    e = p.entry
+    return {"backend": p.name, "options": p.options, "model_path": str(v.model.path),
+            "source_prefix": cfg.settings.get("source_prefix"),
+            "sources": v.data.sources[:n], "references": v.data.references[:n],
+            "calibration": {"sources": v.calibration.sources, "targets": v.calibration.targets,
+                            "name": v.calibration.name},
+            "suites": [{"name": s.name, "fingerprint": s.fingerprint, "options": s.options} for s in p.pending],
+            "settings": {**p.settings, "n_sentences": n}, "run_dir": str(store.run_dir),
+            "artifact_dir": str(artifact_dir), "force_artifacts": cfg.force, "log_path": str(store.log_path(p.name)),
+            "sys_path": list(sys.path),
+            "registry_entry": {"name": e.name, "target": e.target, "requires": list(e.requires),
+                               "options": dict(e.options), "description": e.description}}
+
+
+def _run_backend(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact_dir: Path,
+                 ui: NullUI) -> dict[str, Any]:
+    """Run (or reuse) one backend; return its backend record (also written to backend.json)."""
+    from orchestrator.isolation import run_isolated
+    from orchestrator.worker import backend_worker
+
+    prev = store.read_backend(p.name) or {}
+    if not p.pending and prev.get("fingerprint") == p.fingerprint and prev.get("process") == "ok":
+        ui.backend_finished(p.name, prev.get("status", "ok"), prev.get("reason"), reused=True)
+        return {**prev, "reused": True}
+    rec: dict[str, Any] = {"fingerprint": p.fingerprint, "signature": prev.get("signature"),
+                           "artifacts": prev.get("artifacts"), "timings": {}, "reused": False}
+    state = {"stage": "start", "child_status": None, "child_reason": None}
+    ui.backend_started(p.name, len(p.pending))
+
+    def on_message(msg):
+        kind = msg[0]
+        if kind == "progress":
+            _, stage, done, total, label = msg
+            state["stage"] = stage
+            ui.backend_progress(p.name, stage, done, total, label)
+        elif kind == "backend":
+            info = msg[1]
+            for k in ("signature", "artifacts"):
+                if k in info:
+                    rec[k] = info[k]
+            rec["timings"].update(info.get("timings", {}))
+            if info.get("status") in ("skipped", "failed"):
+                state["child_status"], state["child_reason"] = info["status"], info.get("reason")
+                if info.get("traceback"):
+                    rec["traceback"] = info["traceback"][-4000:]
+        elif kind == "suite":
+            ui.backend_progress(p.name, msg[1], 1, 1, f"{msg[1]}: {msg[2]}")
+
+    timeout = float(p.settings["timeout"])
+    outcome = run_isolated(backend_worker, _job(cfg, v, p, store, artifact_dir), timeout, on_message)
+    rec["timings"]["wall_seconds"] = round(outcome.seconds, 3)
+    rec["exit"] = {"exitcode": outcome.exitcode, "signal": outcome.signal, "timed_out": outcome.timed_out}
+    if state["child_status"]:
+        rec["status"], rec["reason"] = state["child_status"], state["child_reason"]
+        rec["process"] = "ok" if outcome.ok else "died"
+    elif not outcome.ok:
+        where = "" if state["stage"] == "start" else f" during '{state['stage']}'"
+        rec["status"] = "failed"
+        rec["reason"] = outcome.describe(timeout) + where
+        rec["process"] = "died"
+        rec["log_tail"] = store.log_tail(p.name)
+    else:
+        rec["status"], rec["reason"], rec["process"] = "ok", None, "ok"
+    if rec["status"] == "failed" and "log_tail" not in rec:
+        rec["log_tail"] = store.log_tail(p.name)
+    store.write_backend(p.name, rec)
+    ui.backend_finished(p.name, rec["status"], rec["reason"], reused=False)
+    return rec
+
+
+def _suite_records(p: BackendPlan, store: RunStore, proc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for s in p.suites:
+        r = store.read_suite(p.name, s.name, s.fingerprint)
+        if r is None:
+            reason = proc.get("reason") or "not run"
+            r = {"status": "skipped" if proc.get("status") == "skipped" else "failed",
+                 "reason": reason if proc.get("status") != "ok" else "no result written"}
+        else:
+            r = {**r, "reused": s.reuse is not None}
+        out[s.name] = r
+    return out
+
+
+def run_compare(cfg: RunConfig, ui: NullUI | None = None) -> tuple[dict[str, Any], int, Path]:
+    """Run the ``compare`` command; return (report, exit code, run dir)."""
+    from orchestrator import hooks, report as report_mod
+
+    ui = ui or NullUI()
+    started = time.time()
+    warnings: list[str] = []
+    hooks.check_requested(cfg)
+    suites = _resolve_suites(cfg)
+    plans = _resolve_backends(cfg, warnings)
+    v = Validated(cfg)
+    if v.truncated:
+        warnings.append(f"{v.truncated} of {len(v.data.sources)} source(s) are longer than "
+                        f"max_source_length={cfg.settings['max_source_length']} tokens (longest {v.longest}) "
+                        f"and are truncated; raise --max-source-length, or pass --strict-length to fail instead")
+    if v.data.skipped_empty:
+        warnings.append(f"skipped {len(v.data.skipped_empty)} empty line pair(s) (--skip-empty)")
+    names = [p.name for p in plans]
+    if cfg.reference not in names:
+        warnings.append(f"reference backend '{cfg.reference}' is not in this run; agreement metrics vs the "
+                        f"reference are not computed")
+    for s, reason in suites.items():
+        if reason:
+            warnings.append(reason)
+    for w in warnings:
+        ui.warn(w)
+    run_dir = cfg.out or default_run_dir(cfg, v)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = RunStore(run_dir)
+    artifact_dir = cfg.cache_dir or (Path(os.environ["SEQQUANT_CACHE_DIR"]) if os.environ.get("SEQQUANT_CACHE_DIR")
+                                     else (run_dir.parent / ".artifacts" if cfg.out is None else run_dir / "artifacts"))
+    _plan_suites(cfg, v, plans, suites, store)
+    atomic_write_json(run_dir / "run.json", {"command": cfg.command, "settings": cfg.settings,
+                                             "backends": names, "suites": list(suites),
+                                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))})
+    ui.info(f"run directory: {run_dir}")
+    procs: dict[str, dict[str, Any]] = {}
+    records: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        for p in plans:
+            if p.skip_reason:
+                procs[p.name] = {"status": "skipped", "reason": p.skip_reason}
+                ui.backend_finished(p.name, "skipped", p.skip_reason, reused=False)
+                records[p.name] = {}
+                continue
+            procs[p.name] = _run_backend(cfg, v, p, store, artifact_dir, ui)
+            records[p.name] = _suite_records(p, store, procs[p.name])
+    except KeyboardInterrupt:
+        ui.close()
+        ui.warn(f"interrupted; finished results are kept in {run_dir}. Re-run the same command to resume.")
+        return {}, EXIT_INTERRUPTED, run_dir
+    ui.close()
+    report = report_mod.build_report(cfg, v, plans, procs, records, suites, run_dir, artifact_dir, warnings)
+    report_mod.run_compare_phase(report, cfg, v, records, suites, run_dir)
+    code = hooks.run_hooks(report, cfg, ui)
+    report["run"]["wall_seconds"] = round(time.time() - started, 2)
+    report_mod.write_report(report, run_dir)
+    return report, code, run_dir

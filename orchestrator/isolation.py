@@ -1,0 +1,103 @@
+"""Run a function in its own process (``spawn``) with a wall-clock timeout and a message pipe.
+
+A backend's native code can segfault, abort, hang or be OOM-killed; none of that may take the
+orchestrator down. :func:`run_isolated` starts ``target(conn, payload)`` in a fresh interpreter,
+relays every message the child sends (progress, results) to ``on_message`` and turns the way the
+process ended into an :class:`Outcome` (exit code, signal name, timeout), never an exception.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+TERMINATE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    exitcode: int | None
+    signal: str | None = None
+    timed_out: bool = False
+    seconds: float = 0.0
+    messages: int = 0
+
+    def describe(self, timeout: float | None = None) -> str:
+        if self.timed_out:
+            return f"timed out after {timeout:g} s (no result; process killed). Raise the timeout " \
+                   f"([settings] timeout, [overrides.<backend>] timeout or --timeout) if it is just slow"
+        if self.signal:
+            extra = " (likely killed for running out of memory)" if self.signal == "SIGKILL" else ""
+            return f"process killed by signal {self.signal}{extra}"
+        if self.exitcode not in (0, None):
+            return f"process exited with code {self.exitcode}"
+        return "ok"
+
+
+def signal_name(exitcode: int | None) -> str | None:
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def run_isolated(target: Callable[[Any, Any], None], payload: Any, timeout: float | None,
+                 on_message: Callable[[Any], None] | None = None, poll: float = 0.2) -> Outcome:
+    """Run ``target(conn, payload)`` in a spawned process; ``conn.send(msg)`` reaches ``on_message``."""
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(send, payload), daemon=True)
+    start = time.monotonic()
+    proc.start()
+    send.close()  # the child holds the only writer: EOF when it dies
+    n = 0
+    timed_out = False
+    pipe_open = True
+    try:
+        while True:
+            if pipe_open:
+                try:
+                    while recv.poll(poll):
+                        msg = recv.recv()
+                        n += 1
+                        if on_message is not None:
+                            on_message(msg)
+                        if timeout is not None and time.monotonic() - start > timeout:
+                            break
+                except (EOFError, OSError):
+                    pipe_open = False
+                except Exception:  # a message torn by a dying child: ignore, the exit code tells
+                    pipe_open = False
+            else:
+                proc.join(poll)
+            if not proc.is_alive() and not (pipe_open and recv.poll(0)):
+                break
+            if timeout is not None and time.monotonic() - start > timeout:
+                timed_out = True
+                _stop(proc)
+                break
+    except BaseException:  # KeyboardInterrupt: never leave the child behind
+        _stop(proc)
+        raise
+    finally:
+        recv.close()
+    proc.join()
+    code = proc.exitcode
+    return Outcome(ok=(code == 0 and not timed_out), exitcode=code,
+                   signal=None if timed_out else signal_name(code), timed_out=timed_out,
+                   seconds=time.monotonic() - start, messages=n)
+
+
+def _stop(proc) -> None:
+    if not proc.is_alive():
+        return
+    proc.terminate()
+    proc.join(TERMINATE_GRACE)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()

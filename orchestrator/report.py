@@ -1,0 +1,233 @@
+"""report.json (a stable, versioned interface) and report.md.
+
+Schema, ``schema_version`` 1 (fields are only ever added within a version)::
+
+    {
+      "schema_version": 1,
+      "tool": {"name": "seqquant", "version": "0.1.0"},
+      "command": "python cli.py compare ...",
+      "created": "2026-11-22T17:00:00Z",
+      "model": {"path", "family", "content_hash", "model_type", "source_prefix", "conventions"},
+      "data": {"src", "ref", "n_sentences", "lines_in_files", "skipped_empty_lines", "fingerprint",
+               "max_source_length", "truncated_sources", "longest_source_tokens",
+               "calibration": {"src", "ref", "n_sentences", "fingerprint"}},
+      "settings": {"limit", "num_beams", "batch_size", "max_source_length", "max_new_tokens", "threads",
+                   "timeout", "strict_length", "source_prefix", "backends": [...], "suites": [...],
+                   "matrix": {path, description, overrides, suite_options, bar, constraints, tolerances}},
+      "reference_backend": "torch-fp32",
+      "suites": {"<suite>": {"status": "ok" | "skipped", "reason"}},
+      "backends": {
+        "<name>": {
+          "status": "ok" | "failed" | "skipped",
+          "reason": null | "why it failed / was skipped (signal, exit code, timeout, exception, pip hint)",
+          "description": "registry description",
+          "signature": Signature.to_dict() | null,
+          "metrics": {"bleu", "chrf", "exact_match_vs_reference", ...},   # flat numbers merged from suites
+          "artifacts": {"files": {role: path}, "bytes", "reused", "cache_key", "directory",
+                        "build_seconds", ...extra (op audit, boundary params...)} | null,
+          "suites": {"<suite>": {"status": "ok"|"failed"|"skipped", "reason", "seconds", "reused",
+                                 "fingerprint", ...the suite's result fields, ...its compare fields}},
+          "timings": {"prepare_seconds", "activate_seconds", "suite_<name>_seconds", "wall_seconds"},
+          "settings": {per-backend settings after [overrides]},
+          "reused": true if no process was started (everything came from the run dir),
+          "exit": {"exitcode", "signal", "timed_out"},        # when a process ran
+          "log_tail": ["last lines of worker.log"],           # when failed
+          "verdict": {...}                                     # set by orchestrator.attribution
+        }
+      },
+      "verdict": {...}, "selection": {...}, "baseline": {...}, # when those steps ran
+      "hook_errors": {"<step>": "traceback"},                  # when a step raised
+      "compare_errors": {"<suite>": "traceback"},              # when a Suite.compare raised
+      "warnings": ["..."],
+      "run": {"dir", "artifact_dir", "wall_seconds", "backends_run", "backends_reused"}
+    }
+"""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from orchestrator.run_store import atomic_write_json, atomic_write_text
+
+SCHEMA_VERSION = 1
+
+
+def _artifacts(a: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not a:
+        return None
+    out = {k: a.get(k) for k in ("files", "bytes", "reused", "cache_key", "directory", "build_seconds")}
+    for k, val in (a.get("extra") or {}).items():
+        out.setdefault(k, val)
+    return out
+
+
+def _backend_status(proc: dict[str, Any], suites: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
+    if proc.get("status") in ("skipped", "failed"):
+        return proc["status"], proc.get("reason")
+    failed = [f"{s}: {r.get('reason')}" for s, r in suites.items() if r.get("status") == "failed"]
+    if failed:
+        return "failed", "; ".join(failed)
+    return "ok", None
+
+
+def build_report(cfg, v, plans, procs, records, suites, run_dir: Path, artifact_dir: Path,
+                 warnings: list[str]) -> dict[str, Any]:
+    from backends.base import SEQQUANT_VERSION
+
+    backends: dict[str, Any] = {}
+    for p in plans:
+        proc = procs.get(p.name, {})
+        recs = records.get(p.name, {})
+        status, reason = _backend_status(proc, recs)
+        suites_out = {}
+        metrics: dict[str, Any] = {}
+        for s, r in recs.items():
+            entry = {k: r.get(k) for k in ("status", "reason", "seconds", "reused", "fingerprint") if k in r}
+            res = r.get("result") or {}
+            if isinstance(res, dict):
+                entry.update({k: val for k, val in res.items() if k not in entry})
+                metrics.update(res.get("metrics") or {})
+            suites_out[s] = entry
+        b = {"status": status, "reason": reason, "description": p.entry.description if p.entry else "",
+             "signature": proc.get("signature"), "metrics": metrics, "artifacts": _artifacts(proc.get("artifacts")),
+             "suites": suites_out, "timings": proc.get("timings", {}), "settings": p.settings or None,
+             "reused": bool(proc.get("reused", False))}
+        for k in ("exit", "log_tail", "traceback"):
+            if proc.get(k) is not None and (k != "exit" or status == "failed"):
+                b[k] = proc[k]
+        backends[p.name] = b
+    data = v.data.describe()
+    data.update(max_source_length=cfg.settings["max_source_length"], truncated_sources=v.truncated,
+                longest_source_tokens=v.longest,
+                calibration={"src": str(cfg.cal_src), "ref": str(cfg.cal_ref),
+                             "n_sentences": len(v.calibration.sources),
+                             "fingerprint": v.calibration.fingerprint()})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "seqquant", "version": SEQQUANT_VERSION},
+        "command": cfg.command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": v.model.describe(),
+        "data": data,
+        "settings": {**cfg.settings, "backends": [p.name for p in plans], "suites": list(suites),
+                     "matrix": cfg.matrix.to_dict()},
+        "reference_backend": cfg.reference,
+        "suites": {s: {"status": "skipped" if r else "ok", "reason": r} for s, r in suites.items()},
+        "backends": backends,
+        "warnings": list(warnings),
+        "run": {"dir": str(run_dir), "artifact_dir": str(artifact_dir),
+                "backends_run": sorted(n for n, b in procs.items() if b.get("status") != "skipped"
+                                       and not b.get("reused")),
+                "backends_reused": sorted(n for n, b in procs.items() if b.get("reused"))},
+    }
+
+
+def run_compare_phase(report: dict[str, Any], cfg, v, records, suites, run_dir: Path) -> None:
+    """``Suite.compare`` over the backends whose suite succeeded; merge fields and metrics."""
+    from orchestrator.suites.base import CompareContext, get_suite
+
+    for s, skip in suites.items():
+        if skip:
+            continue
+        ok = {b: r["result"] for b, recs in records.items() for name, r in recs.items()
+              if name == s and r.get("status") == "ok" and isinstance(r.get("result"), dict)}
+        if not ok:
+            continue
+        ctx = CompareContext(model=v.model, sources=v.data.sources, references=v.data.references, run_dir=run_dir,
+                             reference_backend=cfg.reference, settings=dict(cfg.settings),
+                             suite_options=cfg.matrix.suite_options.get(s, {}))
+        try:
+            extras = get_suite(s).compare(ok, ctx) or {}
+        except Exception as exc:
+            report.setdefault("compare_errors", {})[s] = f"{type(exc).__name__}: {exc}\n" \
+                                                         f"{traceback.format_exc()[-2000:]}"
+            report["warnings"].append(f"suite '{s}' compare step failed: {type(exc).__name__}: {exc}")
+            continue
+        for b, fields in extras.items():
+            if b not in report["backends"] or not isinstance(fields, dict):
+                continue
+            entry = report["backends"][b]["suites"].setdefault(s, {})
+            entry.update(fields)
+            report["backends"][b]["metrics"].update(fields.get("metrics") or {})
+
+
+def _fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def _mb(n: Any) -> str:
+    return f"{n / 1e6:.1f}" if isinstance(n, (int, float)) else "-"
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Backend | status | BLEU | chrF | exact match | size MB | reason (shared by console and markdown)."""
+    rows = []
+    for name, b in report["backends"].items():
+        m = b.get("metrics") or {}
+        em = m.get("exact_match_vs_reference")
+        rows.append([name, b["status"], _fmt(m.get("bleu")), _fmt(m.get("chrf")),
+                     f"{em * 100:.1f}%" if isinstance(em, (int, float)) else "-",
+                     _mb((b.get("artifacts") or {}).get("bytes")), (b.get("reason") or "").splitlines()[0][:160]
+                     if b.get("reason") else ""])
+    return rows
+
+
+SUMMARY_HEADER = ["backend", "status", "BLEU", "chrF", "exact match vs ref", "artifacts MB", "reason"]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    d = report["data"]
+    m = report["model"]
+    s = report["settings"]
+    lines = [f"# seqquant report", "",
+             f"Command: `{report['command']}`  ", f"Created: {report['created']} (seqquant {report['tool']['version']}, "
+             f"report schema {report['schema_version']})", "",
+             f"- Model: `{m['path']}` ({m['family']}, sha256 {m['content_hash'][:12]})",
+             f"- Data: `{d['src']}` / `{d['ref']}`: {d['n_sentences']} sentences; "
+             f"{d['truncated_sources']} source(s) truncated to {d['max_source_length']} tokens",
+             f"- Calibration: `{d['calibration']['src']}` ({d['calibration']['n_sentences']} sentences)",
+             f"- Settings: beams {s['num_beams']}, batch {s['batch_size']}, max new tokens {s['max_new_tokens']}, "
+             f"threads {s['threads']}; reference backend `{report['reference_backend']}`", "",
+             "## Backends", "", "| " + " | ".join(SUMMARY_HEADER) + " |",
+             "|" + "---|" * len(SUMMARY_HEADER)]
+    for row in summary_rows(report):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    lines.append("")
+    sig = [(n, b["signature"]["short"]) for n, b in report["backends"].items() if b.get("signature")]
+    if sig:
+        lines += ["## Signatures", ""] + [f"- `{n}`: `{sh}`" for n, sh in sig] + [""]
+    for key in ("verdict", "selection", "baseline"):
+        if key in report:
+            import json
+
+            lines += [f"## {key.capitalize()}", "", "```json", json.dumps(report[key], indent=1, default=str)[:6000],
+                      "```", ""]
+    if report.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
+    failed = [(n, b) for n, b in report["backends"].items() if b["status"] == "failed" and b.get("log_tail")]
+    for n, b in failed:
+        lines += [f"### {n}: last log lines", "", "```", *b["log_tail"][-12:], "```", ""]
+    return "\n".join(lines)
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf -> None so report.json is strict JSON (any parser reads it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_report(report: dict[str, Any], run_dir: Path) -> None:
+    atomic_write_json(run_dir / "report.json", json_safe(report))
+    atomic_write_text(run_dir / "report.md", render_markdown(report))

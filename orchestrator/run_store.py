@@ -1,0 +1,135 @@
+"""The run directory: durable, atomically written, resumable.
+
+Layout::
+
+    <run_dir>/
+      run.json                            # what this run is (fingerprint, settings); rewritten per invocation
+      report.json, report.md              # written at the end of every invocation
+      artifacts/                          # backend artifact cache (unless a shared cache dir is used)
+      backends/<name>/
+        backend.json                      # status, reason, signature, artifacts, timings, log tail
+        worker.log                        # stdout/stderr of the backend's process (native crashes land here)
+        suites/<suite>.json               # {"status", "reason", "fingerprint", "seconds", "result"}
+        ...                               # files the suites write (hypotheses, logits, ...)
+
+Every JSON file is written to a temporary file and ``os.replace``-d into place, so an interrupted or
+killed run never leaves a half-written result. A suite result is reused when its ``fingerprint`` (model
+hash, data, settings, backend options, runtime versions, backend + suite code) matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=str, allow_nan=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any | None:
+    """The JSON in ``path``, or None if it is missing or unreadable (then it is recomputed)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def digest(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def code_digest(*modules: str) -> str:
+    """Hash of the source files of ``modules`` (located without importing them) and of their package."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for mod in modules:
+        try:
+            spec = importlib.util.find_spec(mod)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin or not os.path.exists(spec.origin):
+            h.update(f"missing:{mod}".encode())
+            continue
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class RunStore:
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    def backend_dir(self, backend: str) -> Path:
+        return self.run_dir / "backends" / backend
+
+    def suite_path(self, backend: str, suite: str) -> Path:
+        return self.backend_dir(backend) / "suites" / f"{suite}.json"
+
+    def backend_path(self, backend: str) -> Path:
+        return self.backend_dir(backend) / "backend.json"
+
+    def log_path(self, backend: str) -> Path:
+        return self.backend_dir(backend) / "worker.log"
+
+    def write_suite(self, backend: str, suite: str, record: dict[str, Any]) -> None:
+        atomic_write_json(self.suite_path(backend, suite), record)
+
+    def read_suite(self, backend: str, suite: str, fingerprint: str | None = None) -> dict[str, Any] | None:
+        rec = read_json(self.suite_path(backend, suite))
+        if not isinstance(rec, dict) or "status" not in rec:
+            return None
+        if fingerprint is not None and rec.get("fingerprint") != fingerprint:
+            return None
+        return rec
+
+    def write_backend(self, backend: str, record: dict[str, Any]) -> None:
+        atomic_write_json(self.backend_path(backend), record)
+
+    def read_backend(self, backend: str) -> dict[str, Any] | None:
+        rec = read_json(self.backend_path(backend))
+        return rec if isinstance(rec, dict) else None
+
+    def log_tail(self, backend: str, n: int = 20) -> list[str]:
+        try:
+            with open(self.log_path(backend), "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 16384))
+                data = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        return [ln for ln in data.splitlines() if ln.strip()][-n:]
+
+    def clear_backend(self, backend: str) -> None:
+        """Forget every stored result of ``backend`` (--force)."""
+        import shutil
+
+        d = self.backend_dir(backend)
+        if d.exists():
+            shutil.rmtree(d)
