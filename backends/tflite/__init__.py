@@ -1,0 +1,30 @@
+"""TFLite/LiteRT split backends (encoder.tflite + decoder_step.tflite + the shared host loop).
+
+Light on purpose: only declares the registered variants; nothing heavy is imported here.
+"""
+
+_REQ = ("tensorflow", "ai_edge_litert", "torch", "transformers")
+_T = "backends.tflite.backend:TFLiteSplitBackend"
+
+BACKENDS = [
+    dict(name="tflite-fp32-split", target=_T, requires=_REQ, options={"quantization": "none"},
+         description="TFLite FP32: encoder + KV-cache decoder step re-implemented in TF, shared host loop"),
+    dict(name="tflite-int8", target=_T, requires=_REQ,
+         options={"quantization": "int8", "calibration_recipe": "real", "boundary": "requant"},
+         description="TFLite strict full INT8, decoder calibrated on real decoder states, requantized boundary"),
+    dict(name="tflite-int8-naive", target=_T, requires=_REQ,
+         options={"quantization": "int8", "calibration_recipe": "naive", "boundary": "raw",
+                  "cross_kv": "decoder"},
+         description="Reproducible failure: decoder calibrated on BOS + zero states, raw boundary "
+                     "(source-blind decoder)"),
+    dict(name="tflite-int8-hfmask", target=_T, requires=_REQ,
+         options={"quantization": "int8", "calibration_recipe": "real", "mask_mode": "hf"},
+         description="Reproducible failure: real calibration but a Hugging Face -1e9 additive mask"),
+    dict(name="tflite-int16x8", target=_T, requires=_REQ, options={"quantization": "int16x8"},
+         description="TFLite 16x8: int16 activations, int8 weights (reference kernels: slow)"),
+    dict(name="tflite-dynamic", target=_T, requires=_REQ, options={"quantization": "dynamic"},
+         description="TFLite dynamic-range: int8 weights, float activations"),
+    dict(name="tflite-int8-selective", target=_T, requires=_REQ,
+         options={"quantization": "int8", "float_ops": ("SOFTMAX",)},
+         description="TFLite INT8 with named op types left in float (rescue experiments; not strict INT8)"),
+]

@@ -1,0 +1,308 @@
+"""TFLite/LiteRT split backends: encoder.tflite + decoder_step.tflite + the shared host loop.
+
+One class, :class:`TFLiteSplitBackend`; the registered variants (``tflite-fp32-split``,
+``tflite-int8``, ``tflite-int8-naive``, ``tflite-int8-hfmask``, ``tflite-int16x8``,
+``tflite-dynamic``, ``tflite-int8-selective``) are option sets (see ``__init__.py``).
+
+Quantized variants keep a cached FP32 pair next to their artifacts (built through the
+plain ``tflite-fp32-split`` settings) for the boundary matrix; their own directory holds
+only the shippable files: ``encoder_<p>.tflite``, ``decoder_step_<p>.tflite`` and
+``generation.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends._imports import require, version_of
+from backends.base import BOUNDARY_MODES, CalibrationSet, EncoderState, Seq2SeqBackend
+from backends.errors import ArtifactError, InvalidInputError
+from backends.tflite import convert as tconv
+from backends.tflite.runtime import TFLiteModel, dequantize, to_domain
+
+QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
+CALIBRATION_METHODS = ("minmax",)
+GRAPH_OPTIONS = ("cross_kv", "mask_mode", "mask_margin")
+
+
+class TFLiteSplitBackend(Seq2SeqBackend):
+    runtime = "tflite"
+    precision = "fp32"
+    OPTIONS = {
+        "quantization": "none",  # none | int8 | int16x8 | dynamic
+        "cross_kv": "encoder",  # where the cross-attention K/V projections run: encoder | decoder
+        "mask_mode": "select",  # select (quantization safe) | hf (additive -1e9)
+        "mask_margin": 20.0,  # select mode: masked score = row max - margin
+        "calibration_recipe": "real",  # real (decoder states) | naive (BOS + zeros)
+        "calibration_sources": 200,
+        "positions_per_source": 6,
+        "calibration_method": "minmax",
+        "boundary": "requant",  # default encoder->decoder boundary: requant | raw
+        "float_ops": (),  # selective float: TFLite op types left in float (breaks strict INT8)
+        "precision": None,
+    }
+
+    # ---- identity ------------------------------------------------------------------
+    @property
+    def quantization(self) -> str:
+        return str(self.options["quantization"])
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization in ("int8", "int16x8")
+
+    def runtime_versions(self) -> dict[str, str]:
+        return {"ai-edge-litert": version_of("ai-edge-litert"), "tensorflow": version_of("tensorflow-cpu"),
+                "torch": version_of("torch"), "transformers": version_of("transformers")}
+
+    def settings(self) -> dict[str, Any]:
+        s = super().settings()
+        s["float_ops"] = list(s.get("float_ops") or ())
+        if self.quantization == "none":  # calibration settings do not change FP32 artifacts
+            for k in ("calibration_recipe", "calibration_sources", "positions_per_source",
+                      "calibration_method", "boundary", "float_ops"):
+                s.pop(k, None)
+        return s
+
+    def quantization_settings(self) -> dict[str, Any]:
+        if self.quantization == "none":
+            return {}
+        q = {"mode": self.quantization, **tconv.describe_precision(self.quantization)}
+        if self.quantized:
+            q.update(recipe=self.options["calibration_recipe"], method=self.options["calibration_method"],
+                     sources=self.options["calibration_sources"], boundary=self.options["boundary"],
+                     mask=self.options["mask_mode"])
+            if self.options["float_ops"]:
+                q["float_ops"] = list(self.options["float_ops"])
+        return q
+
+    def uses_calibration(self) -> bool:
+        return self.quantized
+
+    def _check_options(self) -> None:
+        o = self.options
+        if self.quantization not in QUANTIZATIONS:
+            raise InvalidInputError(f"{self.name}: quantization '{self.quantization}' unknown; choose one of "
+                                    f"{QUANTIZATIONS}")
+        if o["calibration_method"] not in CALIBRATION_METHODS:
+            raise InvalidInputError(f"{self.name}: calibration_method '{o['calibration_method']}' unknown; "
+                                    f"choose one of {CALIBRATION_METHODS}")
+        if o["boundary"] not in ("requant", "raw"):
+            raise InvalidInputError(f"{self.name}: boundary must be 'requant' or 'raw', got {o['boundary']!r}")
+        if int(o["calibration_sources"]) < 1:
+            raise InvalidInputError(f"{self.name}: calibration_sources must be >= 1")
+
+    @property
+    def cache_length(self) -> int:
+        return self.max_new_tokens + 1
+
+    # ---- build ---------------------------------------------------------------------
+    def _graphs(self, model):
+        from backends.tflite.graphs import GraphSpec, Seq2SeqGraphs
+        from backends.tflite.weights import extract_weights
+
+        spec = GraphSpec(self.max_source_length, self.cache_length, self.options["mask_mode"],
+                         float(self.options["mask_margin"]), self.options["cross_kv"])
+        torch_model = model.load_torch_model()
+        weights = extract_weights(torch_model, model.normalized)
+        del torch_model
+        return Seq2SeqGraphs(weights, model.normalized, spec)
+
+    def _fp32_reference(self) -> "TFLiteSplitBackend":
+        opts = {k: self.options[k] for k in GRAPH_OPTIONS}
+        return TFLiteSplitBackend(name="tflite-fp32-split", threads=self.threads,
+                                  max_source_length=self.max_source_length,
+                                  max_new_tokens=self.max_new_tokens, **opts)
+
+    def prepare_impl(self, model, outdir: Path, calibration: CalibrationSet | None) -> dict[str, Any]:
+        from backends.tflite.audit import audit_model
+
+        self._check_options()
+        require("tensorflow", self.name)
+        graphs = self._graphs(model)
+        enc_fn, dec_fn = graphs.encoder_function(), graphs.decoder_function()
+        extra: dict[str, Any] = {"static": {"source_length": self.max_source_length,
+                                            "cache_length": self.cache_length},
+                                 "graph": {k: self.options[k] for k in GRAPH_OPTIONS}}
+        if self.quantization == "none":
+            files = {"encoder": "encoder.tflite", "decoder": "decoder_step.tflite"}
+            (outdir / files["encoder"]).write_bytes(tconv.convert(enc_fn, "fp32"))
+            (outdir / files["decoder"]).write_bytes(tconv.convert(dec_fn, "fp32"))
+        else:
+            p = self.quantization
+            files = {"encoder": f"encoder_{p}.tflite", "decoder": f"decoder_step_{p}.tflite"}
+            fp32 = self._fp32_reference()
+            ref = fp32.prepare(model, outdir.parent)
+            extra["fp32_reference"] = {"directory": ref.directory, "bytes": ref.bytes}
+            enc_samples = dec_samples = None
+            if self.quantized:
+                if calibration is None:
+                    raise InvalidInputError(
+                        f"{self.name} is statically quantized and needs calibration data: pass a CalibrationSet "
+                        f"(the default is the Multi30k val split) to prepare()")
+                enc_samples, dec_samples = self._calibration(model, graphs, enc_fn, dec_fn, calibration)
+                extra["calibration"] = {"set": calibration.name, "fingerprint": calibration.fingerprint(),
+                                        "sources": min(len(calibration.sources),
+                                                       int(self.options["calibration_sources"])),
+                                        "recipe": self.options["calibration_recipe"],
+                                        "method": self.options["calibration_method"]}
+            float_ops = tuple(self.options["float_ops"] or ())
+            (outdir / files["encoder"]).write_bytes(
+                tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops))
+            (outdir / files["decoder"]).write_bytes(
+                tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops))
+            extra["size_ratio_vs_fp32"] = sum((outdir / f).stat().st_size for f in files.values()) / ref.bytes
+        extra["ops"] = {role: audit_model(outdir / rel) for role, rel in files.items()}
+        extra["full_int8"] = all(a["full_int8"] for a in extra["ops"].values())
+        gen = self._generation_json(model, graphs, outdir, files)
+        (outdir / "generation.json").write_text(json.dumps(gen, indent=1))
+        files["generation"] = "generation.json"
+        extra["boundary"] = gen["boundary"]
+        return {"files": files, "extra": extra}
+
+    def _calibration(self, model, graphs, enc_fn, dec_fn, calibration):
+        from backends.tflite.calibration import CalibrationRecorder
+
+        n = int(self.options["calibration_sources"])
+        recipe = self.options["calibration_recipe"]
+        rec = CalibrationRecorder(model, graphs, enc_fn, dec_fn)
+        enc = rec.encoder_samples(calibration, n)
+        per = int(self.options["positions_per_source"])
+        return (lambda: iter(enc)), (lambda: rec.decoder_samples(calibration, n, recipe, per))
+
+    def _generation_json(self, model, graphs, outdir: Path, files: dict[str, str]) -> dict[str, Any]:
+        enc = TFLiteModel(outdir / files["encoder"], 1)
+        dec = TFLiteModel(outdir / files["decoder"], 1)
+        conv = model.conventions
+        boundary = []
+        for name in graphs.boundary_names():
+            e, d = enc.outputs[name], dec.inputs[name]
+            boundary.append({"name": name, "encoder_output": e.to_dict(), "decoder_input": d.to_dict(),
+                             "requantize": bool(e.quantized and (e.scale, e.zero_point) != (d.scale, d.zero_point))})
+        caches = []
+        for name in graphs.cache_names():
+            new = "new_" + name[len("self_"):]
+            o, i = dec.outputs[new], dec.inputs[name]
+            caches.append({"input": i.to_dict(), "output": o.to_dict(),
+                           "requantize": bool(o.quantized and (o.scale, o.zero_point) != (i.scale, i.zero_point))})
+        return {
+            "format": "seqquant-tflite-generation/1",
+            "model": {"family": model.family_name, "content_hash": model.content_hash},
+            "precision": self.quantization if self.quantization != "none" else "fp32",
+            "static": {"source_length": self.max_source_length, "cache_length": self.cache_length,
+                       "max_new_tokens": self.max_new_tokens},
+            "special_tokens": conv.to_dict(),
+            "encoder": enc.describe(),
+            "decoder_step": dec.describe(),
+            "boundary": boundary,
+            "cache": {
+                "layout": "one tensor per decoder layer and K/V: [batch, heads, cache_length, head_dim]",
+                "rule": "step t reads slots < position; after the step write new_{k,v}_i[:, :, 0] into "
+                        "slot `position` of self_{k,v}_i (requantize when the scales differ); "
+                        "start with all slots = zero point",
+                "tensors": caches},
+            "loop": [
+                "pad input_ids (pad_token_id) and attention_mask (0) to source_length; run the encoder",
+                "convert every boundary tensor to the decoder input's domain: q_d = clamp(round(s_e/s_d*(q_e-z_e))+z_d)",
+                "token = decoder_start_token_id; for position in 0..max_new_tokens-1: run decoder_step with "
+                "input_ids=[[token]], position=[position], encoder_attention_mask, boundary tensors, caches",
+                "logits = (q - zero_point) * scale; apply forced BOS/EOS and bad words; token = argmax",
+                "stop at eos_token_id",
+            ],
+        }
+
+    # ---- run -----------------------------------------------------------------------
+    def boundary_modes(self) -> tuple[str, ...]:
+        return BOUNDARY_MODES if self.quantized else ()
+
+    def _default_mode(self) -> str:
+        return "int8enc-raw-int8dec" if self.options["boundary"] == "raw" else "int8enc-requant-int8dec"
+
+    def set_boundary_mode_impl(self, mode: str | None) -> None:
+        self._mode = mode or (self._default_mode() if self.quantized else "fp32enc-fp32dec")
+        if self._active:
+            self._load_models()
+
+    def _load_models(self) -> None:
+        files = self.artifacts.files
+        if self._enc_q is None:  # the backend's own pair (FP32 for tflite-fp32-split)
+            self._enc_q = TFLiteModel(files["encoder"], self.threads)
+            self._dec_q = TFLiteModel(files["decoder"], self.threads)
+        mode = self._mode
+        if not self.quantized:
+            self._enc, self._dec, self._raw = self._enc_q, self._dec_q, False
+            return
+        enc_fp32, dec_fp32 = mode.startswith("fp32enc"), mode.endswith("fp32dec")
+        if (enc_fp32 or dec_fp32) and self._enc_f is None:
+            art = self._fp32_reference().prepare(self.model, Path(self.artifacts.directory).parent)
+            self._enc_f = TFLiteModel(art.files["encoder"], self.threads)
+            self._dec_f = TFLiteModel(art.files["decoder"], self.threads)
+        self._enc = self._enc_f if enc_fp32 else self._enc_q
+        self._dec = self._dec_f if dec_fp32 else self._dec_q
+        self._raw = mode == "int8enc-raw-int8dec"
+
+    def activate_impl(self) -> None:
+        if not self.artifacts or "encoder" not in self.artifacts.files:
+            raise ArtifactError(f"{self.name}: artifacts missing; run prepare() again")
+        self._enc_f = self._dec_f = self._enc_q = self._dec_q = None
+        if getattr(self, "_mode", None) is None:
+            self._mode = self._default_mode() if self.quantized else "fp32enc-fp32dec"
+        self._load_models()
+
+    def deactivate_impl(self) -> None:
+        self._enc_f = self._dec_f = self._enc_q = self._dec_q = self._enc = self._dec = None
+
+    def encode_impl(self, input_ids, attention_mask) -> EncoderState:
+        S = self.max_source_length
+        b, w = input_ids.shape
+        if w > S:
+            raise InvalidInputError(f"{self.name}: source length {w} exceeds the static source length {S}; "
+                                    f"encode with max_length={S} or raise max_source_length")
+        ids = np.full((b, S), self.model.conventions.pad_token_id, np.int32)
+        mask = np.zeros((b, S), np.int32)
+        ids[:, :w] = input_ids
+        mask[:, :w] = attention_mask
+        out = self._enc.run({"input_ids": ids, "attention_mask": mask})
+        tensors: dict[str, Any] = {"encoder_attention_mask": mask}
+        for name, dst in self._dec.inputs.items():
+            if name in out:
+                tensors[name] = to_domain(out[name], self._enc.outputs[name], dst, raw=self._raw)
+        return EncoderState(tensors, attention_mask, b)
+
+    def _empty_cache(self, batch: int) -> dict[str, Any]:
+        cache: dict[str, Any] = {"pos": 0}
+        for name, info in self._dec.inputs.items():
+            if name.startswith("self_"):
+                shape = (batch,) + tuple(info.shape[1:])
+                cache[name] = np.full(shape, info.zero_point if info.quantized else 0, info.dtype)
+        return cache
+
+    def decode_step_impl(self, state: EncoderState, decoder_input_ids, cache):
+        if cache is None:
+            cache = self._empty_cache(decoder_input_ids.shape[0])
+            for t in range(decoder_input_ids.shape[1] - 1):  # a prefix without a cache: replay it
+                _, cache = self.decode_step_impl(state, decoder_input_ids[:, : t + 1], cache)
+        pos = int(cache["pos"])
+        if pos >= self.cache_length:
+            raise InvalidInputError(f"{self.name}: decoder position {pos} exceeds the static cache length "
+                                    f"{self.cache_length}; raise max_new_tokens")
+        b = decoder_input_ids.shape[0]
+        dec = self._dec
+        feeds = {"input_ids": decoder_input_ids[:, -1:].astype(np.int32),
+                 "position": np.full((b,), pos, np.int32)}
+        feeds.update((k, v) for k, v in state.tensors.items() if k in dec.inputs)
+        feeds.update((k, v) for k, v in cache.items() if k != "pos")
+        out = dec.run(feeds)
+        new_cache = {"pos": pos + 1}
+        for name in dec.inputs:
+            if name.startswith("self_"):
+                new = "new_" + name[len("self_"):]
+                arr = cache[name]
+                arr[:, :, pos] = to_domain(out[new], dec.outputs[new], dec.inputs[name])[:, :, 0]
+                new_cache[name] = arr
+        info = dec.outputs["logits"]
+        logits = dequantize(out["logits"], info) if info.quantized else out["logits"]
+        return logits, new_cache

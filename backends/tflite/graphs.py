@@ -1,0 +1,268 @@
+"""The encoder and decoder-step networks as static-shape TensorFlow functions.
+
+Driven by :class:`backends.families.NormalizedConfig` (pre/post norm, layernorm_embedding,
+activation, final norms, positions) and the weights from :mod:`backends.tflite.weights`.
+
+Two graphs, both with a dynamic batch dimension and otherwise static shapes:
+
+* encoder: ``input_ids`` int32 [B, S], ``attention_mask`` int32 [B, S] ->
+  ``encoder_hidden_states`` [B, S, D] (``cross_kv="decoder"``) or, with
+  ``cross_kv="encoder"``, the cross-attention keys/values of every decoder layer
+  ``cross_k_{i}``/``cross_v_{i}`` [B, H, S, Dh].
+* decoder step (one position): ``input_ids`` int32 [B, 1], ``position`` int32 [B],
+  ``encoder_attention_mask`` int32 [B, S], the encoder side (hidden states or cross K/V),
+  and a static self-attention cache ``self_k_{i}``/``self_v_{i}`` [B, H, T, Dh] whose slots
+  ``< position`` are valid -> ``logits`` [B, V] and this position's ``new_k_{i}``/``new_v_{i}``
+  [B, H, 1, Dh], which the host writes into slot ``position``.
+
+Masking (``mask_mode``): ``"select"`` (default, quantization safe) replaces masked scores
+by ``rowmax - margin`` with ``where``, so the score tensor's range stays bounded by the real
+scores; ``"hf"`` adds ``-1e9`` like Hugging Face (exact in float, destroys int8 score ranges).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from backends._imports import require
+from backends.errors import InvalidInputError, UnsupportedModelError
+
+MASK_MODES = ("select", "hf")
+CROSS_KV_MODES = ("decoder", "encoder")
+HF_MASK_VALUE = -1e9
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    source_length: int  # S
+    cache_length: int  # T (max decoder positions)
+    mask_mode: str = "select"
+    mask_margin: float = 20.0
+    cross_kv: str = "decoder"
+
+    def __post_init__(self) -> None:
+        if self.mask_mode not in MASK_MODES:
+            raise InvalidInputError(f"mask_mode '{self.mask_mode}' unknown; choose one of {MASK_MODES}")
+        if self.cross_kv not in CROSS_KV_MODES:
+            raise InvalidInputError(f"cross_kv '{self.cross_kv}' unknown; choose one of {CROSS_KV_MODES}")
+        if self.source_length < 1 or self.cache_length < 1:
+            raise InvalidInputError("max_source_length and max_new_tokens must be >= 1")
+
+
+def _activation(tf, name: str) -> Callable:
+    name = name.lower()
+    if name in ("swish", "silu"):
+        return lambda x: x * tf.sigmoid(x)
+    if name == "gelu":
+        return lambda x: tf.nn.gelu(x, approximate=False)
+    if name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+        return lambda x: tf.nn.gelu(x, approximate=True)
+    if name == "relu":
+        return tf.nn.relu
+    raise UnsupportedModelError("activation", [f"activation '{name}' is not implemented in the TFLite graphs"])
+
+
+def _named_function(names: list[str], body: Callable[[dict], dict]) -> Callable:
+    """A python function with exactly these positional parameter names (they become the
+    TFLite signature's input names)."""
+    for n in names:
+        if not n.isidentifier():
+            raise InvalidInputError(f"bad tensor name {n!r}")
+    src = f"def fn({', '.join(names)}):\n    return body(dict({', '.join(f'{n}={n}' for n in names)}))\n"
+    ns: dict[str, Any] = {"body": body}
+    exec(src, ns)  # noqa: S102 - names validated as identifiers above
+    return ns["fn"]
+
+
+class Seq2SeqGraphs:
+    """Builds the two TF functions; ``encoder_specs()``/``decoder_specs()`` name their inputs."""
+
+    def __init__(self, weights, cfg, spec: GraphSpec):
+        self.tf = require("tensorflow", "the TFLite backends")
+        if cfg.positions not in ("sinusoidal", "learned"):
+            raise UnsupportedModelError("positions", [f"'{cfg.positions}' positions are not implemented"])
+        self.w, self.cfg, self.spec = weights, cfg, spec
+        tf = self.tf
+        self.act = _activation(tf, cfg.activation)
+        c = lambda a: tf.constant(np.asarray(a, dtype=np.float32))  # noqa: E731
+        self.c = c
+        self.embed = c(weights.embed)
+        need = max(spec.source_length, spec.cache_length)
+        for name, table in (("encoder", weights.enc_pos), ("decoder", weights.dec_pos)):
+            if table is not None and table.shape[0] < need:
+                raise InvalidInputError(
+                    f"the model has {table.shape[0]} {name} positions but the static shapes need {need}; "
+                    f"lower --max-source-length / --max-new-tokens")
+        self.enc_pos = c(weights.enc_pos[: spec.source_length])
+        self.dec_pos = c(weights.dec_pos[: spec.cache_length])
+        self.lm_head = c(weights.lm_head)
+        self.logits_bias = c(weights.logits_bias)
+        self.H, self.Dh, self.D = cfg.decoder_heads, cfg.head_dim, cfg.d_model
+        self.He = cfg.encoder_heads
+
+    # ---- building blocks -----------------------------------------------------------
+    def linear(self, x, lin):
+        """x [N, in] (2-D, so the converter emits FULLY_CONNECTED with per-channel weights)."""
+        tf = self.tf
+        return tf.matmul(x, self.c(lin[0])) + self.c(lin[1])
+
+    def layer_norm(self, x, norm):
+        tf = self.tf
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        d = x - mean
+        var = tf.reduce_mean(d * d, axis=-1, keepdims=True)
+        return d * tf.math.rsqrt(var + self.cfg.layer_norm_eps) * self.c(norm[0]) + self.c(norm[1])
+
+    def masked_softmax(self, scores, valid):
+        """Softmax over the last axis; ``valid`` is a bool tensor broadcastable to ``scores``."""
+        tf = self.tf
+        if self.spec.mask_mode == "hf":
+            bias = (1.0 - tf.cast(valid, tf.float32)) * HF_MASK_VALUE
+            return tf.nn.softmax(scores + bias, axis=-1)
+        floor = tf.reduce_max(scores, axis=-1, keepdims=True) - self.spec.mask_margin
+        valid = tf.broadcast_to(valid, tf.shape(scores)) if valid.shape.rank != scores.shape.rank else valid
+        return tf.nn.softmax(tf.where(valid, scores, floor), axis=-1)
+
+    def split_heads(self, x2d, length, heads):
+        """[B*L, H*Dh] -> [B, H, L, Dh]."""
+        tf = self.tf
+        x = tf.reshape(x2d, [-1, length, heads, self.Dh])
+        return tf.transpose(x, [0, 2, 1, 3])
+
+    def merge_heads(self, x, length, heads):
+        """[B, H, L, Dh] -> [B*L, H*Dh]."""
+        tf = self.tf
+        x = tf.transpose(x, [0, 2, 1, 3])
+        return tf.reshape(x, [-1, heads * self.Dh])
+
+    def residual_block(self, x, norm, fn):
+        if self.cfg.norm == "pre":
+            return x + fn(self.layer_norm(x, norm))
+        return self.layer_norm(x + fn(x), norm)
+
+    def ffn(self, layer):
+        return lambda h: self.linear(self.act(self.linear(h, layer["fc1"])), layer["fc2"])
+
+    # ---- encoder -------------------------------------------------------------------
+    def encoder_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask"]
+
+    def encoder_specs(self) -> list[Any]:
+        tf, S = self.tf, self.spec.source_length
+        return [tf.TensorSpec([None, S], tf.int32, name="input_ids"),
+                tf.TensorSpec([None, S], tf.int32, name="attention_mask")]
+
+    def cross_kv(self, hidden2d, layer, S):
+        att = layer["cross"]
+        return (self.split_heads(self.linear(hidden2d, att["k"]), S, self.H),
+                self.split_heads(self.linear(hidden2d, att["v"]), S, self.H))
+
+    def encoder_body(self, inputs: dict) -> dict:
+        tf, S, D = self.tf, self.spec.source_length, self.D
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        x = tf.gather(self.embed, ids) + self.enc_pos[None]
+        x = tf.reshape(x, [-1, D])
+        if self.w.enc_ln_emb is not None:
+            x = self.layer_norm(x, self.w.enc_ln_emb)
+        valid = tf.not_equal(mask, 0)[:, None, None, :]  # [B, 1, 1, S]
+        for layer in self.w.enc_layers:
+            att = layer["self"]
+
+            def attn(h, att=att):
+                q = self.split_heads(self.linear(h, att["q"]), S, self.He)
+                k = self.split_heads(self.linear(h, att["k"]), S, self.He)
+                v = self.split_heads(self.linear(h, att["v"]), S, self.He)
+                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), valid)
+                return self.linear(self.merge_heads(tf.matmul(p, v), S, self.He), att["o"])
+
+            x = self.residual_block(x, layer["ln_self"], attn)
+            x = self.residual_block(x, layer["ln_ffn"], self.ffn(layer))
+        if self.w.enc_final_ln is not None:
+            x = self.layer_norm(x, self.w.enc_final_ln)
+        if self.spec.cross_kv == "decoder":
+            return {"encoder_hidden_states": tf.reshape(x, [-1, S, D])}
+        out = {}
+        for i, layer in enumerate(self.w.dec_layers):
+            out[f"cross_k_{i}"], out[f"cross_v_{i}"] = self.cross_kv(x, layer, S)
+        return out
+
+    # ---- decoder step --------------------------------------------------------------
+    def boundary_names(self) -> list[str]:
+        if self.spec.cross_kv == "decoder":
+            return ["encoder_hidden_states"]
+        return [f"cross_{kv}_{i}" for i in range(len(self.w.dec_layers)) for kv in ("k", "v")]
+
+    def cache_names(self) -> list[str]:
+        return [f"self_{kv}_{i}" for i in range(len(self.w.dec_layers)) for kv in ("k", "v")]
+
+    def decoder_input_names(self) -> list[str]:
+        return ["input_ids", "position", "encoder_attention_mask"] + self.boundary_names() + self.cache_names()
+
+    def decoder_specs(self) -> list[Any]:
+        tf, S, T, H, Dh = self.tf, self.spec.source_length, self.spec.cache_length, self.H, self.Dh
+        specs = {"input_ids": tf.TensorSpec([None, 1], tf.int32, name="input_ids"),
+                 "position": tf.TensorSpec([None], tf.int32, name="position"),
+                 "encoder_attention_mask": tf.TensorSpec([None, S], tf.int32, name="encoder_attention_mask")}
+        for n in self.boundary_names():
+            shape = [None, S, self.D] if n == "encoder_hidden_states" else [None, H, S, Dh]
+            specs[n] = tf.TensorSpec(shape, tf.float32, name=n)
+        for n in self.cache_names():
+            specs[n] = tf.TensorSpec([None, H, T, Dh], tf.float32, name=n)
+        return [specs[n] for n in self.decoder_input_names()]
+
+    def decoder_body(self, inputs: dict) -> dict:
+        tf, S, T, H, Dh, D = (self.tf, self.spec.source_length, self.spec.cache_length, self.H, self.Dh,
+                              self.D)
+        ids, pos = inputs["input_ids"], inputs["position"]
+        x = tf.gather(self.embed, ids[:, 0]) + tf.gather(self.dec_pos, pos)  # [B, D]
+        if self.w.dec_ln_emb is not None:
+            x = self.layer_norm(x, self.w.dec_ln_emb)
+        enc_valid = tf.not_equal(inputs["encoder_attention_mask"], 0)[:, None, None, :]  # [B,1,1,S]
+        slots = tf.range(T + 1, dtype=tf.int32)
+        self_valid = tf.logical_or(slots[None, :] < pos[:, None], slots[None, :] >= T)[:, None, None, :]
+        if self.spec.cross_kv == "decoder":
+            enc2d = tf.reshape(inputs["encoder_hidden_states"], [-1, D])
+        out = {}
+        for i, layer in enumerate(self.w.dec_layers):
+            att, catt = layer["self"], layer["cross"]
+
+            def self_attn(h, att=att, i=i):
+                q = tf.reshape(self.linear(h, att["q"]), [-1, H, 1, Dh])
+                k_new = tf.reshape(self.linear(h, att["k"]), [-1, H, 1, Dh])
+                v_new = tf.reshape(self.linear(h, att["v"]), [-1, H, 1, Dh])
+                out[f"new_k_{i}"], out[f"new_v_{i}"] = k_new, v_new
+                k = tf.concat([inputs[f"self_k_{i}"], k_new], axis=2)  # [B, H, T+1, Dh]
+                v = tf.concat([inputs[f"self_v_{i}"], v_new], axis=2)
+                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), self_valid)
+                return self.linear(tf.reshape(tf.matmul(p, v), [-1, D]), att["o"])
+
+            def cross_attn(h, catt=catt, i=i, layer=layer):
+                q = tf.reshape(self.linear(h, catt["q"]), [-1, H, 1, Dh])
+                if self.spec.cross_kv == "decoder":
+                    k, v = self.cross_kv(enc2d, layer, S)
+                else:
+                    k, v = inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"]
+                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), enc_valid)
+                return self.linear(tf.reshape(tf.matmul(p, v), [-1, D]), catt["o"])
+
+            x = self.residual_block(x, layer["ln_self"], self_attn)
+            x = self.residual_block(x, layer["ln_cross"], cross_attn)
+            x = self.residual_block(x, layer["ln_ffn"], self.ffn(layer))
+        if self.w.dec_final_ln is not None:
+            x = self.layer_norm(x, self.w.dec_final_ln)
+        logits = tf.matmul(x, self.lm_head)
+        if self.cfg.lm_head_scale != 1.0:
+            logits = logits * self.cfg.lm_head_scale
+        out["logits"] = logits + self.logits_bias
+        return out
+
+    # ---- concrete functions ----------------------------------------------------------
+    def encoder_function(self):
+        fn = _named_function(self.encoder_input_names(), self.encoder_body)
+        return self.tf.function(fn).get_concrete_function(*self.encoder_specs())
+
+    def decoder_function(self):
+        fn = _named_function(self.decoder_input_names(), self.decoder_body)
+        return self.tf.function(fn).get_concrete_function(*self.decoder_specs())

@@ -1,0 +1,119 @@
+"""A LiteRT interpreter addressed by signature tensor names, plus (re)quantization helpers.
+
+:class:`TFLiteModel` resizes the batch dimension when it changes (batch, batch*beams),
+feeds inputs by name and returns outputs by name; :class:`TensorInfo` carries each
+tensor's dtype and quantization (scale, zero point) so the host can cross a quantized
+boundary explicitly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends._imports import require
+from backends.errors import ArtifactError, InvalidInputError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    index: int
+    dtype: np.dtype
+    shape: tuple[int, ...]  # -1 for the dynamic batch
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"name": self.name, "dtype": np.dtype(self.dtype).name, "shape": list(self.shape)}
+        if self.quantized:
+            d.update(scale=self.scale, zero_point=self.zero_point)
+        return d
+
+
+def _info(name: str, d: dict) -> TensorInfo:
+    scale, zp = d.get("quantization", (0.0, 0))
+    sig = d.get("shape_signature", d["shape"])
+    return TensorInfo(name, int(d["index"]), np.dtype(d["dtype"]), tuple(int(x) for x in sig),
+                      float(scale), int(zp))
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """float -> the integer domain of ``info`` (round half to even, like TFLite's host code)."""
+    lim = np.iinfo(info.dtype)
+    q = np.round(np.asarray(x, np.float32) / np.float32(info.scale)) + info.zero_point
+    return np.clip(q, lim.min, lim.max).astype(info.dtype)
+
+
+def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
+    return (q.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)
+
+
+def requantize(q: np.ndarray, src: TensorInfo, dst: TensorInfo) -> np.ndarray:
+    """q_d = clamp(round(s_e/s_d * (q_e - z_e)) + z_d); identity when the parameters match."""
+    if src.scale == dst.scale and src.zero_point == dst.zero_point and src.dtype == dst.dtype:
+        return q
+    lim = np.iinfo(dst.dtype)
+    r = np.round((q.astype(np.float32) - src.zero_point) * np.float32(src.scale / dst.scale)) + dst.zero_point
+    return np.clip(r, lim.min, lim.max).astype(dst.dtype)
+
+
+def to_domain(x: np.ndarray, src: TensorInfo | None, dst: TensorInfo, raw: bool = False) -> np.ndarray:
+    """Convert ``x`` (described by ``src``; None = float) into ``dst``'s domain."""
+    src_q = src is not None and src.quantized
+    if raw:  # deliberately wrong: bytes cross unchanged (the naive boundary)
+        return x.astype(dst.dtype) if src_q else (quantize(x, dst) if dst.quantized else x)
+    if dst.quantized:
+        return requantize(x, src, dst) if src_q else quantize(x, dst)
+    return dequantize(x, src) if src_q else np.asarray(x, np.float32)
+
+
+class TFLiteModel:
+    """One .tflite file with a single signature, run by the LiteRT interpreter."""
+
+    def __init__(self, path: str | Path, threads: int):
+        litert = require("ai_edge_litert.interpreter", "running TFLite models")
+        self.path = Path(path)
+        try:
+            self.interp = litert.Interpreter(model_path=str(self.path), num_threads=int(threads))
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"LiteRT could not load {self.path}: {exc}") from exc
+        sigs = self.interp.get_signature_list()
+        if len(sigs) != 1:
+            raise ArtifactError(f"{self.path} has {len(sigs)} signatures; expected exactly one")
+        runner = self.interp.get_signature_runner(next(iter(sigs)))
+        self.inputs = {n: _info(n, d) for n, d in runner.get_input_details().items()}
+        self.outputs = {n: _info(n, d) for n, d in runner.get_output_details().items()}
+        self._shapes: dict[str, tuple[int, ...] | None] = {n: None for n in self.inputs}  # resize on first run
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = set(self.inputs) - set(feeds)
+        if missing:
+            raise InvalidInputError(f"{self.path.name}: missing inputs {sorted(missing)}")
+        resized = False
+        for n, info in self.inputs.items():
+            shape = tuple(feeds[n].shape)
+            if self._shapes.get(n) != shape:
+                if len(shape) != len(info.shape) or any(s != -1 and s != d for s, d in zip(info.shape, shape)):
+                    raise InvalidInputError(f"{self.path.name}: input '{n}' has shape {shape}, "
+                                            f"the model expects {info.shape} (-1 = any)")
+                self.interp.resize_tensor_input(info.index, list(shape), strict=True)
+                self._shapes[n] = shape
+                resized = True
+        if resized:
+            self.interp.allocate_tensors()
+        for n, info in self.inputs.items():
+            self.interp.set_tensor(info.index, np.ascontiguousarray(feeds[n], dtype=info.dtype))
+        self.interp.invoke()
+        return {n: self.interp.get_tensor(info.index) for n, info in self.outputs.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"file": self.path.name,
+                "inputs": [i.to_dict() for i in self.inputs.values()],
+                "outputs": [o.to_dict() for o in self.outputs.values()]}
