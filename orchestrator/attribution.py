@@ -1,0 +1,315 @@
+"""Verdicts: *why* a backend fails, from rules over the measured rows of a report.
+
+``attribute(report, bar) -> dict`` sets ``report["backends"][name]["verdict"] =
+{kind, summary, evidence: [...]}`` for every backend with ``status == "ok"`` and returns the
+per-model summary (stored by the engine as ``report["verdict"]``). Every evidence item is a
+measured row: ``{"backend", "metric", "value", "threshold"?, "reference"?, "passes"?, "note"?}``.
+
+Kinds (first matching rule wins, in this order):
+
+* ``pass`` — the backend meets the bar (BLEU drop vs the reference backend <= ``max_bleu_drop``,
+  not source-blind when ``fail_source_blind``; an FP32 backend must also agree with the
+  reference on >= ``min_fp32_agreement`` of the outputs);
+* ``export-convention`` — an FP32 backend that disagrees with the original model, or a quantized
+  backend whose runtime's FP32 variant does (its INT8 numbers say nothing about quantization);
+* ``boundary`` — the split-generation boundary matrix: the raw INT8 boundary row fails the bar
+  (vs the backend's own FP32 row) while the requantized row passes;
+* ``calibration`` — a quantized variant of the *same runtime* that differs in its calibration
+  settings passes (e.g. ``tflite-int8-naive`` fails, decoder-calibrated ``tflite-int8`` passes);
+* ``tflite-specific`` — a TFLite INT8 backend fails while a peer INT8 runtime (CTranslate2,
+  ONNX Runtime) passes; ``runtime-specific`` is the same rule for a non-TFLite runtime;
+* ``calibration`` (again) — a same-runtime INT8 variant with other quantization settings passes
+  (the settings that differ are named in the summary);
+* ``model-inherent`` — every INT8 backend fails the bar (and an FP32 split backend passes).
+
+The bar (``[bar]`` in the matrix; defaults)::
+
+    max_bleu_drop = 1.0          # BLEU points below the reference backend
+    min_fp32_agreement = 0.95    # exact match vs reference required of an FP32 variant
+    fail_source_blind = true     # a source-blind backend (source-sensitivity suite) fails the bar
+    min_first_step_cosine = 0.0  # optional: first-step cosine to the reference (0 = off)
+
+A backend counts as INT8 when its signature's precision or quantization settings name an 8-bit
+integer scheme (int8, int8-dynamic, int16x8 = int8 weights, tflite dynamic-range); as FP32 when
+its precision is fp32 and it has no quantization settings.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from backends.errors import InvalidInputError
+
+BAR_DEFAULTS: dict[str, Any] = {"max_bleu_drop": 1.0, "min_fp32_agreement": 0.95, "fail_source_blind": True,
+                                "min_first_step_cosine": 0.0}
+KINDS = ("pass", "calibration", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
+         "export-convention")
+CALIBRATION_KEYS = ("recipe", "calib", "method", "sources", "positions")
+RAW_MODE, REQUANT_MODE, FP32_MODE = "int8enc-raw-int8dec", "int8enc-requant-int8dec", "fp32enc-fp32dec"
+
+
+# ---------------------------------------------------------------------------------------
+# Row helpers (also used by selection / report_html / benchmark)
+# ---------------------------------------------------------------------------------------
+def effective_bar(bar: dict[str, Any] | None) -> dict[str, Any]:
+    bar = dict(bar or {})
+    unknown = sorted(set(bar) - set(BAR_DEFAULTS))
+    if unknown:
+        raise InvalidInputError(f"[bar]: unknown key(s) {unknown}; accepted: {sorted(BAR_DEFAULTS)}")
+    out = dict(BAR_DEFAULTS)
+    for k, v in bar.items():
+        if isinstance(BAR_DEFAULTS[k], bool):
+            if not isinstance(v, bool):
+                raise InvalidInputError(f"[bar] {k} must be true or false, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InvalidInputError(f"[bar] {k} must be a number, got {v!r}")
+        out[k] = v
+    return out
+
+
+def signature(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return (report["backends"].get(name) or {}).get("signature") or {}
+
+
+def metrics(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return (report["backends"].get(name) or {}).get("metrics") or {}
+
+
+def suite(report: dict[str, Any], name: str, suite_name: str) -> dict[str, Any]:
+    return ((report["backends"].get(name) or {}).get("suites") or {}).get(suite_name) or {}
+
+
+def runtime_of(report: dict[str, Any], name: str) -> str:
+    return str(signature(report, name).get("runtime") or "unknown")
+
+
+def precision_class(sig: dict[str, Any]) -> str:
+    """"int8" (8-bit integer weights or activations), "fp32", or "other" (fp16, int16, ...)."""
+    q = sig.get("quantization") or {}
+    labels = [str(sig.get("precision") or "").lower()] + [str(q.get(k) or "").lower()
+                                                           for k in ("mode", "compute_type")]
+    if any("int8" in s or s in ("int16x8", "dynamic") for s in labels):
+        return "int8"
+    if labels[0] in ("fp32", "float32", "") and not q:
+        return "fp32"
+    return "other"
+
+
+def is_int8(report: dict[str, Any], name: str) -> bool:
+    return precision_class(signature(report, name)) == "int8"
+
+
+def is_fp32(report: dict[str, Any], name: str) -> bool:
+    return precision_class(signature(report, name)) == "fp32"
+
+
+def ok_backends(report: dict[str, Any]) -> list[str]:
+    return [n for n, b in report["backends"].items() if b.get("status") == "ok"]
+
+
+def bleu_drop(report: dict[str, Any], name: str) -> float | None:
+    m = metrics(report, name)
+    if isinstance(m.get("bleu_delta_vs_reference"), (int, float)):
+        return round(-float(m["bleu_delta_vs_reference"]), 2)
+    ref = report.get("reference_backend")
+    rb = metrics(report, ref).get("bleu") if ref in report["backends"] else None
+    if isinstance(m.get("bleu"), (int, float)) and isinstance(rb, (int, float)):
+        return round(float(rb) - float(m["bleu"]), 2)
+    return None
+
+
+def is_source_blind(report: dict[str, Any], name: str) -> bool:
+    return bool(metrics(report, name).get("source_blind") or suite(report, name, "source-sensitivity").get(
+        "source_blind"))
+
+
+def _ev(backend: str, metric: str, value: Any, **kw: Any) -> dict[str, Any]:
+    return {"backend": backend, "metric": metric, "value": value, **{k: v for k, v in kw.items() if v is not None}}
+
+
+def bar_check(report: dict[str, Any], name: str, bar: dict[str, Any]) -> tuple[bool, list[dict[str, Any]]]:
+    """(meets the quality bar, evidence rows)."""
+    m = metrics(report, name)
+    ref = report.get("reference_backend")
+    ev = []
+    ok = True
+    drop = bleu_drop(report, name)
+    if drop is None:
+        ok = False
+        ev.append(_ev(name, "bleu", m.get("bleu"), note="no BLEU vs the reference backend: cannot check the bar"))
+    else:
+        p = drop <= float(bar["max_bleu_drop"])
+        ok &= p
+        ev.append(_ev(name, "bleu_drop_vs_reference", drop, threshold=bar["max_bleu_drop"], passes=p,
+                      reference=ref, bleu=m.get("bleu"), reference_bleu=metrics(report, ref).get("bleu")))
+    if bar["fail_source_blind"] and is_source_blind(report, name):
+        ok = False
+        ss = suite(report, name, "source-sensitivity")
+        ev.append(_ev(name, "cross_source_cosine", ss.get("cross_cosine_mean", m.get("cross_source_cosine")),
+                      passes=False, reference_value=(ss.get("source_blind_rule") or {}).get(
+                          "reference_cross_cosine_mean"), note="source-blind: first-step logits barely depend on "
+                                                              "the source"))
+    if float(bar["min_first_step_cosine"]) > 0 and isinstance(m.get("first_step_cosine_to_reference"), (int, float)):
+        p = m["first_step_cosine_to_reference"] >= float(bar["min_first_step_cosine"])
+        ok &= p
+        ev.append(_ev(name, "first_step_cosine_to_reference", m["first_step_cosine_to_reference"],
+                      threshold=bar["min_first_step_cosine"], passes=p))
+    return bool(ok), ev
+
+
+def fp32_agreement_check(report: dict[str, Any], name: str, bar: dict[str, Any]) -> tuple[bool, list]:
+    """Does an FP32 backend agree with the original model (the reference)?"""
+    m = metrics(report, name)
+    if name == report.get("reference_backend"):
+        return True, [_ev(name, "reference_backend", True, note="the reference itself")]
+    em = m.get("exact_match_vs_reference")
+    if not isinstance(em, (int, float)):
+        return True, [_ev(name, "exact_match_vs_reference", None, note="not measured")]
+    ok = em >= float(bar["min_fp32_agreement"])
+    ev = [_ev(name, "exact_match_vs_reference", em, threshold=bar["min_fp32_agreement"], passes=ok)]
+    for key in ("tf_max_abs_logit_diff", "tf_argmax_agreement", "first_step_cosine_to_reference"):
+        if m.get(key) is not None:
+            ev.append(_ev(name, key, m[key]))
+    return bool(ok), ev
+
+
+def _boundary_rule(report: dict[str, Any], name: str, bar: dict[str, Any]) -> list[dict[str, Any]] | None:
+    b = suite(report, name, "split-generation").get("boundary") or {}
+    rows = b.get("rows") or {}
+    if FP32_MODE not in rows or RAW_MODE not in rows or REQUANT_MODE not in rows:
+        return None
+    base = rows[FP32_MODE]["bleu"]
+    lim = float(bar["max_bleu_drop"])
+    raw_drop = round(base - rows[RAW_MODE]["bleu"], 2)
+    req_drop = round(base - rows[REQUANT_MODE]["bleu"], 2)
+    if raw_drop > lim and req_drop <= lim:
+        return [_ev(name, f"boundary[{RAW_MODE}].bleu_drop_vs_fp32_row", raw_drop, threshold=lim, passes=False,
+                    n=b.get("n")),
+                _ev(name, f"boundary[{REQUANT_MODE}].bleu_drop_vs_fp32_row", req_drop, threshold=lim, passes=True,
+                    n=b.get("n"))]
+    return None
+
+
+def _differing_quant_keys(report: dict[str, Any], a: str, b: str) -> list[str]:
+    qa = signature(report, a).get("quantization") or {}
+    qb = signature(report, b).get("quantization") or {}
+    return sorted(k for k in set(qa) | set(qb) if qa.get(k) != qb.get(k))
+
+
+# ---------------------------------------------------------------------------------------
+# The rules
+# ---------------------------------------------------------------------------------------
+def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict[str, Any]:
+    bar = effective_bar(bar)
+    names = ok_backends(report)
+    ref = report.get("reference_backend")
+    passes: dict[str, tuple[bool, list]] = {n: bar_check(report, n, bar) for n in names}
+    fp32_ok: dict[str, tuple[bool, list]] = {n: fp32_agreement_check(report, n, bar)
+                                            for n in names if is_fp32(report, n)}
+    int8 = [n for n in names if is_int8(report, n)]
+    int8_pass = [n for n in int8 if passes[n][0]]
+    fp32_split_pass = [n for n in fp32_ok if n != ref and fp32_ok[n][0] and passes[n][0]]
+    verdicts: dict[str, dict[str, Any]] = {}
+
+    def runtime_fp32_broken(name: str) -> list[str]:
+        rt = runtime_of(report, name)
+        return [f for f, (ok, _) in fp32_ok.items() if not ok and runtime_of(report, f) == rt]
+
+    for n in names:
+        ok, ev = passes[n]
+        rt = runtime_of(report, n)
+        if n in fp32_ok:
+            agree, aev = fp32_ok[n]
+            if agree and ok:
+                verdicts[n] = _v("pass", f"{n} (FP32) matches the reference and meets the bar", ev + aev)
+            else:
+                verdicts[n] = _v("export-convention",
+                                 f"{n}: the FP32 variant of {rt} disagrees with the original model "
+                                 f"(exact match {metrics(report, n).get('exact_match_vs_reference')}); a split-graph "
+                                 f"or convention error (e.g. decoder start token) — its INT8 numbers say nothing "
+                                 f"about quantization", aev + ev)
+            continue
+        if ok:
+            verdicts[n] = _v("pass", f"{n} meets the bar", ev)
+            continue
+        broken = runtime_fp32_broken(n)
+        if broken:
+            f = broken[0]
+            verdicts[n] = _v("export-convention",
+                             f"{n} fails, but {rt}'s FP32 variant {f} already disagrees with the original model: "
+                             f"fix the export/conventions before judging quantization", ev + fp32_ok[f][1])
+            continue
+        bev = _boundary_rule(report, n, bar)
+        if bev:
+            verdicts[n] = _v("boundary", f"{n}: the raw INT8 encoder->decoder boundary fails while the requantized "
+                                         f"boundary passes — requantize at the boundary", ev + bev)
+            continue
+        same_rt = [p for p in int8_pass if runtime_of(report, p) == rt]
+        calib_peer = [p for p in same_rt
+                      if any(any(c in k for c in CALIBRATION_KEYS) for k in _differing_quant_keys(report, n, p))]
+        if calib_peer:
+            p = calib_peer[0]
+            diff = _differing_quant_keys(report, n, p)
+            verdicts[n] = _v("calibration",
+                             f"{n} fails while {p} (same runtime, different calibration: {', '.join(diff)}) passes",
+                             ev + _peer_ev(report, p, passes, n, diff))
+            continue
+        other_rt = [p for p in int8_pass if runtime_of(report, p) != rt]
+        if other_rt:
+            kind = "tflite-specific" if rt == "tflite" else "runtime-specific"
+            note = ""
+            if same_rt:
+                note = (f"; a {rt} INT8 variant with other settings ({', '.join(_differing_quant_keys(report, n, same_rt[0]))}) "
+                        f"passes too: {same_rt[0]}")
+            peers_ev = [e for p in other_rt for e in passes[p][1][:1]]
+            verdicts[n] = _v(kind, f"{n} ({rt}) fails while peer INT8 runtime(s) {', '.join(other_rt)} pass{note}",
+                             ev + peers_ev + (passes[same_rt[0]][1][:1] if same_rt else []))
+            continue
+        if same_rt:
+            p = same_rt[0]
+            diff = _differing_quant_keys(report, n, p)
+            verdicts[n] = _v("calibration", f"{n} fails while {p} ({rt}, settings differ: {', '.join(diff) or 'none'}) "
+                                            f"passes", ev + _peer_ev(report, p, passes, n, diff))
+            continue
+        # no INT8 backend passes
+        split_ev = [e for f in fp32_split_pass for e in fp32_ok[f][1][:1]]
+        others = [e for o in int8 if o != n for e in passes[o][1][:1]]
+        note = (f"FP32 split {', '.join(fp32_split_pass)} passes" if fp32_split_pass
+                else "no FP32 split backend was measured passing (weaker evidence)")
+        verdicts[n] = _v("model-inherent", f"every INT8 backend ({len(int8)}) fails the bar; {note}: the model "
+                                           f"itself does not survive INT8", ev + others + split_ev)
+    for n, v in verdicts.items():
+        report["backends"][n]["verdict"] = v
+    return summarize(report, verdicts, bar, int8, int8_pass)
+
+
+def _peer_ev(report, p, passes, n, diff) -> list[dict[str, Any]]:
+    qa = signature(report, n).get("quantization") or {}
+    qb = signature(report, p).get("quantization") or {}
+    return passes[p][1][:1] + [_ev(p, f"quantization.{k}", qb.get(k), failing_backend=n, failing_value=qa.get(k))
+                               for k in diff]
+
+
+def _v(kind: str, summary: str, evidence: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"kind": kind, "summary": summary, "evidence": evidence}
+
+
+def summarize(report, verdicts, bar, int8, int8_pass) -> dict[str, Any]:
+    kinds: dict[str, list[str]] = {}
+    for n, v in verdicts.items():
+        kinds.setdefault(v["kind"], []).append(n)
+    not_eval = {n: b.get("status") for n, b in report["backends"].items() if n not in verdicts}
+    model = report.get("model") or {}
+    if not int8:
+        headline = "no INT8 backend was measured"
+    elif int8_pass:
+        failing = [f"{n} ({verdicts[n]['kind']})" for n in int8 if n not in int8_pass]
+        headline = (f"INT8 ships: {', '.join(int8_pass)} meet the bar"
+                    + (f"; failing: {', '.join(failing)}" if failing else ""))
+    elif "model-inherent" in kinds:
+        headline = "model-inherent: no INT8 backend meets the bar"
+    else:
+        headline = "no INT8 backend meets the bar: " + ", ".join(f"{n} ({verdicts[n]['kind']})" for n in int8)
+    return {"model": model.get("path"), "model_hash": model.get("content_hash"), "headline": headline,
+            "bar": bar, "kinds": kinds, "int8_passing": int8_pass,
+            "int8_failing": [n for n in int8 if n not in int8_pass], "not_evaluated": not_eval,
+            "backends": {n: v["kind"] for n, v in verdicts.items()}}

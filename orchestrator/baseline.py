@@ -1,0 +1,217 @@
+"""Regression baselines: keep a run's numbers, gate a later run (e.g. a runtime upgrade) on them.
+
+``save_baseline(report, path)`` writes JSON: per-backend status, metrics, signature and verdict
+kind, plus the model and data fingerprints and the run settings.
+
+``compare_to_baseline(report, baseline, tolerances) -> dict``::
+
+    {"ok": bool, "regressions": [{"backend", "metric", "baseline", "current", "delta", "tolerance",
+                                  "reason"}],      # empty when ok
+     "deltas": {backend: {metric: {"baseline", "current", "delta", "rel_delta", "tolerance",
+                                   "regressed"}}},
+     "improvements": [...], "missing_backends": [...], "new_backends": [...],
+     "signature_changes": {backend: {field: [baseline, current]}},   # e.g. a runtime upgrade
+     "fingerprints": {"model": {...}, "data": {...}, "match": bool}}
+
+Tolerances (``[tolerances]`` in the matrix): ``metric = X`` where X is
+
+* a number: the allowed change in the metric's *bad* direction, absolute (``bleu = 0.5``: BLEU may
+  drop by 0.5; the sign of X is ignored);
+* a string ``"N%"``: the same, relative to the baseline value (``latency_p90_ms = "25%"``);
+* a table ``{abs = .., rel = .., direction = "higher" | "lower"}`` (direction = which way is better).
+
+Defaults (a matrix table adds to / overrides them)::
+
+    bleu = 0.5, chrf = 0.5, exact_match_vs_reference = 0.02, latency_p50_ms = "25%",
+    latency_p90_ms = "25%", throughput_sps = "20%", bytes = "5%", peak_rss_mb = "25%"
+
+Also a regression: a backend that was ``ok`` in the baseline and is now failed/missing; a verdict
+that was ``pass`` and is not any more; a backend that became source-blind; a model or data
+fingerprint that differs (the numbers are not comparable).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from backends.errors import InvalidInputError
+
+SCHEMA = "seqquant-baseline/1"
+DEFAULT_TOLERANCES: dict[str, Any] = {"bleu": 0.5, "chrf": 0.5, "exact_match_vs_reference": 0.02,
+                                      "latency_p50_ms": "25%", "latency_p90_ms": "25%", "throughput_sps": "20%",
+                                      "bytes": "5%", "peak_rss_mb": "25%"}
+#: which way is better for known metrics (unknown metrics: higher is better unless named *_ms/bytes/...)
+LOWER_IS_BETTER = {"latency_p50_ms", "latency_p90_ms", "ms_per_token", "bytes", "peak_rss_mb",
+                   "tf_max_abs_logit_diff", "cross_source_cosine", "bleu_p_value_vs_reference"}
+#: metrics never gated (informational)
+UNGATED = {"threads", "bleu_p_value_vs_reference"}
+
+
+def _fingerprints(report: dict[str, Any]) -> dict[str, Any]:
+    model = report.get("model") or {}
+    data = report.get("data") or {}
+    dfp = data.get("fingerprint") or hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()
+                                                    ).hexdigest()[:16]
+    return {"model": model.get("content_hash"), "data": dfp, "n_sentences": data.get("n_sentences")}
+
+
+def make_baseline(report: dict[str, Any]) -> dict[str, Any]:
+    backends = {}
+    for name, b in (report.get("backends") or {}).items():
+        backends[name] = {"status": b.get("status"), "signature": b.get("signature"),
+                          "metrics": dict(b.get("metrics") or {}),
+                          "verdict": (b.get("verdict") or {}).get("kind")}
+    settings = {k: v for k, v in (report.get("settings") or {}).items() if k != "matrix"}
+    return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "fingerprints": _fingerprints(report), "model": (report.get("model") or {}).get("path"),
+            "reference_backend": report.get("reference_backend"), "settings": settings, "backends": backends}
+
+
+def save_baseline(report: dict[str, Any], path) -> dict[str, Any]:
+    base = make_baseline(report)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(base, indent=1, sort_keys=True, default=str), encoding="utf-8")
+    tmp.replace(path)
+    return base
+
+
+def load_baseline(path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"baseline {path} does not exist") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"baseline {path} is not JSON: {exc}") from exc
+    check_baseline(data, str(path))
+    return data
+
+
+def check_baseline(data: Any, where: str = "baseline") -> None:
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("backends"), dict):
+        raise InvalidInputError(f"{where} is not a seqquant baseline (expected schema '{SCHEMA}'; create one "
+                                f"with `python cli.py baseline save RUN_DIR FILE`)")
+
+
+def parse_tolerance(metric: str, spec: Any) -> dict[str, Any]:
+    direction = "lower" if metric in LOWER_IS_BETTER else "higher"
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"abs", "rel", "direction"}
+        if unknown:
+            raise InvalidInputError(f"[tolerances] {metric}: unknown key(s) {sorted(unknown)} (abs, rel, direction)")
+        direction = spec.get("direction", direction)
+        if direction not in ("higher", "lower"):
+            raise InvalidInputError(f"[tolerances] {metric}: direction must be 'higher' or 'lower'")
+        out = {"direction": direction}
+        for k in ("abs", "rel"):
+            if k in spec:
+                v = spec[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise InvalidInputError(f"[tolerances] {metric}.{k} must be a number")
+                out[k] = abs(float(v))
+        return out
+    if isinstance(spec, str) and spec.strip().endswith("%"):
+        try:
+            return {"direction": direction, "rel": abs(float(spec.strip()[:-1])) / 100.0}
+        except ValueError as exc:
+            raise InvalidInputError(f"[tolerances] {metric}: cannot read {spec!r} as a percentage") from exc
+    if isinstance(spec, bool) or not isinstance(spec, (int, float)):
+        raise InvalidInputError(f"[tolerances] {metric}: expected a number, 'N%' or a table, got {spec!r}")
+    return {"direction": direction, "abs": abs(float(spec))}
+
+
+def _allowed(tol: dict[str, Any], base: float) -> float:
+    allowed = []
+    if "abs" in tol:
+        allowed.append(tol["abs"])
+    if "rel" in tol:
+        allowed.append(tol["rel"] * abs(base))
+    return max(allowed) if allowed else 0.0
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
+                        tolerances: dict[str, Any] | None = None) -> dict[str, Any]:
+    check_baseline(baseline)
+    spec = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    tols = {m: parse_tolerance(m, s) for m, s in spec.items()}
+    regressions: list[dict[str, Any]] = []
+    improvements: list[dict[str, Any]] = []
+    deltas: dict[str, dict[str, Any]] = {}
+    sig_changes: dict[str, dict[str, Any]] = {}
+    cur_b = report.get("backends") or {}
+    base_b = baseline["backends"]
+
+    fb, fc = baseline.get("fingerprints") or {}, _fingerprints(report)
+    match = True
+    for key in ("model", "data"):
+        if fb.get(key) and fc.get(key) and fb[key] != fc[key]:
+            match = False
+            regressions.append({"backend": None, "metric": f"{key}_fingerprint", "baseline": fb[key],
+                                "current": fc[key], "reason": f"the {key} differs from the baseline's: the numbers "
+                                                              f"are not comparable"})
+    missing = []
+    for name, bb in base_b.items():
+        cb = cur_b.get(name)
+        if bb.get("status") != "ok":
+            continue
+        if cb is None or cb.get("status") != "ok":
+            missing.append(name)
+            regressions.append({"backend": name, "metric": "status", "baseline": "ok",
+                                "current": None if cb is None else cb.get("status"),
+                                "reason": "backend ok in the baseline but " + ("not in this run" if cb is None else
+                                                                               f"{cb.get('status')}: {cb.get('reason')}")})
+            continue
+        changes = {}
+        for f in ("runtime_version", "precision", "threads", "quantization"):
+            a, c = (bb.get("signature") or {}).get(f), (cb.get("signature") or {}).get(f)
+            if a != c:
+                changes[f] = [a, c]
+        if changes:
+            sig_changes[name] = changes
+        bm, cm = bb.get("metrics") or {}, cb.get("metrics") or {}
+        rows: dict[str, Any] = {}
+        for metric in sorted(set(bm) & set(cm)):
+            a, c = bm[metric], cm[metric]
+            if metric == "source_blind":
+                if not a and c:
+                    regressions.append({"backend": name, "metric": metric, "baseline": a, "current": c,
+                                        "reason": "became source-blind"})
+                continue
+            if not (_num(a) and _num(c)):
+                continue
+            d = c - a
+            row = {"baseline": a, "current": c, "delta": round(d, 6),
+                   "rel_delta": round(d / abs(a), 4) if a else None, "regressed": False}
+            tol = tols.get(metric)
+            if tol is not None and metric not in UNGATED:
+                worse = -d if tol["direction"] == "higher" else d
+                allowed = _allowed(tol, a)
+                row["tolerance"] = {**tol, "allowed": round(allowed, 6)}
+                if worse > allowed + 1e-12:
+                    row["regressed"] = True
+                    regressions.append({"backend": name, "metric": metric, "baseline": a, "current": c,
+                                        "delta": round(d, 6), "tolerance": row["tolerance"],
+                                        "reason": f"{metric} {a} -> {c} (allowed {'drop' if tol['direction'] == 'higher' else 'rise'} "
+                                                  f"{round(allowed, 4)})"})
+                elif worse < -allowed:
+                    improvements.append({"backend": name, "metric": metric, "baseline": a, "current": c})
+            rows[metric] = row
+        deltas[name] = rows
+        if bb.get("verdict") == "pass" and (cb.get("verdict") or {}).get("kind") not in (None, "pass"):
+            regressions.append({"backend": name, "metric": "verdict", "baseline": "pass",
+                                "current": cb["verdict"]["kind"], "reason": "verdict no longer pass"})
+    new = sorted(n for n, b in cur_b.items() if n not in base_b)
+    return {"ok": not regressions, "regressions": regressions, "deltas": deltas, "improvements": improvements,
+            "missing_backends": missing, "new_backends": new, "signature_changes": sig_changes,
+            "fingerprints": {"baseline": fb, "current": fc, "match": match},
+            "tolerances": {m: t for m, t in tols.items()}}

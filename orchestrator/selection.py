@@ -1,0 +1,163 @@
+"""Target selection: the deployable backend under constraints, with a fallback chain.
+
+``select_targets(report, constraints) -> dict`` returns (the engine stores it as
+``report["selection"]``)::
+
+    {"chosen": name | None,              # None: nothing feasible (the CLI exits with code 3)
+     "fallback_chain": [name, ...],      # the other feasible backends, best first
+     "ranking": [name, ...],             # chosen + fallback_chain
+     "rejected": {name: reason},         # every backend that is not feasible, and why
+     "rank_by": [...], "constraints": {...effective constraints}}
+
+Constraints (``[constraints]`` in the matrix or a ``--constraints`` TOML file; defaults):
+
+    runtimes = []              # allowed signature runtimes ("tflite", "onnxruntime", "ctranslate2",
+                               # "torch"); empty = any
+    backends = []              # allowed backend names; empty = any
+    exclude = []               # backend names never chosen
+    precision = "any"          # "any" | "int8-weights" (any INT8 scheme) | "full-int8" (the artifact's
+                               # op audit says full_int8 = true: integer-only graph, e.g. for an NPU)
+    max_bytes = 0              # artifact bytes on disk (0 = no limit)
+    max_p90_latency_ms = 0     # speed suite p90 latency at batch 1 (0 = no limit)
+    max_bleu_drop = 1.0        # BLEU points below the reference backend (negative = no limit)
+    allow_source_blind = false # a source-blind backend is never chosen unless true
+    require_verdict_pass = false  # also require attribution's verdict kind == "pass"
+    rank_by = ["latency_p90_ms", "bytes"]  # ascending; metrics missing -> ranked last; then name
+
+A constraint whose metric was not measured rejects the backend (the reason says so), so a
+missing speed suite never silently passes a latency limit.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from backends.errors import InvalidInputError
+from orchestrator.attribution import bleu_drop, is_int8, is_source_blind, metrics, runtime_of
+
+DEFAULTS: dict[str, Any] = {"runtimes": [], "backends": [], "exclude": [], "precision": "any", "max_bytes": 0,
+                            "max_p90_latency_ms": 0, "max_bleu_drop": 1.0, "allow_source_blind": False,
+                            "require_verdict_pass": False, "rank_by": ["latency_p90_ms", "bytes"]}
+PRECISIONS = ("any", "int8-weights", "full-int8")
+#: metrics where larger is better (ranked descending)
+HIGHER_IS_BETTER = {"bleu", "chrf", "throughput_sps", "tokens_per_s", "exact_match_vs_reference"}
+
+
+def effective_constraints(constraints: dict[str, Any] | None) -> dict[str, Any]:
+    c = dict(constraints or {})
+    unknown = sorted(set(c) - set(DEFAULTS))
+    if unknown:
+        raise InvalidInputError(f"[constraints]: unknown key(s) {unknown}; accepted: {sorted(DEFAULTS)}")
+    out = {**DEFAULTS, **c}
+    for k in ("runtimes", "backends", "exclude", "rank_by"):
+        if isinstance(out[k], str):
+            out[k] = [out[k]]
+        if not isinstance(out[k], (list, tuple)) or not all(isinstance(x, str) for x in out[k]):
+            raise InvalidInputError(f"[constraints] {k} must be a list of strings, got {out[k]!r}")
+        out[k] = list(out[k])
+    if out["precision"] not in PRECISIONS:
+        raise InvalidInputError(f"[constraints] precision must be one of {', '.join(PRECISIONS)}, "
+                                f"got {out['precision']!r}")
+    for k in ("max_bytes", "max_p90_latency_ms", "max_bleu_drop"):
+        if isinstance(out[k], bool) or not isinstance(out[k], (int, float)):
+            raise InvalidInputError(f"[constraints] {k} must be a number, got {out[k]!r}")
+    for k in ("allow_source_blind", "require_verdict_pass"):
+        if not isinstance(out[k], bool):
+            raise InvalidInputError(f"[constraints] {k} must be true or false, got {out[k]!r}")
+    return out
+
+
+def full_int8(report: dict[str, Any], name: str) -> tuple[bool | None, str]:
+    """The artifact's op audit: (full_int8 or None if not audited, detail)."""
+    art = (report["backends"][name].get("artifacts") or {})
+    for key in ("full_int8",):
+        if isinstance(art.get(key), bool):
+            return art[key], "artifacts.full_int8"
+    for key in ("op_audit", "ops_audit", "audit", "extra"):
+        sub = art.get(key)
+        if isinstance(sub, dict) and isinstance(sub.get("full_int8"), bool):
+            return sub["full_int8"], f"artifacts.{key}.full_int8"
+    return None, "no op audit (artifacts.full_int8) in the report"
+
+
+def _size(report: dict[str, Any], name: str) -> Any:
+    m = metrics(report, name)
+    if isinstance(m.get("bytes"), (int, float)):
+        return m["bytes"]
+    return (report["backends"][name].get("artifacts") or {}).get("bytes")
+
+
+def reject_reason(report: dict[str, Any], name: str, c: dict[str, Any]) -> str | None:
+    b = report["backends"][name]
+    if b.get("status") != "ok":
+        return f"status {b.get('status')}: {b.get('reason') or 'no reason recorded'}"
+    rt = runtime_of(report, name)
+    if c["runtimes"] and rt not in c["runtimes"]:
+        return f"runtime '{rt}' not allowed (allowed: {', '.join(c['runtimes'])})"
+    if c["backends"] and name not in c["backends"]:
+        return f"not in the allowed backends ({', '.join(c['backends'])})"
+    if name in c["exclude"]:
+        return "excluded by the constraints"
+    if c["precision"] != "any":
+        if not is_int8(report, name):
+            sig = b.get("signature") or {}
+            return f"precision '{sig.get('precision')}' is not INT8 (required: {c['precision']})"
+        if c["precision"] == "full-int8":
+            full, where = full_int8(report, name)
+            if full is None:
+                return f"full-int8 required but {where}"
+            if not full:
+                return f"full-int8 required but the op audit reports float ops ({where} = false)"
+    m = metrics(report, name)
+    if c["max_bytes"] and c["max_bytes"] > 0:
+        size = _size(report, name)
+        if not isinstance(size, (int, float)):
+            return f"size on disk not measured (max_bytes = {c['max_bytes']})"
+        if size > c["max_bytes"]:
+            return f"{size} bytes > max_bytes {c['max_bytes']}"
+    if c["max_p90_latency_ms"] and c["max_p90_latency_ms"] > 0:
+        p90 = m.get("latency_p90_ms")
+        if not isinstance(p90, (int, float)):
+            return f"p90 latency not measured (speed suite) but max_p90_latency_ms = {c['max_p90_latency_ms']}"
+        if p90 > c["max_p90_latency_ms"]:
+            return f"p90 latency {p90} ms > {c['max_p90_latency_ms']} ms"
+    if c["max_bleu_drop"] >= 0:
+        drop = bleu_drop(report, name)
+        if drop is None:
+            return "BLEU vs the reference backend not measured (quality suite)"
+        if drop > c["max_bleu_drop"]:
+            return f"BLEU drop {drop} > max_bleu_drop {c['max_bleu_drop']}"
+    if not c["allow_source_blind"] and is_source_blind(report, name):
+        cos = m.get("cross_source_cosine")
+        return f"source-blind decoder (cross-source first-step cosine {cos})"
+    if c["require_verdict_pass"]:
+        kind = (b.get("verdict") or {}).get("kind")
+        if kind != "pass":
+            return f"verdict '{kind}' (require_verdict_pass)"
+    return None
+
+
+def rank_key(report: dict[str, Any], name: str, rank_by: list[str]) -> tuple:
+    key = []
+    for metric in rank_by:
+        v = _size(report, name) if metric == "bytes" else metrics(report, name).get(metric)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            key.append((1, 0.0))
+        else:
+            key.append((0, -float(v) if metric in HIGHER_IS_BETTER else float(v)))
+    return tuple(key) + (name,)
+
+
+def select_targets(report: dict[str, Any], constraints: dict[str, Any] | None = None) -> dict[str, Any]:
+    c = effective_constraints(constraints)
+    rejected: dict[str, str] = {}
+    feasible = []
+    for name in report.get("backends", {}):
+        reason = reject_reason(report, name, c)
+        if reason is None:
+            feasible.append(name)
+        else:
+            rejected[name] = reason
+    ranking = sorted(feasible, key=lambda n: rank_key(report, n, c["rank_by"]))
+    return {"chosen": ranking[0] if ranking else None, "fallback_chain": ranking[1:], "ranking": ranking,
+            "rejected": rejected, "rank_by": c["rank_by"], "constraints": c}
