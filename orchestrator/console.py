@@ -80,16 +80,22 @@ def print_report(report: dict[str, Any], console=None, run_dir=None) -> None:
     d = report["data"]
     title = (f"{report['model']['family']} {report['model']['path']} | {d['n_sentences']} sentences | "
              f"beams {report['settings']['num_beams']} | reference {report['reference_backend']}")
-    table = Table(title=title, title_justify="left")
-    for h in SUMMARY_HEADER:
+    table = Table(title=_esc(title), title_justify="left")
+    rows = summary_rows(report)
+    reasons = [(r[0], r[1], r[-1]) for r in rows if r[-1]]
+    header = list(SUMMARY_HEADER)[:-1]  # reasons are listed under the table (they are long)
+    rows = [r[:-1] for r in rows]
+    for h in header:
         table.add_column(h, overflow="fold", no_wrap=h != "reason", justify="right" if h in
-                         ("BLEU", "chrF", "exact match vs ref", "artifacts MB") else "left")
+                         ("BLEU", "chrF", "exact match vs ref", "size MB") else "left")
     colors = {"ok": "green", "failed": "red", "skipped": "yellow"}
-    for row in summary_rows(report):
+    for row in rows:
         row = [_esc(c) for c in row]
         row[1] = f"[{colors.get(row[1], 'white')}]{row[1]}[/]"
         table.add_row(*row)
     console.print(table)
+    for name, status, reason in reasons:
+        console.print(f"  [{colors.get(status, 'white')}]{_esc(name)} {status}[/]: {_esc(reason)}")
     sel = report.get("selection")
     if isinstance(sel, dict):
         chain = sel.get("fallback_chain") or []

@@ -79,6 +79,7 @@ class ParallelData:
     references: list[str]
     total_lines: int  # lines in the files
     skipped_empty: list[int] = field(default_factory=list)  # 1-based line numbers dropped with skip_empty
+    line_numbers: list[int] = field(default_factory=list)  # 1-based file line of each kept pair
 
     @property
     def fingerprint(self) -> str:
@@ -105,12 +106,13 @@ def load_parallel(src: str | Path, ref: str | Path, limit: int | None = None, sk
         raise DataError(f"{what}: empty line(s) {_list_lines(empty)} in {src} / {ref}. Remove them, or pass "
                         f"--skip-empty to drop those sentence pairs (they are counted in the report)")
     drop = set(empty)
-    pairs = [(s, r) for i, (s, r) in enumerate(zip(sources, refs), 1) if i not in drop]
+    pairs = [(i, s, r) for i, (s, r) in enumerate(zip(sources, refs), 1) if i not in drop]
     if not pairs:
         raise DataError(f"{what}: every line of {src} / {ref} is empty")
     if limit is not None and limit > 0:
         pairs = pairs[:limit]
-    return ParallelData(str(src), str(ref), [p[0] for p in pairs], [p[1] for p in pairs], len(sources), empty)
+    return ParallelData(str(src), str(ref), [p[1] for p in pairs], [p[2] for p in pairs], len(sources), empty,
+                        [p[0] for p in pairs])
 
 
 def load_calibration(src: str | Path, ref: str | Path, size: int):

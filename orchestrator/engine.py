@@ -45,13 +45,38 @@ class Validated:
         from orchestrator.data import load_calibration, load_parallel
 
         s = cfg.settings
+        self.cfg = cfg
         self.model = ModelBundle.load(cfg.model_path, source_prefix=s.get("source_prefix"))
         self.data = load_parallel(cfg.src, cfg.ref, limit=s["limit"] or None, skip_empty=cfg.skip_empty)
         self.calibration, self.cal_data = load_calibration(cfg.cal_src, cfg.cal_ref, cfg.cal_size)
-        enc = self.model.encode_sources(self.data.sources, int(s["max_source_length"]),
-                                        strict=bool(s["strict_length"]))
-        self.truncated = enc.truncated
-        self.longest = max(enc.lengths) if enc.lengths else 0
+        self.truncated = 0
+        self.longest = 0
+
+    def check_lengths(self, cache: Path) -> None:
+        """Count sources longer than S (or fail with --strict-length). The tokenizer (and the torch import
+        transformers drags in) is only loaded when ``cache`` does not already hold the answer."""
+        from backends.errors import InputTooLongError
+        from orchestrator.run_store import read_json
+
+        s = self.cfg.settings
+        limit = int(s["max_source_length"])
+        key = digest({"model": self.model.content_hash, "data": self.data.fingerprint, "S": limit,
+                      "prefix": self.model.conventions.source_prefix})
+        stored = read_json(cache)
+        if isinstance(stored, dict) and stored.get("key") == key:
+            lengths = stored["lengths"]
+        else:
+            texts = [self.model.conventions.source_prefix + t for t in self.data.sources]
+            lengths = [len(x) for x in self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+            atomic_write_json(cache, {"key": key, "lengths": lengths})
+        over = [i for i, n in enumerate(lengths) if n > limit]
+        self.truncated = len(over)
+        self.longest = max(lengths) if lengths else 0
+        if over and s["strict_length"]:
+            raise InputTooLongError(
+                f"{len(over)} source(s) exceed the static source length {limit} tokens (first: line "
+                f"{self.data.line_numbers[over[0]]} of {self.data.src_path}, {lengths[over[0]]} tokens). Raise --max-source-length "
+                f"or drop --strict-length to truncate them with a counted warning.")
 
 
 def _resolve_backends(cfg: RunConfig, warnings: list[str]) -> list[BackendPlan]:
@@ -217,6 +242,9 @@ def run_compare(cfg: RunConfig, ui: NullUI | None = None) -> tuple[dict[str, Any
     suites = _resolve_suites(cfg)
     plans = _resolve_backends(cfg, warnings)
     v = Validated(cfg)
+    run_dir = cfg.out or default_run_dir(cfg, v)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    v.check_lengths(run_dir / "source_lengths.json")
     if v.truncated:
         warnings.append(f"{v.truncated} of {len(v.data.sources)} source(s) are longer than "
                         f"max_source_length={cfg.settings['max_source_length']} tokens (longest {v.longest}) "
@@ -232,8 +260,6 @@ def run_compare(cfg: RunConfig, ui: NullUI | None = None) -> tuple[dict[str, Any
             warnings.append(reason)
     for w in warnings:
         ui.warn(w)
-    run_dir = cfg.out or default_run_dir(cfg, v)
-    run_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore(run_dir)
     artifact_dir = cfg.cache_dir or (Path(os.environ["SEQQUANT_CACHE_DIR"]) if os.environ.get("SEQQUANT_CACHE_DIR")
                                      else (run_dir.parent / ".artifacts" if cfg.out is None else run_dir / "artifacts"))

@@ -126,26 +126,41 @@ def build_report(cfg, v, plans, procs, records, suites, run_dir: Path, artifact_
 
 
 def run_compare_phase(report: dict[str, Any], cfg, v, records, suites, run_dir: Path) -> None:
-    """``Suite.compare`` over the backends whose suite succeeded; merge fields and metrics."""
+    """``Suite.compare`` over the backends whose suite succeeded; merge fields and metrics.
+
+    The output is cached in ``<run_dir>/compare/<suite>.json`` keyed by the suite code, its options, the
+    reference and the fingerprints of the compared results, so an unchanged re-run does not recompute it.
+    """
+    from orchestrator.plan import suite_code
+    from orchestrator.run_store import digest, read_json
     from orchestrator.suites.base import CompareContext, get_suite
 
     for s, skip in suites.items():
         if skip:
             continue
-        ok = {b: r["result"] for b, recs in records.items() for name, r in recs.items()
+        ok = {b: r for b, recs in records.items() for name, r in recs.items()
               if name == s and r.get("status") == "ok" and isinstance(r.get("result"), dict)}
         if not ok:
             continue
-        ctx = CompareContext(model=v.model, sources=v.data.sources, references=v.data.references, run_dir=run_dir,
-                             reference_backend=cfg.reference, settings=dict(cfg.settings),
-                             suite_options=cfg.matrix.suite_options.get(s, {}))
-        try:
-            extras = get_suite(s).compare(ok, ctx) or {}
-        except Exception as exc:
-            report.setdefault("compare_errors", {})[s] = f"{type(exc).__name__}: {exc}\n" \
-                                                         f"{traceback.format_exc()[-2000:]}"
-            report["warnings"].append(f"suite '{s}' compare step failed: {type(exc).__name__}: {exc}")
-            continue
+        opts = cfg.matrix.suite_options.get(s, {})
+        key = digest({"suite": s, "code": suite_code(s), "options": opts, "reference": cfg.reference,
+                      "n": len(v.data.sources), "results": {b: r.get("fingerprint") for b, r in ok.items()}})
+        cache = run_dir / "compare" / f"{s}.json"
+        stored = read_json(cache)
+        if isinstance(stored, dict) and stored.get("key") == key:
+            extras = stored["extras"]
+        else:
+            ctx = CompareContext(model=v.model, sources=v.data.sources, references=v.data.references,
+                                 run_dir=run_dir, reference_backend=cfg.reference, settings=dict(cfg.settings),
+                                 suite_options=opts)
+            try:
+                extras = get_suite(s).compare({b: r["result"] for b, r in ok.items()}, ctx) or {}
+            except Exception as exc:
+                report.setdefault("compare_errors", {})[s] = f"{type(exc).__name__}: {exc}\n" \
+                                                             f"{traceback.format_exc()[-2000:]}"
+                report["warnings"].append(f"suite '{s}' compare step failed: {type(exc).__name__}: {exc}")
+                continue
+            atomic_write_json(cache, {"key": key, "extras": json_safe(extras)})
         for b, fields in extras.items():
             if b not in report["backends"] or not isinstance(fields, dict):
                 continue
@@ -179,7 +194,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-SUMMARY_HEADER = ["backend", "status", "BLEU", "chrF", "exact match vs ref", "artifacts MB", "reason"]
+SUMMARY_HEADER = ["backend", "status", "BLEU", "chrF", "exact match vs ref", "size MB", "reason"]
 
 
 def render_markdown(report: dict[str, Any]) -> str:

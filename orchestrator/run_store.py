@@ -124,7 +124,8 @@ class RunStore:
                 data = fh.read().decode("utf-8", "replace")
         except OSError:
             return []
-        return [ln for ln in data.splitlines() if ln.strip()][-n:]
+        lines = [ln if len(ln) <= 300 else ln[:300] + " ..." for ln in data.splitlines() if ln.strip()]
+        return lines[-n:]
 
     def clear_backend(self, backend: str) -> None:
         """Forget every stored result of ``backend`` (--force)."""
