@@ -1,0 +1,61 @@
+"""Process isolation: crashes, hangs and exit codes of a child become outcomes, never exceptions."""
+import ctypes
+import os
+import time
+
+import pytest
+
+from orchestrator.isolation import run_isolated
+
+
+def _ok(conn, payload):
+    for i in range(3):
+        conn.send(("progress", i))
+    conn.send(("result", payload * 2))
+
+
+def _abort(conn, payload):
+    conn.send(("progress", 0))
+    os.abort()
+
+
+def _segfault(conn, payload):
+    ctypes.string_at(0)
+
+
+def _exit3(conn, payload):
+    os._exit(3)
+
+
+def _hang(conn, payload):
+    conn.send(("started",))
+    while True:
+        time.sleep(60)
+
+
+def test_messages_are_relayed_and_success():
+    got = []
+    out = run_isolated(_ok, 21, timeout=60, on_message=got.append)
+    assert out.ok and out.exitcode == 0 and out.signal is None
+    assert got == [("progress", 0), ("progress", 1), ("progress", 2), ("result", 42)]
+
+
+@pytest.mark.parametrize("target,sig", [(_abort, "SIGABRT"), (_segfault, "SIGSEGV")])
+def test_native_crash_becomes_signal_name(target, sig):
+    out = run_isolated(target, None, timeout=60)
+    assert not out.ok and out.signal == sig
+    assert sig in out.describe(60)
+
+
+def test_exit_code_is_reported():
+    out = run_isolated(_exit3, None, timeout=60)
+    assert not out.ok and out.exitcode == 3 and "code 3" in out.describe(60)
+
+
+def test_hang_is_killed_at_timeout():
+    got = []
+    t0 = time.monotonic()
+    out = run_isolated(_hang, None, timeout=3, on_message=got.append)
+    assert out.timed_out and not out.ok and got == [("started",)]
+    assert time.monotonic() - t0 < 30
+    assert "timed out after 3 s" in out.describe(3)

@@ -1,0 +1,103 @@
+"""Matrix files: the shipped ones parse; invalid ones name the file, line or key and the valid keys."""
+import pytest
+
+from orchestrator.config import resolve_config
+from orchestrator.errors import MatrixError, SettingsError
+from orchestrator.matrix import DEFAULT_MATRIX, MATRICES_DIR, load_constraints, load_matrix
+
+
+def test_shipped_matrices_parse():
+    default = load_matrix(DEFAULT_MATRIX)
+    assert {"torch-fp32", "torch-fp32-split", "tflite-int8", "ct2-int8"} <= set(default.backends)
+    assert "tflite-int16x8" not in default.backends and default.overrides["tflite-int16x8"]["limit"] <= 100
+    assert default.suites == ["quality", "split-generation", "source-sensitivity", "speed"]
+    assert default.missing_backends == "skip" and default.reference == "torch-fp32"
+    smoke = load_matrix(MATRICES_DIR / "smoke.toml")
+    assert smoke.settings["limit"] == 20 and "torch-fp32" in smoke.backends
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path):
+    m = tmp_path / "bad.toml"
+    m.write_text('[run]\nbackends = ["torch-fp32"\nsuites = ["quality"]\n')
+    with pytest.raises(MatrixError) as e:
+        load_matrix(m)
+    assert str(m) in str(e.value) and "line 3" in str(e.value)
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    m = tmp_path / "bad.toml"
+    m.write_text('[settings]\nnum_beam = 4\n')
+    with pytest.raises(MatrixError) as e:
+        load_matrix(m)
+    msg = str(e.value)
+    assert "'num_beam'" in msg and "num_beams" in msg and "[settings]" in msg and str(m) in msg
+
+
+def test_unknown_top_level_table_and_override_key(tmp_path):
+    m = tmp_path / "bad.toml"
+    m.write_text('[runn]\nbackends = []\n')
+    with pytest.raises(MatrixError, match="'runn'.*valid keys"):
+        load_matrix(m)
+    m.write_text('[overrides."ct2-int8"]\nlimitt = 3\n')
+    with pytest.raises(MatrixError, match=r'overrides\."ct2-int8".*limitt'):
+        load_matrix(m)
+
+
+@pytest.mark.parametrize("body,needle", [
+    ('[settings]\nnum_beams = 0\n', "out of range"),
+    ('[settings]\nnum_beams = "4"\n', "must be int"),
+    ('[settings]\nstrict_length = 1\n', "must be bool"),
+    ('[settings]\nlimit = -1\n', "out of range"),
+    ('[run]\nmissing_backends = "ignore"\n', "missing_backends"),
+    ('[run]\nbackends = [1, 2]\n', "list of names"),
+    ('schema = 2\n', "schema"),
+])
+def test_bad_values(tmp_path, body, needle):
+    m = tmp_path / "bad.toml"
+    m.write_text(body)
+    with pytest.raises(MatrixError, match=needle):
+        load_matrix(m)
+
+
+def test_missing_matrix_file(tmp_path):
+    with pytest.raises(MatrixError, match="does not exist"):
+        load_matrix(tmp_path / "nope.toml")
+
+
+def test_paths_relative_to_matrix_and_cli_overrides(tmp_path):
+    m = tmp_path / "m.toml"
+    m.write_text('[run]\nbackends = ["torch-fp32"]\n[data]\nsrc = "s.en"\nref = "r.de"\n'
+                 '[settings]\nlimit = 5\nnum_beams = 2\n[overrides.torch-fp32]\nlimit = 3\nthreads = 1\n')
+    cfg = resolve_config({"matrix": str(m), "num_beams": 4})
+    assert cfg.src == tmp_path / "s.en" and cfg.ref == tmp_path / "r.de"
+    assert cfg.settings["num_beams"] == 4 and cfg.settings["limit"] == 5
+    assert cfg.backend_settings("torch-fp32")["limit"] == 3
+    assert cfg.backend_options("torch-fp32")["threads"] == 1
+    assert cfg.backends == ["torch-fp32"] and not cfg.backends_from_cli
+
+
+@pytest.mark.parametrize("key,value,flag", [("limit", -1, "--limit"), ("num_beams", 0, "--num-beams"),
+                                            ("num_beams", 17, "--num-beams"), ("batch_size", 0, "--batch-size"),
+                                            ("max_new_tokens", 0, "--max-new-tokens"), ("timeout", 0.0, "--timeout")])
+def test_cli_settings_out_of_range(key, value, flag):
+    with pytest.raises(SettingsError) as e:
+        resolve_config({key: value})
+    assert flag in str(e.value) and "out of range" in str(e.value)
+
+
+def test_src_without_ref_is_an_error():
+    with pytest.raises(SettingsError, match="--src and --ref"):
+        resolve_config({"src": "a.en"})
+
+
+def test_constraints_file_table_or_top_level(tmp_path):
+    a = tmp_path / "a.toml"
+    a.write_text('[constraints]\nruntimes = ["tflite"]\n')
+    b = tmp_path / "b.toml"
+    b.write_text('runtimes = ["tflite"]\nmax_bytes = 1000\n')
+    assert load_constraints(a) == {"runtimes": ["tflite"]}
+    assert load_constraints(b)["max_bytes"] == 1000
+    c = tmp_path / "c.toml"
+    c.write_text('runtimes = ["tflite"]\nmax_bytes = = 3\n')
+    with pytest.raises(MatrixError, match="line"):
+        load_constraints(c)
