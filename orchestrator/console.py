@@ -16,7 +16,10 @@ def _esc(text: str) -> str:
 def make_console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal:  # logs / CI: do not squeeze tables into 80 columns
+        console = Console(stderr=stderr, highlight=False, soft_wrap=False, width=160)
+    return console
 
 
 class RichUI(NullUI):
@@ -87,7 +90,7 @@ def print_report(report: dict[str, Any], console=None, run_dir=None) -> None:
     rows = [r[:-1] for r in rows]
     for h in header:
         table.add_column(h, overflow="fold", no_wrap=h != "reason", justify="right" if h in
-                         ("BLEU", "chrF", "exact match vs ref", "size MB") else "left")
+                         ("BLEU", "chrF", "match vs ref", "size MB", "p90 ms") else "left")
     colors = {"ok": "green", "failed": "red", "skipped": "yellow"}
     for row in rows:
         row = [_esc(c) for c in row]

@@ -288,5 +288,6 @@ def run_compare(cfg: RunConfig, ui: NullUI | None = None) -> tuple[dict[str, Any
     report_mod.run_compare_phase(report, cfg, v, records, suites, run_dir)
     code = hooks.run_hooks(report, cfg, ui)
     report["run"]["wall_seconds"] = round(time.time() - started, 2)
+    hooks.write_extra_reports(report, run_dir, ui)
     report_mod.write_report(report, run_dir)
     return report, code, run_dir

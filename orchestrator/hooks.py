@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from backends.errors import SeqquantError
 from orchestrator.errors import SettingsError
 
 EXIT_OK, EXIT_HOOK_ERROR, EXIT_INFEASIBLE, EXIT_REGRESSION = 0, 1, 3, 4
@@ -49,7 +50,28 @@ def load_baseline_file(path: Path) -> dict[str, Any]:
 
 
 def check_requested(cfg) -> None:
-    """Fail before running anything if a requested hook cannot work."""
+    """Fail before running anything if a requested hook cannot work or its matrix table is invalid."""
+    where = f"matrix {cfg.matrix.path}" if cfg.matrix.path else "matrix"
+    checks = (("attribution", "effective_bar", cfg.matrix.bar, "[bar]"),
+              ("selection", "effective_constraints", cfg.matrix.constraints, "[constraints]"))
+    for module, func, table, name in checks:
+        fn = load_hook(module, func)
+        if fn is not None:
+            try:
+                fn(dict(table))
+            except SettingsError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, SeqquantError):
+                    raise SettingsError(f"{where} {name}: {exc}") from exc
+                raise
+    parse = load_hook("baseline", "parse_tolerance")
+    if parse is not None:
+        for metric, spec in cfg.matrix.tolerances.items():
+            try:
+                parse(metric, spec)
+            except SeqquantError as exc:
+                raise SettingsError(f"{where}: {exc}") from exc
     if cfg.baseline is not None:
         if load_hook("baseline", "compare_to_baseline") is None:
             raise SettingsError("--baseline needs orchestrator/baseline.py (compare_to_baseline), which is not "
@@ -97,7 +119,14 @@ def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
                 code = EXIT_REGRESSION
                 if ui:
                     ui.warn(f"baseline {cfg.baseline}: regression detected (exit code 4)")
+    return code
+
+
+def write_extra_reports(report: dict[str, Any], run_dir: Path, ui=None) -> None:
+    """report.html via ``orchestrator.report_html.write_html`` when that module is present."""
+    write_html = load_hook("report_html", "write_html")
+    if write_html is not None:
+        _call(report, "report_html", write_html, report, run_dir / "report.html")
     if ui and report.get("hook_errors"):
         for name, err in report["hook_errors"].items():
             ui.warn(f"{name} step failed: {err.splitlines()[0]}")
-    return code

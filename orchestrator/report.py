@@ -182,19 +182,22 @@ def _mb(n: Any) -> str:
 
 
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Backend | status | BLEU | chrF | exact match | size MB | reason (shared by console and markdown)."""
+    """One row per backend, columns :data:`SUMMARY_HEADER` (shared by console and markdown)."""
     rows = []
     for name, b in report["backends"].items():
         m = b.get("metrics") or {}
         em = m.get("exact_match_vs_reference")
         rows.append([name, b["status"], _fmt(m.get("bleu")), _fmt(m.get("chrf")),
                      f"{em * 100:.1f}%" if isinstance(em, (int, float)) else "-",
-                     _mb((b.get("artifacts") or {}).get("bytes")), (b.get("reason") or "").splitlines()[0][:160]
+                     _mb(m.get("bytes") if isinstance(m.get("bytes"), (int, float))
+                         else (b.get("artifacts") or {}).get("bytes")),
+                     _fmt(m.get("latency_p90_ms"), 1), str((b.get("verdict") or {}).get("kind") or "-"), (b.get("reason") or "").splitlines()[0][:160]
                      if b.get("reason") else ""])
     return rows
 
 
-SUMMARY_HEADER = ["backend", "status", "BLEU", "chrF", "exact match vs ref", "size MB", "reason"]
+SUMMARY_HEADER = ["backend", "status", "BLEU", "chrF", "match vs ref", "size MB", "p90 ms", "verdict",
+                  "reason"]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
