@@ -18,6 +18,9 @@ loader classes, with three convention fixes so that CT2 FP32 reproduces
    on the default model: plain conversion agreed with torch-fp32 greedy on 62% of the
    test sentences, the fixed one on >= 99% (see the tests and the benchmark).
 3. **EOS/UNK tokens** are written from the same id space.
+4. **BART with recent transformers**: ``BartConfig`` no longer has ``normalize_before``,
+   which CT2's ``BartLoader`` reads (AttributeError with the stock converter); we set it
+   from the family's norm layout (BART: post-norm).
 
 Nothing here downloads: the model and tokenizer come from ``ModelBundle`` (local files).
 """
@@ -80,7 +83,15 @@ def _loader_for(bundle, tokens: list[str]):
                                      f"(mapped: {', '.join(sorted(_LOADERS))})"])
     conv = bundle.conventions
 
+    pre_norm = bundle.normalized.norm != "post"
+
     class SeqquantLoader(base):  # type: ignore[misc, valid-type]
+        def get_model_spec(self, model):
+            # transformers >= 4.4x dropped BartConfig.normalize_before, which CT2's BartLoader reads
+            if family in ("bart",) and not hasattr(model.config, "normalize_before"):
+                model.config.normalize_before = pre_norm
+            return super().get_model_spec(model)
+
         def get_vocabulary(self, model, tokenizer):
             return list(tokens)
 
