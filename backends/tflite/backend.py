@@ -272,6 +272,13 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 tensors[name] = to_domain(out[name], self._enc.outputs[name], dst, raw=self._raw)
         return EncoderState(tensors, attention_mask, b)
 
+    def generate_impl(self, input_ids, attention_mask, max_new_tokens: int, num_beams: int):
+        if max_new_tokens > self.max_new_tokens:
+            raise InvalidInputError(
+                f"{self.name}: max_new_tokens={max_new_tokens} exceeds the static decoder length built into the "
+                f"artifacts ({self.max_new_tokens}); create the backend with max_new_tokens={max_new_tokens}")
+        return super().generate_impl(input_ids, attention_mask, max_new_tokens, num_beams)
+
     def _empty_cache(self, batch: int) -> dict[str, Any]:
         cache: dict[str, Any] = {"pos": 0}
         for name, info in self._dec.inputs.items():

@@ -1,0 +1,101 @@
+"""Quantized TFLite variants on tiny random models: strict INT8, boundary matrix, shippable output."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backends.base import BOUNDARY_MODES
+from backends.errors import InvalidInputError
+from backends.registry import get_backend
+from backends.tflite.runtime import TensorInfo, dequantize, quantize, requantize, to_domain
+from tests.backends.tflite.conftest import CALIBRATION, OPTS, SOURCES, translate
+
+INT8 = {"calibration_sources": 8}
+
+
+def _valid(outputs, vocab):
+    return all(0 <= t < vocab for row in outputs for t in row)
+
+
+@pytest.mark.parametrize("family", ["marian", "bart"])
+def test_int8_is_strict_and_runs(prepared, family):
+    bundle, be = prepared(family, "tflite-int8", **INT8)
+    extra = be.artifacts.extra
+    assert extra["full_int8"] is True, {k: v["float_op_counts"] for k, v in extra["ops"].items()}
+    for role in ("encoder", "decoder"):
+        audit = extra["ops"][role]
+        assert audit["float_compute_ops"] == 0
+        assert set(audit["io"]["inputs"].values()) <= {"int8", "int32"}
+        assert any(o["op"] == "FULLY_CONNECTED" and o["outputs"] == ["int8"] for o in audit["ops"])
+    assert extra["size_ratio_vs_fp32"] < 0.5  # int8 weights; tiny models carry relatively more overhead
+    out = translate(bundle, be)
+    assert len(out) == len(SOURCES) and _valid(out, bundle.normalized.vocab_size)
+
+
+def test_int8_beam_and_boundary_matrix(prepared):
+    bundle, be = prepared("marian", "tflite-int8", **INT8)
+    assert be.boundary_modes() == BOUNDARY_MODES
+    enc = bundle.encode_sources(SOURCES, be.max_source_length)
+    results = {}
+    with be:
+        beam = be.generate(enc.input_ids, enc.attention_mask, num_beams=3)
+        assert _valid(beam, bundle.normalized.vocab_size)
+        for mode in BOUNDARY_MODES:
+            be.set_boundary_mode(mode)
+            results[mode] = be.first_step_logits(enc.input_ids, enc.attention_mask)
+        be.set_boundary_mode(None)
+        with pytest.raises(InvalidInputError):
+            be.set_boundary_mode("int4enc-int4dec")
+    fp32 = results["fp32enc-fp32dec"]
+    for mode, logits in results.items():
+        assert logits.shape == fp32.shape and np.isfinite(logits).all()
+    # the fp32 pair really is float: it differs from the fully quantized path
+    assert not np.array_equal(results["int8enc-requant-int8dec"], fp32)
+
+
+def test_generation_json_describes_the_loop(prepared):
+    bundle, be = prepared("marian", "tflite-int8", **INT8)
+    gen = json.loads(open(be.artifacts.files["generation"]).read())
+    assert gen["precision"] == "int8"
+    assert gen["static"]["source_length"] == OPTS["max_source_length"]
+    assert gen["special_tokens"]["decoder_start_token_id"] == bundle.conventions.decoder_start_token_id
+    names = {t["name"] for t in gen["decoder_step"]["inputs"]}
+    assert {"input_ids", "position", "encoder_attention_mask"} <= names
+    for b in gen["boundary"]:
+        assert b["encoder_output"]["dtype"] == "int8" and "scale" in b["decoder_input"]
+    assert gen["cache"]["tensors"] and all(c["input"]["dtype"] == "int8" for c in gen["cache"]["tensors"])
+    assert set(be.artifacts.files) >= {"encoder", "decoder", "generation"}
+    assert be.artifacts.files["encoder"].endswith("encoder_int8.tflite")
+
+
+def test_int8_needs_calibration(tiny_model, tmp_path):
+    from backends.model import ModelBundle
+
+    be = get_backend("tflite-int8", **OPTS)
+    with pytest.raises(InvalidInputError, match="calibration"):
+        be.prepare(ModelBundle.load(tiny_model("marian")), tmp_path, None)
+
+
+def test_naive_calibration_differs_from_real(prepared):
+    """The naive recipe yields a different decoder (its cross-attention ranges come from zeros)."""
+    _, real = prepared("marian", "tflite-int8", **INT8)
+    _, naive = prepared("marian", "tflite-int8-naive", **INT8)
+    assert naive.options["boundary"] == "raw" and naive.options["calibration_recipe"] == "naive"
+    r = json.loads(open(real.artifacts.files["generation"]).read())
+    n = json.loads(open(naive.artifacts.files["generation"]).read())
+    assert [b["name"] for b in n["boundary"]] == ["encoder_hidden_states"]
+    assert r["decoder_step"] != n["decoder_step"]
+
+
+def test_requantize_math():
+    src = TensorInfo("e", 0, np.dtype("int8"), (), 0.05, -3)
+    dst = TensorInfo("d", 1, np.dtype("int8"), (), 0.1, 4)
+    x = np.linspace(-5, 5, 41, dtype=np.float32)
+    q = quantize(x, src)
+    r = requantize(q, src, dst)
+    np.testing.assert_allclose(dequantize(r, dst), np.clip(dequantize(q, src), -13.2, 12.3), atol=0.051)
+    assert r.dtype == np.int8 and r.min() >= -128 and r.max() <= 127
+    np.testing.assert_array_equal(to_domain(q, src, src), q)
+    assert not np.array_equal(to_domain(q, src, dst, raw=True), r)  # raw bytes != requantized
