@@ -6,6 +6,7 @@ proves the loop (and is what every split runtime is compared with).
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,17 @@ class TorchSplitBackend(Seq2SeqBackend):
         return {"torch": version_of("torch"), "transformers": version_of("transformers")}
 
     def prepare_impl(self, model, outdir: Path, calibration) -> dict[str, Any]:
-        # Nothing to build: the checkpoint is the artifact. Record its weights' size.
-        (outdir / "source.txt").write_text(str(model.path) + "\n")
-        return {"files": {"pointer": "source.txt"},
-                "extra": {"weights_bytes": sum(p.stat().st_size for p in model.path.iterdir()
-                                               if p.suffix in (".safetensors", ".bin"))}}
+        """Nothing to convert: the checkpoint's weights are the artifact. They are copied (never
+        hard-linked: an in-place write to an artifact must not reach the user's checkpoint), so
+        size and checksum are reported like any other backend's."""
+        files = {}
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            src = model.path / name
+            if src.exists():
+                shutil.copy2(src, outdir / name)
+                files["weights"] = name
+                break
+        return {"files": files, "extra": {"checkpoint": str(model.path)}}
 
     def activate_impl(self) -> None:
         self._torch = require("torch", self.name)
