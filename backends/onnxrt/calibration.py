@@ -66,17 +66,24 @@ def data_reader(feeds: list[dict[str, np.ndarray]]):
     quant = require("onnxruntime.quantization", "static quantization")
 
     class _Reader(quant.CalibrationDataReader):
+        """Supports ``set_range`` so ORT can calibrate one feed at a time (``CalibStridedMinMax``):
+        the histogram calibrators stack each tensor's outputs across feeds and fail when shapes differ
+        (sequence and past lengths always do here)."""
+
         def __init__(self):
-            self._i = 0
+            self._i, self._end = 0, len(feeds)
 
         def get_next(self):
-            if self._i >= len(feeds):
+            if self._i >= self._end:
                 return None
             self._i += 1
             return feeds[self._i - 1]
 
         def rewind(self):
-            self._i = 0
+            self._i, self._end = 0, len(feeds)
+
+        def set_range(self, start_index: int, end_index: int):
+            self._i, self._end = start_index, min(end_index, len(feeds))
 
         def __len__(self):
             return len(feeds)

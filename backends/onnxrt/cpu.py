@@ -46,12 +46,13 @@ def resolve_preset(option: str) -> tuple[str, str]:
 
 
 def static_defaults(preset: str) -> dict:
-    """Static QDQ data types per ORT's guidance (S8S8 first; 7-bit weights where U8S8 kernels saturate).
+    """Static QDQ data types for this CPU, following ORT's quantization guidance.
 
-    ORT runs S8S8 QDQ MatMuls with U8S8 kernels on x86; without VNNI those use VPMADDUBSW, whose 16-bit
-    intermediate sum can saturate, so ORT recommends ``reduce_range`` there (AVX2, AVX512 without VNNI).
+    ORT's CPU kernels for QDQ MatMul are U8S8 (uint8 activations, int8 weights). Without VNNI
+    (AVX2, AVX512F) they use VPMADDUBSW, whose 16-bit intermediate sums can saturate, so ORT
+    recommends ``reduce_range`` (7-bit weights) there; VNNI and ARM dot-product kernels do not.
     """
     reduce = preset in ("avx2", "avx512")
-    return {"activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": reduce,
+    return {"activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": reduce,
             "reason": ("reduce_range: U8S8 kernels without VNNI can saturate (VPMADDUBSW)" if reduce
                        else "full 8-bit range (VNNI / ARM dot-product kernels do not saturate)")}

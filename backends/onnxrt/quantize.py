@@ -9,19 +9,25 @@
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-from backends._imports import require
+from backends._imports import require, version_of as version
 from backends.errors import ArtifactError, InvalidInputError
-from backends.onnxrt.cpu import detect_preset, resolve_preset, static_defaults
+from backends.onnxrt.cpu import resolve_preset, static_defaults
 from backends.onnxrt.export import COMPONENTS
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 QUANT_TYPES = ("QInt8", "QUInt8")
+#: static default: weight MatMuls + embedding Gathers. ORT's full QDQ list also quantizes
+#: LayerNormalization (blocks the SkipLayerNormalization fusion), Transpose/Reshape/Where/...
+#: (Q/DQ pairs with no integer kernel): measured slower than FP32 with no accuracy gain.
+STATIC_OP_TYPES = ("MatMul", "Gather")
 
 
 def _dynamic_config(backend):
@@ -50,7 +56,11 @@ def _static_params(backend) -> dict[str, Any]:
         if v not in QUANT_TYPES:
             raise InvalidInputError(f"{backend.name}: {what} must be one of {list(QUANT_TYPES)}, got {v!r}")
     registry = require("onnxruntime.quantization.registry", "static quantization")
-    ops = list(o["op_types"]) if o["op_types"] else sorted(registry.QDQRegistry.keys())
+    ops = list(o["op_types"]) if o["op_types"] else list(STATIC_OP_TYPES)
+    unknown = sorted(set(ops) - set(registry.QDQRegistry))
+    if unknown:
+        raise InvalidInputError(f"{backend.name}: op_types {unknown} cannot be QDQ-quantized by onnxruntime "
+                                f"{version('onnxruntime')}; quantizable: {sorted(registry.QDQRegistry)}")
     exclude = sorted(set(o["exclude_op_types"] or ()))
     ops = [op for op in ops if op not in exclude]
     return {"preset": preset, "preset_reason": reason, "format": "QDQ", "activation_type": act, "weight_type": wt,
@@ -61,6 +71,7 @@ def _static_params(backend) -> dict[str, Any]:
             "calibration_percentile": float(o["calibration_percentile"]) if method == "percentile" else None,
             "calibration_size": int(o["calibration_size"]), "calibration_batch_size": int(o["calibration_batch_size"]),
             "op_types": ops, "excluded_op_types": exclude, "preprocess": bool(o["preprocess"]),
+            "quantize_activation_matmuls": bool(o["quantize_activation_matmuls"]),
             "components": list(COMPONENTS)}
 
 
@@ -68,7 +79,8 @@ def resolved_settings(backend) -> dict[str, Any]:
     """The CPU-dependent choices, resolved (part of the cache key)."""
     if backend.options.get("calibration_method") is not None and "calibration_size" in backend.options:
         p = _static_params(backend)
-        return {k: p[k] for k in ("preset", "activation_type", "weight_type", "reduce_range", "op_types")}
+        return {k: p[k] for k in ("preset", "activation_type", "weight_type", "reduce_range", "op_types",
+                                  "per_channel")}
     preset, _ = resolve_preset(backend.options["preset"])
     return {"preset": preset}
 
@@ -86,6 +98,18 @@ def describe_settings(backend) -> dict[str, Any]:
             "components": list(COMPONENTS), "tool": "optimum.onnxruntime.ORTQuantizer"}
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Silence a library logger (ORTQuantizer warns that our staging dir has no config.json)."""
+    log = logging.getLogger(logger_name)
+    old = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
 def quantize_dynamic_components(backend, fp32_files: dict[str, str], outdir: Path) -> dict[str, str]:
     ortq = require("optimum.onnxruntime", "dynamic quantization")
     qconfig = _dynamic_config(backend)
@@ -98,7 +122,7 @@ def quantize_dynamic_components(backend, fp32_files: dict[str, str], outdir: Pat
             staging.mkdir()
             (staging / src.name).symlink_to(src)
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), _quiet("optimum"):
                     warnings.simplefilter("ignore")
                     q = ortq.ORTQuantizer.from_pretrained(staging, file_name=src.name)
                     q.quantize(quantization_config=qconfig, save_dir=Path(tmp) / "out", file_suffix="quantized")
@@ -112,13 +136,38 @@ def quantize_dynamic_components(backend, fp32_files: dict[str, str], outdir: Pat
     return files
 
 
+def _nodes_to_quantize(path: Path, p: dict[str, Any]) -> tuple[list[str] | None, int]:
+    """Nodes to quantize, or None for all of ``op_types``; plus how many MatMuls were left FP32.
+
+    Unless ``quantize_activation_matmuls``, a MatMul whose inputs are both activations (attention
+    scores and context: Q.K^T, P.V) stays FP32: quantizing it re-quantizes the whole KV cache and the
+    encoder K/V at every decoding step, which measured slower than FP32 on this CPU.
+    """
+    if p["quantize_activation_matmuls"]:
+        return None, 0
+    onnx = require("onnx", "static quantization")
+    graph = onnx.load(str(path)).graph
+    consts = {i.name for i in graph.initializer}
+    consts |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    nodes, skipped = [], 0
+    for n in graph.node:
+        if n.op_type not in p["op_types"]:
+            continue
+        if n.op_type == "MatMul" and not any(i in consts for i in n.input):
+            skipped += 1
+            continue
+        nodes.append(n.name)
+    return nodes, skipped
+
+
 def quantize_static_components(backend, fp32_files: dict[str, str], outdir: Path,
                                feeds: dict[str, list[dict]]) -> tuple[dict[str, str], dict[str, Any]]:
     quant = require("onnxruntime.quantization", "static quantization")
     from backends.onnxrt.calibration import data_reader
 
     p = _static_params(backend)
-    extra_options = {"WeightSymmetric": True, "ActivationSymmetric": False}
+    # one feed per collect_data call (feeds differ in shape; see calibration.data_reader)
+    extra_options = {"WeightSymmetric": True, "ActivationSymmetric": False, "CalibStridedMinMax": 1}
     if p["calibration_method"] == "Percentile":
         extra_options["CalibPercentile"] = p["calibration_percentile"]
     files, info = {}, {"preprocess_result": {}}
@@ -135,12 +184,15 @@ def quantize_static_components(backend, fp32_files: dict[str, str], outdir: Path
                     info["preprocess_result"][role] = "ok"
                 except Exception as exc:  # symbolic shape inference can fail on some graphs
                     info["preprocess_result"][role] = f"skipped: {type(exc).__name__}: {str(exc)[:200]}"
+            nodes, skipped = _nodes_to_quantize(model_in, p)
+            info.setdefault("activation_matmuls_kept_fp32", {})[role] = skipped
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     quant.quantize_static(
                         str(model_in), str(outdir / COMPONENTS[role]), data_reader(feeds[role]),
                         quant_format=quant.QuantFormat.QDQ, op_types_to_quantize=p["op_types"],
+                        nodes_to_quantize=nodes,
                         per_channel=p["per_channel"], reduce_range=p["reduce_range"],
                         activation_type=getattr(quant.QuantType, p["activation_type"]),
                         weight_type=getattr(quant.QuantType, p["weight_type"]),
