@@ -1,0 +1,81 @@
+"""quality (paired bootstrap) and split-generation on real torch runs of the tiny Marian."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from orchestrator.suites.split_generation import divergence_histogram, first_divergence, token_agreement
+
+
+def _b(report, name):
+    return report["backends"][name]
+
+
+def test_split_fp32_matches_oracle_step_by_step(measured):
+    report, _, _ = measured
+    m = _b(report, "torch-fp32-split")["metrics"]
+    assert m["exact_match_vs_reference"] == 1.0
+    assert m["tf_max_abs_logit_diff"] < 1e-3
+    assert m["tf_argmax_agreement"] == 1.0
+    tf = _b(report, "torch-fp32-split")["suites"]["split-generation"]["teacher_forced"]
+    assert len(tf["per_step_max_abs_logit_diff"]) == 6 and tf["positions"] > 0
+    div = _b(report, "torch-fp32-split")["suites"]["split-generation"]["divergence"]
+    assert div["histogram"]["identical"] == div["n"] == 8
+
+
+def test_quantized_boundary_logits_differ_and_divergence_recorded(measured):
+    report, _, _ = measured
+    raw = _b(report, "sim-int8-raw")
+    # the raw boundary feeds a 4x scaled memory: logits move, outputs diverge somewhere
+    assert raw["metrics"]["tf_max_abs_logit_diff"] > 1e-2
+    div = raw["suites"]["split-generation"]["divergence"]
+    assert div["diverged"] > 0
+    assert sum(div["histogram"].values()) == div["n"]
+
+
+def test_identical_outputs_get_p_value_one_and_others_a_real_test(measured):
+    report, _, _ = measured
+    same = _b(report, "torch-fp32-split")["suites"]["quality"]["significance"]
+    assert same["identical_to_baseline"] and same["bleu_p_value"] == 1.0 and not same["significant"]
+    blind = _b(report, "sim-int8-naive")["suites"]["quality"]
+    sig = blind["significance"]
+    assert not sig["identical_to_baseline"]
+    assert 0 < sig["bleu_p_value"] <= 0.05 and sig["significant"]  # BLEU collapsed: significant
+    assert "bs:100" in sig["signatures"]["BLEU"] and "seed:" in sig["signatures"]["BLEU"]
+    assert blind["metrics"]["bleu_delta_vs_reference"] < -10
+
+
+def test_boundary_matrix_rows(measured):
+    report, _, run_dir = measured
+    bd = _b(report, "sim-int8")["suites"]["split-generation"]["boundary"]
+    rows = bd["rows"]
+    assert list(rows) == ["fp32enc-fp32dec", "int8enc-dequant-fp32dec", "fp32enc-quant-int8dec",
+                          "int8enc-requant-int8dec", "int8enc-raw-int8dec"]
+    assert rows["fp32enc-fp32dec"]["agreement_with_fp32_row"] == 1.0
+    # the FP32 row of the simulated backend is the oracle itself (self-references): BLEU 100
+    assert rows["fp32enc-fp32dec"]["bleu"] == 100.0
+    assert rows["int8enc-raw-int8dec"]["bleu"] < rows["int8enc-requant-int8dec"]["bleu"]
+    assert rows["int8enc-raw-int8dec"]["agreement_with_fp32_row"] < rows["int8enc-requant-int8dec"][
+        "agreement_with_fp32_row"]
+    toks = json.loads((run_dir / "backends" / "sim-int8" / rows["int8enc-raw-int8dec"]["tokens"]).read_text())
+    assert len(toks) == bd["n"]
+    # torch-fp32-split has no boundary modes: no matrix
+    assert "boundary" not in _b(report, "torch-fp32-split")["suites"]["split-generation"]
+
+
+def test_teacher_forced_logits_file_shape(measured):
+    _, _, run_dir = measured
+    arr = np.load(run_dir / "backends" / "sim-int8" / "teacher_forced_logits.npy")
+    assert arr.shape[:2] == (4, 6) and arr.dtype == np.float32
+
+
+def test_divergence_helpers():
+    assert first_divergence([1, 2, 3], [1, 2, 3]) is None
+    assert first_divergence([1, 2, 3], [1, 5, 3]) == 1
+    assert first_divergence([1, 2], [1, 2, 3]) == 2  # one stopped early
+    h = divergence_histogram([None, 0, 1, 6, 40])
+    assert h["histogram"]["identical"] == 1 and h["histogram"]["0"] == 1 and h["histogram"]["5-7"] == 1
+    assert h["histogram"]["32+"] == 1 and h["diverged"] == 4 and h["first_token_differs"] == 1
+    assert token_agreement([[1, 2]], [[1, 2]]) == 1.0
+    assert token_agreement([[1, 2]], [[3, 2]]) < 1.0
