@@ -144,13 +144,13 @@ def run_suites(model_dir: Path, backends: dict[str, Any], suites: list[str], sou
     return report
 
 
-def translate_reference(model_dir: Path, sources: list[str]) -> list[str]:
+def translate_reference(model_dir: Path, sources: list[str], max_new_tokens: int = 64) -> list[str]:
     """The torch-fp32 (HF generate) translations: self-references for random tiny models."""
     from backends.model import ModelBundle
     from backends.registry import get_backend
 
     bundle = ModelBundle.load(model_dir)
-    b = get_backend("torch-fp32")
+    b = get_backend("torch-fp32", max_new_tokens=max_new_tokens)
     b.prepare(bundle, Path(model_dir).parent / "ref-artifacts")
     with b:
         enc = bundle.encode_sources(sources, b.max_source_length)

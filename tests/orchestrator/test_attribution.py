@@ -1,0 +1,133 @@
+"""Verdict rules over real measured rows (tiny Marian, in-process torch runs; see
+tests/orchestrator/suites/conftest.py), plus the planted-outlier model -> model-inherent (slow)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from backends.errors import InvalidInputError
+from orchestrator.attribution import attribute, effective_bar, precision_class
+from tests.orchestrator.suites.conftest import measured_report
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model, tmp_path_factory):
+    rep, _, _ = measured_report(tiny_model, tmp_path_factory)
+    return copy.deepcopy(rep)
+
+
+def _kind(rep, name):
+    return rep["backends"][name]["verdict"]["kind"]
+
+
+def test_verdicts_on_measured_rows(report):
+    summary = attribute(report, {})
+    assert _kind(report, "torch-fp32") == "pass"
+    assert _kind(report, "torch-fp32-split") == "pass"
+    assert _kind(report, "sim-int8") == "pass"
+    # raw boundary fails, requantized boundary row passes
+    assert _kind(report, "sim-int8-raw") == "boundary"
+    # boundary calibrated on zeros: source-blind; same runtime with real calibration passes
+    assert _kind(report, "sim-int8-naive") == "calibration"
+    assert "sim-int8" in summary["int8_passing"]
+    assert set(summary["int8_failing"]) == {"sim-int8-raw", "sim-int8-naive"}
+    assert summary["headline"].startswith("INT8 ships")
+
+
+def test_every_verdict_cites_measured_rows(report):
+    attribute(report, {})
+    for name, b in report["backends"].items():
+        v = b["verdict"]
+        assert v["summary"] and v["evidence"]
+        for e in v["evidence"]:
+            assert e["backend"] in report["backends"] and e["metric"]
+    ev = report["backends"]["sim-int8-raw"]["verdict"]["evidence"]
+    metrics = {e["metric"]: e["value"] for e in ev}
+    rows = report["backends"]["sim-int8-raw"]["suites"]["split-generation"]["boundary"]["rows"]
+    assert metrics["boundary[int8enc-raw-int8dec].bleu_drop_vs_fp32_row"] == pytest.approx(
+        rows["fp32enc-fp32dec"]["bleu"] - rows["int8enc-raw-int8dec"]["bleu"], abs=0.01)
+    naive = report["backends"]["sim-int8-naive"]["verdict"]
+    assert any(e["metric"] == "cross_source_cosine" for e in naive["evidence"])
+    assert any(e["backend"] == "sim-int8" for e in naive["evidence"])
+
+
+def test_bar_changes_the_verdict(report):
+    # with an absurdly loose bar and source-blindness allowed, everything passes
+    attribute(report, {"max_bleu_drop": 1000.0, "fail_source_blind": False})
+    assert all(b["verdict"]["kind"] == "pass" for b in report["backends"].values())
+
+
+def test_model_inherent_when_every_int8_fails(report):
+    rep = copy.deepcopy(report)
+    del rep["backends"]["sim-int8"]  # only failing INT8 rows left, none has a passing peer
+    rep["backends"]["sim-int8-raw"]["suites"]["split-generation"].pop("boundary")
+    attribute(rep, {})
+    assert _kind(rep, "sim-int8-raw") == "model-inherent"
+    assert _kind(rep, "sim-int8-naive") == "model-inherent"
+    assert _kind(rep, "torch-fp32-split") == "pass"
+
+
+def test_export_convention_when_fp32_variant_disagrees(report):
+    rep = copy.deepcopy(report)
+    # the raw-boundary backend's rows relabelled as an FP32 export of a runtime: it disagrees with
+    # the original model, so that runtime's INT8 failure says nothing about quantization
+    fp32 = rep["backends"]["sim-int8-raw"]
+    fp32["signature"] = {**fp32["signature"], "runtime": "rt-x", "precision": "fp32", "quantization": {}}
+    int8 = rep["backends"]["sim-int8-naive"]
+    int8["signature"] = {**int8["signature"], "runtime": "rt-x"}
+    attribute(rep, {})
+    assert _kind(rep, "sim-int8-raw") == "export-convention"
+    assert _kind(rep, "sim-int8-naive") == "export-convention"
+    assert "sim-int8-raw" in rep["backends"]["sim-int8-naive"]["verdict"]["summary"]
+
+
+def test_failed_backends_get_no_verdict(report):
+    rep = copy.deepcopy(report)
+    rep["backends"]["broken"] = {"status": "failed", "reason": "exit code 1", "metrics": {}, "suites": {}}
+    s = attribute(rep, {})
+    assert "verdict" not in rep["backends"]["broken"]
+    assert s["not_evaluated"] == {"broken": "failed"}
+
+
+def test_bar_validation():
+    assert effective_bar({})["max_bleu_drop"] == 1.0
+    with pytest.raises(InvalidInputError, match="unknown"):
+        effective_bar({"max_bleu": 1})
+    with pytest.raises(InvalidInputError, match="number"):
+        effective_bar({"max_bleu_drop": "x"})
+
+
+def test_precision_classes():
+    assert precision_class({"precision": "fp32", "quantization": {}}) == "fp32"
+    assert precision_class({"precision": "fp32", "quantization": {"mode": "int8"}}) == "int8"  # tflite label
+    assert precision_class({"precision": "int8-dynamic", "quantization": {"x": 1}}) == "int8"
+    assert precision_class({"precision": "int16", "quantization": {"compute_type": "int16"}}) == "other"
+
+
+# ---------------------------------------------------------------------------------------
+# planted outliers: every real INT8 runtime breaks, FP32 split does not -> model-inherent
+# ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_planted_outliers_are_model_inherent(tiny_model, tmp_path):
+    from backends.registry import available_backends, get_backend
+    from tests.orchestrator.suites.helpers import load_test_data, plant_outliers, run_suites, translate_reference
+
+    int8 = [n for n in ("onnx-dynamic-int8", "ct2-int8") if n in available_backends(installed_only=True)]
+    if not int8:
+        pytest.skip("no INT8 runtime installed (onnxruntime / ctranslate2)")
+    model = plant_outliers(tiny_model("marian"), tmp_path / "outlier", alpha=1000.0, channels=2)
+    sources, _ = load_test_data(12)
+    refs = translate_reference(model, sources, max_new_tokens=16)
+    names = ["torch-fp32", "torch-fp32-split"] + int8
+    backends = {n: get_backend(n, max_new_tokens=16) for n in names}
+    rep = run_suites(model, backends, ["quality", "source-sensitivity"], sources, refs, tmp_path / "run",
+                     suite_options={"source-sensitivity": {"pairs": 4}, "quality": {"bootstrap_samples": 100}})
+    m = {n: rep["backends"][n]["metrics"] for n in names}
+    assert m["torch-fp32-split"]["exact_match_vs_reference"] == 1.0  # the edit preserves FP32 function
+    for n in int8:
+        assert m[n]["bleu_delta_vs_reference"] < -20, (n, m[n])
+    summary = attribute(rep, {})
+    for n in int8:
+        assert _kind(rep, n) == "model-inherent", rep["backends"][n]["verdict"]
+    assert summary["headline"].startswith("model-inherent")
