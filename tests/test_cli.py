@@ -1,0 +1,254 @@
+"""The command line: help without heavy imports, every bad input -> exit 2 with an actionable message,
+and the essential end-to-end `python cli.py compare` on the real default model."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli_app import main
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "tensorflow", "onnxruntime", "ctranslate2", "transformers")
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def err_of(capsys) -> str:
+    out = capsys.readouterr()
+    return " ".join((out.err + out.out).split())  # rich wraps long lines
+
+
+# ---------------------------------------------------------------------------------------------
+# help and listing
+# ---------------------------------------------------------------------------------------------
+def test_help_imports_nothing_heavy():
+    code = ("import sys; sys.argv = ['cli.py', 'compare', '--help']\n"
+            "from orchestrator.cli_app import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "--num-beams" in r.stdout and "--strict-length" in r.stdout
+    assert "HEAVY []" in r.stdout, r.stdout
+
+
+def test_top_level_help_lists_commands():
+    r = run_cli("--help", timeout=120)
+    assert r.returncode == 0
+    for cmd in ("compare", "list-backends", "select", "baseline"):
+        assert cmd in r.stdout
+
+
+def test_list_backends_shows_install_hint_for_missing_extra(capsys):
+    from backends import registry
+
+    registry.register_backend("test-needs-extra", "nonexistent_pkg_xyz.backend:Backend",
+                              requires=("nonexistent_pkg_xyz",), description="needs a missing package",
+                              clobber=True)
+    assert main(["list-backends", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["torch-fp32"]["available"] is True
+    assert rows["test-needs-extra"]["available"] is False
+    assert rows["test-needs-extra"]["install"] == "pip install nonexistent_pkg_xyz"
+    assert main(["list-backends"]) == 0
+    assert "pip install nonexistent_pkg_xyz" in err_of(capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: exit code 2 and a message that says what to do
+# ---------------------------------------------------------------------------------------------
+def compare(*extra):
+    return main(["compare", "--backends", "torch-fp32", "--quiet", *extra])
+
+
+def test_model_dir_missing(tmp_path, capsys):
+    assert compare("--model", str(tmp_path / "nope")) == 2
+    msg = err_of(capsys)
+    assert "does not exist" in msg and "--model" in msg
+
+
+def test_not_a_seq2seq_checkpoint(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    assert compare("--model", str(tmp_path)) == 2
+    msg = err_of(capsys)
+    assert "not a supported family" in msg and "is_encoder_decoder" in msg and "marian" in msg and "t5" in msg
+
+
+def test_no_config_json(tmp_path, capsys):
+    assert compare("--model", str(tmp_path)) == 2
+    assert "no config.json" in err_of(capsys)
+
+
+def copy_model(src: Path, dst: Path, skip=()) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name not in skip:
+            shutil.copy(f, dst / f.name)
+    return dst
+
+
+def test_tokenizer_files_missing(tiny_model, tmp_path, capsys):
+    m = copy_model(tiny_model("marian"), tmp_path / "m", skip=("source.spm", "target.spm", "vocab.json"))
+    assert compare("--model", str(m)) == 2
+    assert "no tokenizer files" in err_of(capsys)
+
+
+def test_weights_truncated(tiny_model, tmp_path, capsys):
+    m = copy_model(tiny_model("marian"), tmp_path / "m")
+    w = m / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    assert compare("--model", str(m)) == 2
+    assert "truncated" in err_of(capsys)
+
+
+def lines(path: Path, text: list[str]) -> str:
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_src_ref_line_counts_differ(tmp_path, capsys):
+    assert compare("--src", lines(tmp_path / "s.en", ["a", "b"]), "--ref", lines(tmp_path / "r.de", ["x"])) == 2
+    msg = err_of(capsys)
+    assert "2 lines" in msg and "line-aligned" in msg
+
+
+def test_empty_lines(tmp_path, capsys):
+    assert compare("--src", lines(tmp_path / "s.en", ["a", "", "c"]),
+                   "--ref", lines(tmp_path / "r.de", ["x", "y", "z"])) == 2
+    msg = err_of(capsys)
+    assert "empty line(s) 2" in msg and "--skip-empty" in msg
+
+
+def test_non_utf8(tmp_path, capsys):
+    (tmp_path / "s.en").write_bytes(b"fine\nna\xefve caf\xe9\n")
+    assert compare("--src", str(tmp_path / "s.en"), "--ref", lines(tmp_path / "r.de", ["x", "y"])) == 2
+    assert "invalid UTF-8 on line(s) 2" in err_of(capsys)
+
+
+def test_unknown_backend_lists_available(capsys):
+    assert main(["compare", "--backends", "torch-fp32,tflite-int9", "--quiet"]) == 2
+    msg = err_of(capsys)
+    assert "tflite-int9" in msg and "Available backends" in msg and "torch-fp32-split" in msg
+
+
+def test_unknown_suite_lists_available(capsys):
+    assert compare("--suites", "qualty") == 2
+    msg = err_of(capsys)
+    assert "qualty" in msg and "quality" in msg
+
+
+def test_invalid_matrix_names_line_and_key(tmp_path, capsys):
+    m = tmp_path / "m.toml"
+    m.write_text("[settings]\nlimit = 5\nnum_beams = \n")
+    assert main(["compare", "--matrix", str(m)]) == 2
+    msg = err_of(capsys)
+    assert str(m) in msg and "line 3" in msg
+    m.write_text("[settings]\nbeams = 4\n")
+    assert main(["compare", "--matrix", str(m)]) == 2
+    msg = err_of(capsys)
+    assert "'beams'" in msg and "num_beams" in msg
+
+
+@pytest.mark.parametrize("args,needle", [(["--limit", "-1"], "--limit"), (["--num-beams", "0"], "--num-beams"),
+                                         (["--num-beams", "99"], "--num-beams"), (["--batch-size", "0"], "--batch-size")])
+def test_settings_out_of_range(args, needle, capsys):
+    assert compare(*args) == 2
+    msg = err_of(capsys)
+    assert needle in msg and "out of range" in msg
+
+
+def test_limit_not_a_number(capsys):
+    with pytest.raises(SystemExit) as e:
+        compare("--limit", "ten")
+    assert e.value.code == 2 and "--limit must be an integer" in err_of(capsys)
+
+
+def test_strict_length_fails_and_default_truncates_with_count(tmp_path, capsys):
+    """A source longer than S: counted warning by default, error with --strict-length. The only backend
+    has a missing extra, so no backend process is started."""
+    from backends import registry
+
+    registry.register_backend("test-needs-extra", "nonexistent_pkg_xyz.backend:Backend",
+                              requires=("nonexistent_pkg_xyz",), clobber=True)
+    src = lines(tmp_path / "s.en", ["A dog runs.", "A very long sentence " * 10, "Two men talk."])
+    ref = lines(tmp_path / "r.de", ["Ein Hund rennt.", "Ein langer Satz.", "Zwei Männer reden."])
+    base = ["compare", "--backends", "test-needs-extra", "--src", src, "--ref", ref, "--max-source-length", "16",
+            "--quiet"]
+    assert main(base + ["--strict-length", "--out", str(tmp_path / "strict")]) == 2
+    msg = err_of(capsys)
+    assert "1 source(s) exceed the static source length 16" in msg and "line 2" in msg
+    assert main(base + ["--out", str(tmp_path / "run")]) in (0, 3)  # 3: selection finds nothing feasible
+    msg = err_of(capsys)
+    assert "1 of 3 source(s) are longer than max_source_length=16" in msg
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["data"]["truncated_sources"] == 1 and report["data"]["longest_source_tokens"] > 16
+    b = report["backends"]["test-needs-extra"]
+    assert b["status"] == "skipped" and "Install with: pip install nonexistent_pkg_xyz" in b["reason"]
+    assert any("pip install nonexistent_pkg_xyz" in w for w in report["warnings"])
+
+
+def test_select_and_baseline_need_a_run_dir(tmp_path, capsys):
+    assert main(["select", str(tmp_path)]) == 2
+    assert "no report.json" in err_of(capsys)
+    assert main(["baseline", "save", str(tmp_path), str(tmp_path / "b.json")]) == 2
+
+
+def test_missing_baseline_file_fails_before_running(tmp_path, capsys):
+    pytest.importorskip("orchestrator.baseline")
+    assert compare("--baseline", str(tmp_path / "nope.json")) == 2
+    assert "baseline save" in err_of(capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# the essential end-to-end run on the real default model
+# ---------------------------------------------------------------------------------------------
+def test_compare_end_to_end_default_model(tmp_path):
+    out = tmp_path / "run"
+    args = ["compare", "--backends", "torch-fp32,torch-fp32-split", "--limit", "8", "--suites", "quality",
+            "--out", str(out)]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "torch-fp32-split" in r.stdout and "BLEU" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == 1 and report["reference_backend"] == "torch-fp32"
+    assert report["model"]["family"] == "marian" and report["data"]["n_sentences"] == 8
+    assert report["data"]["src"].endswith("test_2016_flickr.en.gz")
+    assert report["data"]["calibration"]["src"].endswith("val.en.gz")
+    fused, split = report["backends"]["torch-fp32"], report["backends"]["torch-fp32-split"]
+    assert fused["status"] == split["status"] == "ok"
+    assert 5 < fused["metrics"]["bleu"] < 100 and 20 < fused["metrics"]["chrf"] < 100
+    assert split["metrics"]["exact_match_vs_reference"] == 1.0  # same weights, shared loop == HF generate
+    assert split["metrics"]["bleu"] == fused["metrics"]["bleu"]
+    assert fused["signature"]["runtime"] == "torch" and fused["signature"]["threads"] == 2
+    assert "bleu_signature" in fused["suites"]["quality"]
+    md = (out / "report.md").read_text()
+    assert "torch-fp32-split" in md and "python cli.py compare" in md
+    hyps = (out / "backends" / "torch-fp32" / "hypotheses.txt").read_text().splitlines()
+    assert len(hyps) == 8 and all(hyps)
+
+    # unchanged re-run: everything reused, no backend process
+    r2 = run_cli(*args)
+    assert r2.returncode == 0, r2.stderr
+    again = json.loads((out / "report.json").read_text())
+    assert again["run"]["backends_reused"] == ["torch-fp32", "torch-fp32-split"]
+    assert again["run"]["backends_run"] == []
+    assert again["backends"]["torch-fp32"]["metrics"]["bleu"] == fused["metrics"]["bleu"]
+
+    # the stored run feeds `select` and `baseline save` / `compare --baseline` (when those modules exist)
+    if (REPO / "orchestrator" / "selection.py").exists():
+        r3 = run_cli("select", str(out))
+        assert r3.returncode == 0, r3.stdout + r3.stderr
+        assert json.loads((out / "report.json").read_text())["selection"]["chosen"] in ("torch-fp32",
+                                                                                       "torch-fp32-split")
+    if (REPO / "orchestrator" / "baseline.py").exists():
+        base = tmp_path / "baseline.json"
+        assert run_cli("baseline", "save", str(out), str(base)).returncode == 0 and base.exists()
+        r4 = run_cli(*args, "--baseline", str(base))
+        assert r4.returncode == 0, r4.stdout + r4.stderr
+        assert json.loads((out / "report.json").read_text())["baseline"]["regressions"] in (False, [], 0, None)
