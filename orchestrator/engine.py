@@ -21,7 +21,7 @@ from typing import Any
 from orchestrator.config import RunConfig
 from orchestrator.errors import SettingsError
 from orchestrator.plan import BackendPlan, SuitePlan, backend_fingerprint, suite_available, suite_code
-from orchestrator.run_store import RunStore, atomic_write_json, digest
+from orchestrator.run_store import RunLock, RunStore, atomic_write_json, digest
 
 EXIT_OK, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
@@ -233,7 +233,7 @@ def _suite_records(p: BackendPlan, store: RunStore, proc: dict[str, Any]) -> dic
 
 def run_compare(cfg: RunConfig, ui: NullUI | None = None) -> tuple[dict[str, Any], int, Path]:
     """Run the ``compare`` command; return (report, exit code, run dir)."""
-    from orchestrator import hooks, report as report_mod
+    from orchestrator import hooks
 
     ui = ui or NullUI()
     started = time.time()
@@ -243,7 +243,13 @@ def run_compare(cfg: RunConfig, ui: NullUI | None = None) -> tuple[dict[str, Any
     plans = _resolve_backends(cfg, warnings)
     v = Validated(cfg)
     run_dir = cfg.out or default_run_dir(cfg, v)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        return _run_locked(cfg, v, ui, run_dir, plans, suites, warnings, started)
+
+
+def _run_locked(cfg, v, ui, run_dir: Path, plans, suites, warnings: list[str], started: float):
+    from orchestrator import hooks, report as report_mod
+
     v.check_lengths(run_dir / "source_lengths.json")
     if v.truncated:
         warnings.append(f"{v.truncated} of {len(v.data.sources)} source(s) are longer than "

@@ -134,3 +134,39 @@ class RunStore:
         d = self.backend_dir(backend)
         if d.exists():
             shutil.rmtree(d)
+
+
+class RunLock:
+    """An exclusive lock on a run directory (flock: released automatically if the process dies), so two
+    ``compare`` commands never write the same run at once."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / ".lock"
+        self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        from orchestrator.errors import RunDirError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RunDirError(f"run directory {self.path.parent} is in use by {holder}; wait for it to finish, "
+                              f"or pass --out DIR to run elsewhere") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -39,3 +39,17 @@ def test_log_tail_truncates_long_lines(tmp_path):
     store.log_path("b").write_text("first\n" + "x" * 1000 + "\nlast\n")
     tail = store.log_tail("b")
     assert tail[-1] == "last" and len(tail[-2]) < 400
+
+
+def test_run_lock_excludes_a_second_writer(tmp_path):
+    import pytest
+
+    from orchestrator.errors import RunDirError
+    from orchestrator.run_store import RunLock
+
+    with RunLock(tmp_path):
+        with pytest.raises(RunDirError, match="in use by pid"):
+            with RunLock(tmp_path):
+                pass
+    with RunLock(tmp_path):  # released
+        pass
