@@ -1,0 +1,93 @@
+"""Target selection under constraints, on the measured tiny-Marian report."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from backends.errors import InvalidInputError
+from orchestrator.attribution import attribute
+from orchestrator.selection import effective_constraints, select_targets
+from tests.orchestrator.suites.conftest import measured_report
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model, tmp_path_factory):
+    rep, _, _ = measured_report(tiny_model, tmp_path_factory)
+    rep = copy.deepcopy(rep)
+    attribute(rep, {})
+    return rep
+
+
+def test_default_constraints_rank_by_latency(report):
+    sel = select_targets(report, {})
+    feasible = {"torch-fp32", "torch-fp32-split", "sim-int8"}
+    assert set(sel["ranking"]) == feasible
+    assert sel["chosen"] == sel["ranking"][0] and sel["fallback_chain"] == sel["ranking"][1:]
+    p90 = [report["backends"][n]["metrics"]["latency_p90_ms"] for n in sel["ranking"]]
+    assert p90 == sorted(p90)
+    assert "BLEU drop" in sel["rejected"]["sim-int8-naive"] or "source-blind" in sel["rejected"]["sim-int8-naive"]
+    assert "BLEU drop" in sel["rejected"]["sim-int8-raw"]
+
+
+def test_int8_only_picks_the_passing_int8(report):
+    sel = select_targets(report, {"precision": "int8-weights"})
+    assert sel["chosen"] == "sim-int8" and sel["fallback_chain"] == []
+    assert "not INT8" in sel["rejected"]["torch-fp32"]
+
+
+def test_source_blind_rejected_unless_allowed(report):
+    sel = select_targets(report, {"max_bleu_drop": -1, "precision": "int8-weights"})
+    assert "source-blind" in sel["rejected"]["sim-int8-naive"]
+    sel = select_targets(report, {"max_bleu_drop": -1, "precision": "int8-weights", "allow_source_blind": True})
+    assert "sim-int8-naive" in sel["ranking"]
+
+
+def test_full_int8_needs_an_op_audit(report):
+    rep = copy.deepcopy(report)
+    sel = select_targets(rep, {"precision": "full-int8"})
+    assert sel["chosen"] is None and "op audit" in sel["rejected"]["sim-int8"]
+    rep["backends"]["sim-int8"]["artifacts"]["full_int8"] = True
+    rep["backends"]["sim-int8-raw"]["artifacts"]["full_int8"] = False
+    sel = select_targets(rep, {"precision": "full-int8", "max_bleu_drop": -1})
+    assert sel["chosen"] == "sim-int8"
+    assert "float ops" in sel["rejected"]["sim-int8-raw"]
+
+
+def test_infeasible_limits_and_runtime_filter(report):
+    sel = select_targets(report, {"runtimes": ["tflite"]})
+    assert sel["chosen"] is None and all("not allowed" in r for r in sel["rejected"].values())
+    sel = select_targets(report, {"max_bytes": 1})
+    assert sel["chosen"] is None and "max_bytes" in sel["rejected"]["torch-fp32"]
+    sel = select_targets(report, {"max_p90_latency_ms": 1e-6})
+    assert sel["chosen"] is None and "p90 latency" in sel["rejected"]["sim-int8"]
+    rep = copy.deepcopy(report)
+    rep["backends"]["torch-fp32"]["status"] = "failed"
+    rep["backends"]["torch-fp32"]["reason"] = "boom"
+    assert "failed: boom" in select_targets(rep, {})["rejected"]["torch-fp32"]
+
+
+def test_unmeasured_latency_rejects(report):
+    rep = copy.deepcopy(report)
+    del rep["backends"]["sim-int8"]["metrics"]["latency_p90_ms"]
+    sel = select_targets(rep, {"max_p90_latency_ms": 1e9})
+    assert "not measured" in sel["rejected"]["sim-int8"]
+
+
+def test_constraint_validation():
+    with pytest.raises(InvalidInputError, match="unknown"):
+        effective_constraints({"max_latency": 3})
+    with pytest.raises(InvalidInputError, match="precision"):
+        effective_constraints({"precision": "int4"})
+    with pytest.raises(InvalidInputError, match="list of strings"):
+        effective_constraints({"runtimes": [1]})
+    assert effective_constraints({"runtimes": "tflite"})["runtimes"] == ["tflite"]
+
+
+def test_mobile_matrix_constraints_load():
+    from pathlib import Path
+
+    from orchestrator.matrix import load_constraints
+
+    c = effective_constraints(load_constraints(Path(__file__).resolve().parents[2] / "matrices" / "mobile-int8.toml"))
+    assert c["runtimes"] == ["tflite"] and c["precision"] == "full-int8"
