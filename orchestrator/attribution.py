@@ -85,11 +85,12 @@ def runtime_of(report: dict[str, Any], name: str) -> str:
 def precision_class(sig: dict[str, Any]) -> str:
     """"int8" (8-bit integer weights or activations), "fp32", or "other" (fp16, int16, ...)."""
     q = sig.get("quantization") or {}
-    labels = [str(sig.get("precision") or "").lower()] + [str(q.get(k) or "").lower()
-                                                           for k in ("mode", "compute_type")]
+    prec = str(sig.get("precision") or "").lower()
+    modes = [str(q.get(k) or "").lower() for k in ("mode", "compute_type")]
+    labels = [prec] + modes
     if any("int8" in s or s in ("int16x8", "dynamic") for s in labels):
         return "int8"
-    if labels[0] in ("fp32", "float32", "") and not q:
+    if prec in ("fp32", "float32", "") and all(m in ("", "none", "fp32", "float32") for m in modes):
         return "fp32"
     return "other"
 

@@ -21,6 +21,9 @@ Options (``[suites.speed]``; defaults, sized so ~12 backends stay within minutes
     throughput_batch = 32
     num_beams = 0          # 0: the run's num_beams
     seed = 0               # which sentences (a fixed sample of the test set)
+    max_seconds = 60.0     # time budget: the latency loop stops after this (>= 5 samples) and the
+                           # throughput subset shrinks to what fits the rest; 0 = no budget.
+                           # The numbers of samples actually measured are recorded.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ from orchestrator.suites.base import Suite, SuiteContext
 from orchestrator.suites.util import finite, sample_indices, suite_options
 
 DEFAULTS: dict[str, Any] = {"warmup": 3, "latency_n": 30, "throughput_n": 64, "throughput_batch": 32,
-                            "num_beams": 0, "seed": 0}
+                            "num_beams": 0, "seed": 0, "max_seconds": 60.0}
+MIN_LATENCY_SAMPLES = 5
 
 
 def peak_rss_bytes() -> int:
@@ -77,7 +81,11 @@ class SpeedSuite(Suite):
             done += 1
             ctx.report(done, total, "speed warm-up")
         lat_ms, lat_tokens, cpu_ms = [], [], []
+        budget = float(opt["max_seconds"])
+        start = time.perf_counter()
         for text in pool[:n_lat]:
+            if budget > 0 and len(lat_ms) >= MIN_LATENCY_SAMPLES and time.perf_counter() - start > budget / 2:
+                break
             t0, c0 = time.perf_counter(), time.process_time()
             n_tok = one(text)
             lat_ms.append((time.perf_counter() - t0) * 1000.0)
@@ -85,8 +93,14 @@ class SpeedSuite(Suite):
             lat_tokens.append(n_tok)
             done += 1
             ctx.report(done, total, "speed latency")
-        thr_src = pool[:n_thr]
         bs = max(1, int(opt["throughput_batch"]))
+        thr_src = pool[:n_thr]
+        if budget > 0 and lat_ms:
+            # estimate from batch-1 speed (batching only helps): keep what fits the remaining budget
+            per_sentence = (sum(lat_ms) / len(lat_ms)) / 1000.0
+            remaining = max(0.0, budget - (time.perf_counter() - start))
+            fit = max(min(bs, len(thr_src)), int(remaining / max(per_sentence, 1e-6)) // bs * bs)
+            thr_src = thr_src[:fit]
         thr_tokens = 0
         t0 = time.perf_counter()
         for i in range(0, len(thr_src), bs):
@@ -100,6 +114,8 @@ class SpeedSuite(Suite):
         rss = peak_rss_bytes()
         res = {
             "num_beams": beams, "threads": backend.threads, "warmup": int(opt["warmup"]),
+            "time_budget_s": budget, "budget_limited": len(lat_ms) < min(n_lat, len(pool)) or len(thr_src) < min(
+                n_thr, len(pool)),
             "latency_n": len(lat_ms), "throughput_n": len(thr_src), "throughput_batch": bs,
             "latency_ms": {"p50": finite(np.percentile(lat, 50), 2), "p90": finite(np.percentile(lat, 90), 2),
                            "mean": finite(lat.mean(), 2), "min": finite(lat.min(), 2), "max": finite(lat.max(), 2)},

@@ -103,6 +103,10 @@ def test_precision_classes():
     assert precision_class({"precision": "fp32", "quantization": {"mode": "int8"}}) == "int8"  # tflite label
     assert precision_class({"precision": "int8-dynamic", "quantization": {"x": 1}}) == "int8"
     assert precision_class({"precision": "int16", "quantization": {"compute_type": "int16"}}) == "other"
+    # CTranslate2 FP32 records its compute type
+    assert precision_class({"precision": "fp32", "quantization": {"compute_type": "float32",
+                                                                  "weights_stored_as": "float32"}}) == "fp32"
+    assert precision_class({"precision": "fp16", "quantization": {"compute_type": "float16"}}) == "other"
 
 
 # ---------------------------------------------------------------------------------------

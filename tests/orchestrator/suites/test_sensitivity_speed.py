@@ -63,3 +63,23 @@ def test_suite_options_validation():
     Ctx.suite_options = {"pairs": "many"}
     with pytest.raises(InvalidInputError, match="integer"):
         suite_options(Ctx, "source-sensitivity", {"pairs": 50})
+
+
+def test_speed_time_budget_bounds_the_samples(tiny_model, tmp_path):
+    from backends.model import ModelBundle
+    from backends.registry import get_backend
+    from orchestrator.suites.base import SuiteContext
+    from orchestrator.suites.speed import MIN_LATENCY_SAMPLES, SpeedSuite
+    from tests.orchestrator.suites.helpers import load_test_data
+
+    bundle = ModelBundle.load(tiny_model("marian"))
+    src, ref = load_test_data(16)
+    b = get_backend("torch-fp32-split", max_new_tokens=4)
+    b.prepare(bundle, tmp_path / "art")
+    ctx = SuiteContext(model=bundle, sources=src, references=ref, outdir=tmp_path / "out",
+                       suite_options={"warmup": 0, "latency_n": 12, "throughput_n": 16, "throughput_batch": 2,
+                                      "max_seconds": 1e-4})
+    with b:
+        res = SpeedSuite().run(b, ctx)
+    assert res["latency_n"] == MIN_LATENCY_SAMPLES and res["throughput_n"] == 2 and res["budget_limited"]
+    assert res["cpu_ms_p50"] > 0
