@@ -150,7 +150,13 @@ def cmd_select(args) -> int:
         constraints = load_constraints(args.constraints)
     else:
         constraints = ((report.get("settings") or {}).get("matrix") or {}).get("constraints") or {}
-    selection = select(report, constraints)
+    from backends.errors import SeqquantError
+
+    try:
+        selection = select(report, constraints)
+    except SeqquantError as exc:
+        where = args.constraints or f"{args.run_dir}/report.json [constraints]"
+        raise SettingsError(f"constraints from {where}: {exc}") from exc
     report["selection"] = selection
     atomic_write_json(path, report)
     from orchestrator.console import print_report

@@ -46,6 +46,12 @@ def load_baseline_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"--baseline {path} is not a JSON baseline file: {exc}") from exc
     if not isinstance(data, dict):
         raise SettingsError(f"--baseline {path}: expected a JSON object")
+    check = load_hook("baseline", "check_baseline")
+    if check is not None:
+        try:
+            check(data, f"--baseline {path}")
+        except SeqquantError as exc:
+            raise SettingsError(str(exc)) from exc
     return data
 
 

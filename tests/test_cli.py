@@ -246,9 +246,26 @@ def test_compare_end_to_end_default_model(tmp_path):
         assert r3.returncode == 0, r3.stdout + r3.stderr
         assert json.loads((out / "report.json").read_text())["selection"]["chosen"] in ("torch-fp32",
                                                                                        "torch-fp32-split")
+        impossible = tmp_path / "c.toml"
+        impossible.write_text('[constraints]\nruntimes = ["tflite"]\n')
+        r3b = run_cli("select", str(out), "--constraints", str(impossible))
+        assert r3b.returncode == 3, r3b.stdout + r3b.stderr  # nothing feasible
+        impossible.write_text('[constraints]\nmax_byts = 10\n')
+        r3c = run_cli("select", str(out), "--constraints", str(impossible))
+        assert r3c.returncode == 2 and "max_byts" in r3c.stderr
     if (REPO / "orchestrator" / "baseline.py").exists():
         base = tmp_path / "baseline.json"
         assert run_cli("baseline", "save", str(out), str(base)).returncode == 0 and base.exists()
         r4 = run_cli(*args, "--baseline", str(base))
         assert r4.returncode == 0, r4.stdout + r4.stderr
         assert json.loads((out / "report.json").read_text())["baseline"]["regressions"] in (False, [], 0, None)
+        # a baseline that was 5 BLEU better: this run is a regression -> exit code 4 (the CI gate)
+        better = json.loads(base.read_text())
+        better["backends"]["torch-fp32"]["metrics"]["bleu"] += 5
+        (tmp_path / "better.json").write_text(json.dumps(better))
+        r5 = run_cli(*args, "--baseline", str(tmp_path / "better.json"))
+        assert r5.returncode == 4, r5.stdout + r5.stderr
+        assert json.loads((out / "report.json").read_text())["baseline"]["regressions"]
+        (tmp_path / "junk.json").write_text('{"not": "a baseline"}')
+        r6 = run_cli(*args, "--baseline", str(tmp_path / "junk.json"))
+        assert r6.returncode == 2 and "baseline save" in " ".join(r6.stderr.split())
