@@ -82,6 +82,18 @@ def test_export_convention_when_fp32_variant_disagrees(report):
     assert "sim-int8-raw" in rep["backends"]["sim-int8-naive"]["verdict"]["summary"]
 
 
+@pytest.mark.parametrize("runtime,kind", [("tflite", "tflite-specific"), ("onnxruntime", "runtime-specific")])
+def test_peer_runtime_passes(report, runtime, kind):
+    rep = copy.deepcopy(report)
+    # the zero-calibrated rows under another runtime's label: a peer INT8 runtime (sim-int8) passes
+    naive = rep["backends"]["sim-int8-naive"]
+    naive["signature"] = {**naive["signature"], "runtime": runtime}
+    attribute(rep, {})
+    v = rep["backends"]["sim-int8-naive"]["verdict"]
+    assert v["kind"] == kind and "sim-int8" in v["summary"]
+    assert any(e["backend"] == "sim-int8" for e in v["evidence"])
+
+
 def test_failed_backends_get_no_verdict(report):
     rep = copy.deepcopy(report)
     rep["backends"]["broken"] = {"status": "failed", "reason": "exit code 1", "metrics": {}, "suites": {}}
