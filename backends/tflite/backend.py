@@ -12,6 +12,7 @@ only the shippable files: ``encoder_<p>.tflite``, ``decoder_step_<p>.tflite`` an
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,16 @@ from backends._imports import require, version_of
 from backends.base import BOUNDARY_MODES, CalibrationSet, EncoderState, Seq2SeqBackend
 from backends.errors import ArtifactError, InvalidInputError
 from backends.tflite import convert as tconv
+from backends.tflite.graphs import self_attention_mask
 from backends.tflite.runtime import TFLiteModel, dequantize, to_domain
 
 QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
-CALIBRATION_METHODS = ("minmax",)
+CALIBRATION_METHODS = tconv.CALIBRATION_METHODS
 GRAPH_OPTIONS = ("cross_kv", "mask_mode", "mask_margin")
+
+
+def _is_cache(name: str) -> bool:
+    return re.fullmatch(r"self_[kv]_\d+", name) is not None
 
 
 class TFLiteSplitBackend(Seq2SeqBackend):
@@ -39,9 +45,12 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         "calibration_recipe": "real",  # real (decoder states) | naive (BOS + zeros)
         "calibration_sources": 200,
         "positions_per_source": 6,
-        "calibration_method": "minmax",
+        "calibration_method": "minmax",  # minmax | percentile
+        "percentile": 99.99,
         "boundary": "requant",  # default encoder->decoder boundary: requant | raw
         "float_ops": (),  # selective float: TFLite op types left in float (breaks strict INT8)
+        "fine_logits": True,  # quantized: second LM head with a narrow [floor, max] int8 range
+        "logits_floor_margin": 2.0,  # floor = 1st percentile of FP32 per-step max logit - margin
         "precision": None,
     }
 
@@ -63,7 +72,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         s["float_ops"] = list(s.get("float_ops") or ())
         if self.quantization == "none":  # calibration settings do not change FP32 artifacts
             for k in ("calibration_recipe", "calibration_sources", "positions_per_source",
-                      "calibration_method", "boundary", "float_ops"):
+                      "calibration_method", "boundary", "float_ops", "fine_logits", "logits_floor_margin",
+                      "percentile"):
                 s.pop(k, None)
         return s
 
@@ -144,16 +154,21 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                         f"{self.name} is statically quantized and needs calibration data: pass a CalibrationSet "
                         f"(the default is the Multi30k val split) to prepare()")
                 enc_samples, dec_samples = self._calibration(model, graphs, enc_fn, dec_fn, calibration)
+                if self.options["fine_logits"]:
+                    graphs, dec_fn, extra["logits_floor"] = self._fine_head(model, graphs, enc_fn, dec_fn,
+                                                                            calibration)
                 extra["calibration"] = {"set": calibration.name, "fingerprint": calibration.fingerprint(),
                                         "sources": min(len(calibration.sources),
                                                        int(self.options["calibration_sources"])),
                                         "recipe": self.options["calibration_recipe"],
                                         "method": self.options["calibration_method"]}
             float_ops = tuple(self.options["float_ops"] or ())
+            method = self.options["calibration_method"] if self.quantized else "minmax"
+            pct = float(self.options["percentile"])
             (outdir / files["encoder"]).write_bytes(
-                tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops))
+                tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, method, pct))
             (outdir / files["decoder"]).write_bytes(
-                tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops))
+                tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct))
             extra["size_ratio_vs_fp32"] = sum((outdir / f).stat().st_size for f in files.values()) / ref.bytes
         extra["ops"] = {role: audit_model(outdir / rel) for role, rel in files.items()}
         extra["full_int8"] = all(a["full_int8"] for a in extra["ops"].values())
@@ -172,6 +187,18 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         enc = rec.encoder_samples(calibration, n)
         per = int(self.options["positions_per_source"])
         return (lambda: iter(enc)), (lambda: rec.decoder_samples(calibration, n, recipe, per))
+
+    def _fine_head(self, model, graphs, enc_fn, dec_fn, calibration):
+        """Size the fine LM head from FP32 greedy steps; return the rebuilt decoder function."""
+        from dataclasses import replace
+
+        from backends.tflite.calibration import CalibrationRecorder
+        from backends.tflite.graphs import Seq2SeqGraphs
+
+        tops = CalibrationRecorder(model, graphs, enc_fn, dec_fn).top_logits(calibration, 64)
+        floor = float(np.percentile(tops, 1.0) - float(self.options["logits_floor_margin"]))
+        fine = Seq2SeqGraphs(graphs.w, graphs.cfg, replace(graphs.spec, logits_floor=floor))
+        return fine, fine.decoder_function(), floor
 
     def _generation_json(self, model, graphs, outdir: Path, files: dict[str, str]) -> dict[str, Any]:
         enc = TFLiteModel(outdir / files["encoder"], 1)
@@ -204,11 +231,16 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                         "slot `position` of self_{k,v}_i (requantize when the scales differ); "
                         "start with all slots = zero point",
                 "tensors": caches},
+            "logits": ({"logits_top": "fine head: where q_top > zero_point(logits_top) use "
+                                      "dequant(logits_top)/2 + logits_floor, else dequant(logits)",
+                        "logits_floor": graphs.spec.logits_floor}
+                       if graphs.spec.logits_floor is not None else {"logits": "dequant(logits)"}),
             "loop": [
                 "pad input_ids (pad_token_id) and attention_mask (0) to source_length; run the encoder",
                 "convert every boundary tensor to the decoder input's domain: q_d = clamp(round(s_e/s_d*(q_e-z_e))+z_d)",
                 "token = decoder_start_token_id; for position in 0..max_new_tokens-1: run decoder_step with "
-                "input_ids=[[token]], position=[position], encoder_attention_mask, boundary tensors, caches",
+                "input_ids=[[token]], position=[position], self_attention_mask (1 for slots < position and "
+                "for the last slot, else 0), encoder_attention_mask, boundary tensors, caches",
                 "logits = (q - zero_point) * scale; apply forced BOS/EOS and bad words; token = argmax",
                 "stop at eos_token_id",
             ],
@@ -282,7 +314,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
     def _empty_cache(self, batch: int) -> dict[str, Any]:
         cache: dict[str, Any] = {"pos": 0}
         for name, info in self._dec.inputs.items():
-            if name.startswith("self_"):
+            if _is_cache(name):
                 shape = (batch,) + tuple(info.shape[1:])
                 cache[name] = np.full(shape, info.zero_point if info.quantized else 0, info.dtype)
         return cache
@@ -299,17 +331,23 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         b = decoder_input_ids.shape[0]
         dec = self._dec
         feeds = {"input_ids": decoder_input_ids[:, -1:].astype(np.int32),
-                 "position": np.full((b,), pos, np.int32)}
+                 "position": np.full((b,), pos, np.int32),
+                 "self_attention_mask": self_attention_mask(np.full((b,), pos), self.cache_length)}
         feeds.update((k, v) for k, v in state.tensors.items() if k in dec.inputs)
         feeds.update((k, v) for k, v in cache.items() if k != "pos")
         out = dec.run(feeds)
         new_cache = {"pos": pos + 1}
         for name in dec.inputs:
-            if name.startswith("self_"):
+            if _is_cache(name):
                 new = "new_" + name[len("self_"):]
                 arr = cache[name]
                 arr[:, :, pos] = to_domain(out[new], dec.outputs[new], dec.inputs[name])[:, :, 0]
                 new_cache[name] = arr
         info = dec.outputs["logits"]
         logits = dequantize(out["logits"], info) if info.quantized else out["logits"]
+        if "logits_top" in out:  # fine head: finer bins above the floor, the coarse head below it
+            top = dec.outputs["logits_top"]
+            q = out["logits_top"]
+            floor = float(self.artifacts.extra["logits_floor"])
+            logits = np.where(q > top.zero_point, dequantize(q, top) * 0.5 + floor, logits)
         return logits, new_cache

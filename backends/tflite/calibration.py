@@ -17,6 +17,7 @@ import numpy as np
 
 from backends.base import CalibrationSet
 from backends.errors import InvalidInputError
+from backends.tflite.graphs import self_attention_mask
 
 RECIPES = ("real", "naive")
 
@@ -90,6 +91,25 @@ class CalibrationRecorder:
             order = self.rng.permutation(len(rows))
             yield from _rows_to_batches([rows[j] for j in order], self.batch)
 
+    def top_logits(self, calib: CalibrationSet, n: int) -> np.ndarray:
+        """The per-step maximum FP32 logit while generating greedily (sizes the fine LM head)."""
+        tops = []
+        orig = self._step
+
+        def step(enc, mask, tokens, t, cache, record=(), rows=None):
+            logits = orig(enc, mask, tokens, t, cache, record, rows)
+            tops.extend(np.max(logits, axis=-1).tolist())
+            return logits
+
+        self._step = step
+        try:
+            for i in range(0, min(n, len(calib.sources)), 32):
+                ids, mask = _pad_sources(self.model, calib.sources[i:min(i + 32, n)], self.S)
+                self._greedy(self._encode(ids, mask), mask)
+        finally:
+            self._step = orig
+        return np.asarray(tops, np.float32)
+
     def _pick(self, length: int, k: int) -> set[int]:
         """BOS, early, middle, near-EOS, plus random positions of one sequence."""
         last = max(0, length - 1)
@@ -100,6 +120,7 @@ class CalibrationRecorder:
     def _step(self, enc, mask, tokens, t, cache, record=(), rows=None):
         n = mask.shape[0]
         feeds = {"input_ids": tokens[:, None].astype(np.int32), "position": np.full((n,), t, np.int32),
+                 "self_attention_mask": self_attention_mask(np.full((n,), t), self.T),
                  "encoder_attention_mask": mask, **enc, **cache}
         out = self.dec_fn(**feeds)
         for r in record:  # snapshot before this step's K/V is written into the cache
@@ -147,7 +168,9 @@ class CalibrationRecorder:
             m = mask[i:i + self.batch]
             b = m.shape[0]
             feeds: dict[str, Any] = {"input_ids": np.full((b, 1), conv.decoder_start_token_id, np.int32),
-                                     "position": np.zeros((b,), np.int32), "encoder_attention_mask": m}
+                                     "position": np.zeros((b,), np.int32),
+                                     "self_attention_mask": self_attention_mask(np.zeros(b), self.T),
+                                     "encoder_attention_mask": m}
             for name in g.boundary_names():
                 shape = (b, self.S, g.D) if name == "encoder_hidden_states" else (b, g.H, self.S, g.Dh)
                 feeds[name] = np.zeros(shape, np.float32)

@@ -21,6 +21,7 @@ from backends._imports import require
 from backends.errors import ArtifactError, InvalidInputError
 
 PRECISIONS = ("fp32", "int8", "int16x8", "dynamic")
+CALIBRATION_METHODS = ("minmax", "percentile")
 
 
 def _converter(concrete_fn):
@@ -41,7 +42,10 @@ def _cast_sample(sample: dict[str, np.ndarray], names: list[str]) -> dict[str, n
 
 
 def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
-            input_names: list[str] | None = None, float_ops: Iterable[str] = ()) -> bytes:
+            input_names: list[str] | None = None, float_ops: Iterable[str] = (), method: str = "minmax",
+            percentile: float = 99.99, keep_ranges: Iterable[str] = ()) -> bytes:
+    """``method="percentile"`` re-ranges every activation to the [100-p, p] percentiles of its
+    calibration values (ranges only shrink; tensors named in ``keep_ranges`` keep min-max)."""
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision '{precision}' unknown; choose one of {PRECISIONS}")
     tf, conv = _converter(concrete_fn)
@@ -67,28 +71,75 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
                                           [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS])
         io_type = tf.int8
     else:
+        # 16x8 has no SELECT_V2/CAST kernels: those few ops fall back to float (not strict anyway)
         conv.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        if float_ops:
-            conv.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS]
         io_type = tf.int16
     conv.inference_input_type = io_type
     conv.inference_output_type = io_type
-    if float_ops:
-        return _convert_selective(tf, conv, float_ops)
-    return conv.convert()
-
-
-def _convert_selective(tf, conv, float_ops: tuple[str, ...]) -> bytes:
-    """Calibrate, then quantize everything except the named op types (left float)."""
-    conv._experimental_calibrate_only = True  # noqa: SLF001 - the debugger's two-step path
+    if method not in CALIBRATION_METHODS:
+        raise InvalidInputError(f"calibration method '{method}' unknown; choose one of {CALIBRATION_METHODS}")
+    if not float_ops and method == "minmax":
+        return conv.convert()
+    if precision != "int8":
+        raise InvalidInputError("selective float ops and percentile ranges are implemented for int8 only")
+    # two-step path (as the quantization debugger does): calibrate, adjust, quantize
+    conv._experimental_calibrate_only = True  # noqa: SLF001
     calibrated = conv.convert()
+    if method == "percentile":
+        calibrated = _percentile_ranges(calibrated, [_cast_sample(s, input_names) for s in samples()],
+                                        percentile, set(keep_ranges))
     from tensorflow.lite.python import convert as tfl_convert  # inside TF; lazily imported
 
     return tfl_convert.mlir_quantize(
         calibrated, disable_per_channel=False, fully_quantize=True,
         input_data_type=conv.inference_input_type, output_data_type=conv.inference_output_type,
-        denylisted_ops=list(float_ops), enable_whole_model_verify=False)
+        denylisted_ops=list(float_ops) or None, enable_whole_model_verify=False)
+
+
+def _percentile_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]], pct: float,
+                       keep: set[str], per_sample: int = 4096, cap: int = 65536) -> bytes:
+    """Shrink each activation's calibrated [min, max] to its value percentiles."""
+    litert = require("ai_edge_litert.interpreter", "percentile calibration")
+    from tensorflow.lite.tools import flatbuffer_utils as fbu  # inside TF; lazily imported
+
+    model = fbu.convert_bytearray_to_object(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    ranged = {i for i, t in enumerate(graph.tensors)
+              if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1
+              and t.name.decode() not in keep}
+    interp = litert.Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
+    runner = interp.get_signature_runner()
+    index = {n: d["index"] for n, d in runner.get_input_details().items()}
+    outputs = {d["index"] for d in runner.get_output_details().values()}
+    del runner  # a live signature runner blocks resize_tensor_input
+    ranged -= outputs | set(index.values())  # never clip graph inputs/outputs (logits decide argmax)
+    rng = np.random.default_rng(0)
+    values: dict[int, list[np.ndarray]] = {i: [] for i in ranged}
+    for s in samples:
+        for n, arr in s.items():
+            interp.resize_tensor_input(index[n], list(arr.shape))
+        interp.allocate_tensors()
+        for n, arr in s.items():
+            interp.set_tensor(index[n], arr)
+        interp.invoke()
+        for i in ranged:
+            if sum(len(v) for v in values[i]) >= cap:
+                continue
+            flat = np.array(interp.get_tensor(i), copy=True).reshape(-1)
+            if flat.dtype != np.float32 or not flat.size:
+                continue
+            values[i].append(flat if flat.size <= per_sample else rng.choice(flat, per_sample, replace=False))
+    for i in ranged:
+        if not values[i]:
+            continue
+        v = np.concatenate(values[i])
+        lo, hi = np.percentile(v, [100.0 - pct, pct])
+        q = graph.tensors[i].quantization
+        q.min = [float(min(max(lo, q.min[0]), 0.0))]
+        q.max = [float(max(min(hi, q.max[0]), 0.0))]
+    return bytes(fbu.convert_object_to_bytearray(model))
 
 
 def describe_precision(precision: str) -> dict[str, Any]:

@@ -10,10 +10,13 @@ Two graphs, both with a dynamic batch dimension and otherwise static shapes:
   ``cross_kv="encoder"``, the cross-attention keys/values of every decoder layer
   ``cross_k_{i}``/``cross_v_{i}`` [B, H, S, Dh].
 * decoder step (one position): ``input_ids`` int32 [B, 1], ``position`` int32 [B],
+  ``self_attention_mask`` int32 [B, T+1] (1 for cache slots < position and for the last slot,
+  this step's own K/V; see :func:`self_attention_mask`),
   ``encoder_attention_mask`` int32 [B, S], the encoder side (hidden states or cross K/V),
   and a static self-attention cache ``self_k_{i}``/``self_v_{i}`` [B, H, T, Dh] whose slots
   ``< position`` are valid -> ``logits`` [B, V] and this position's ``new_k_{i}``/``new_v_{i}``
-  [B, H, 1, Dh], which the host writes into slot ``position``.
+  [B, H, 1, Dh], which the host writes into slot ``position``. With ``logits_floor`` set it
+  also returns ``logits_top`` (see :class:`GraphSpec`).
 
 Masking (``mask_mode``): ``"select"`` (default, quantization safe) replaces masked scores
 by ``rowmax - margin`` with ``where``, so the score tensor's range stays bounded by the real
@@ -29,7 +32,7 @@ import numpy as np
 from backends._imports import require
 from backends.errors import InvalidInputError, UnsupportedModelError
 
-MASK_MODES = ("select", "hf")
+MASK_MODES = ("select", "bounded", "hf")
 CROSS_KV_MODES = ("decoder", "encoder")
 HF_MASK_VALUE = -1e9
 
@@ -41,6 +44,9 @@ class GraphSpec:
     mask_mode: str = "select"
     mask_margin: float = 20.0
     cross_kv: str = "decoder"
+    #: when set, the decoder also outputs ``logits_top`` = relu(2*(logits - floor)): a second LM
+    #: head whose int8 range covers only [floor, max], i.e. finer bins where argmax is decided
+    logits_floor: float | None = None
 
     def __post_init__(self) -> None:
         if self.mask_mode not in MASK_MODES:
@@ -49,6 +55,13 @@ class GraphSpec:
             raise InvalidInputError(f"cross_kv '{self.cross_kv}' unknown; choose one of {CROSS_KV_MODES}")
         if self.source_length < 1 or self.cache_length < 1:
             raise InvalidInputError("max_source_length and max_new_tokens must be >= 1")
+
+
+def self_attention_mask(positions: np.ndarray, cache_length: int) -> np.ndarray:
+    """int32 [B, T+1]: cache slots before each row's position, plus the step's own slot T."""
+    slots = np.arange(cache_length + 1)
+    pos = np.asarray(positions).reshape(-1, 1)
+    return ((slots[None, :] < pos) | (slots[None, :] == cache_length)).astype(np.int32)
 
 
 def _activation(tf, name: str) -> Callable:
@@ -116,13 +129,15 @@ class Seq2SeqGraphs:
         return d * tf.math.rsqrt(var + self.cfg.layer_norm_eps) * self.c(norm[0]) + self.c(norm[1])
 
     def masked_softmax(self, scores, valid):
-        """Softmax over the last axis; ``valid`` is a bool tensor broadcastable to ``scores``."""
+        """Softmax over the last axis of ``scores`` [B, H, L, K]; ``valid`` is [B, K] (bool or int)."""
         tf = self.tf
-        if self.spec.mask_mode == "hf":
-            bias = (1.0 - tf.cast(valid, tf.float32)) * HF_MASK_VALUE
+        K = scores.shape[-1]
+        if self.spec.mask_mode in ("hf", "bounded"):
+            value = HF_MASK_VALUE if self.spec.mask_mode == "hf" else -self.spec.mask_margin
+            bias = tf.reshape((1.0 - tf.cast(valid, tf.float32)) * value, [-1, 1, 1, K])
             return tf.nn.softmax(scores + bias, axis=-1)
+        valid = tf.reshape(tf.cast(valid, tf.bool), [-1, 1, 1, K])
         floor = tf.reduce_max(scores, axis=-1, keepdims=True) - self.spec.mask_margin
-        valid = tf.broadcast_to(valid, tf.shape(scores)) if valid.shape.rank != scores.shape.rank else valid
         return tf.nn.softmax(tf.where(valid, scores, floor), axis=-1)
 
     def split_heads(self, x2d, length, heads):
@@ -166,7 +181,7 @@ class Seq2SeqGraphs:
         x = tf.reshape(x, [-1, D])
         if self.w.enc_ln_emb is not None:
             x = self.layer_norm(x, self.w.enc_ln_emb)
-        valid = tf.not_equal(mask, 0)[:, None, None, :]  # [B, 1, 1, S]
+        valid = mask
         for layer in self.w.enc_layers:
             att = layer["self"]
 
@@ -198,12 +213,14 @@ class Seq2SeqGraphs:
         return [f"self_{kv}_{i}" for i in range(len(self.w.dec_layers)) for kv in ("k", "v")]
 
     def decoder_input_names(self) -> list[str]:
-        return ["input_ids", "position", "encoder_attention_mask"] + self.boundary_names() + self.cache_names()
+        return (["input_ids", "position", "self_attention_mask", "encoder_attention_mask"] + self.boundary_names()
+                + self.cache_names())
 
     def decoder_specs(self) -> list[Any]:
         tf, S, T, H, Dh = self.tf, self.spec.source_length, self.spec.cache_length, self.H, self.Dh
         specs = {"input_ids": tf.TensorSpec([None, 1], tf.int32, name="input_ids"),
                  "position": tf.TensorSpec([None], tf.int32, name="position"),
+                 "self_attention_mask": tf.TensorSpec([None, T + 1], tf.int32, name="self_attention_mask"),
                  "encoder_attention_mask": tf.TensorSpec([None, S], tf.int32, name="encoder_attention_mask")}
         for n in self.boundary_names():
             shape = [None, S, self.D] if n == "encoder_hidden_states" else [None, H, S, Dh]
@@ -219,9 +236,8 @@ class Seq2SeqGraphs:
         x = tf.gather(self.embed, ids[:, 0]) + tf.gather(self.dec_pos, pos)  # [B, D]
         if self.w.dec_ln_emb is not None:
             x = self.layer_norm(x, self.w.dec_ln_emb)
-        enc_valid = tf.not_equal(inputs["encoder_attention_mask"], 0)[:, None, None, :]  # [B,1,1,S]
-        slots = tf.range(T + 1, dtype=tf.int32)
-        self_valid = tf.logical_or(slots[None, :] < pos[:, None], slots[None, :] >= T)[:, None, None, :]
+        enc_valid = inputs["encoder_attention_mask"]
+        self_valid = inputs["self_attention_mask"]  # [B, T+1]: slots < position, and the new slot T
         if self.spec.cross_kv == "decoder":
             enc2d = tf.reshape(inputs["encoder_hidden_states"], [-1, D])
         out = {}
@@ -256,6 +272,10 @@ class Seq2SeqGraphs:
         if self.cfg.lm_head_scale != 1.0:
             logits = logits * self.cfg.lm_head_scale
         out["logits"] = logits + self.logits_bias
+        if self.spec.logits_floor is not None:
+            # doubled weights: an exact rescale that also keeps the two heads from being merged
+            top = tf.matmul(x, self.c(self.w.lm_head * 2.0 * self.cfg.lm_head_scale))
+            out["logits_top"] = tf.nn.relu(top + self.c(2.0 * (self.w.logits_bias - self.spec.logits_floor)))
         return out
 
     # ---- concrete functions ----------------------------------------------------------
