@@ -190,6 +190,26 @@ def _boundary_rule(report: dict[str, Any], name: str, bar: dict[str, Any]) -> li
     return None
 
 
+def _decoder_rows(report: dict[str, Any], name: str, bar: dict[str, Any]):
+    """From the boundary matrix: which side breaks (INT8 encoder + FP32 decoder vs FP32 encoder + INT8
+    decoder). Returns (sentence, evidence) or None."""
+    rows = (suite(report, name, "split-generation").get("boundary") or {}).get("rows") or {}
+    enc, dec = rows.get("int8enc-dequant-fp32dec"), rows.get("fp32enc-quant-int8dec")
+    if FP32_MODE not in rows or not enc or not dec:
+        return None
+    base, lim = rows[FP32_MODE]["bleu"], float(bar["max_bleu_drop"])
+    enc_drop, dec_drop = round(base - enc["bleu"], 2), round(base - dec["bleu"], 2)
+    ev = [_ev(name, "boundary[int8enc-dequant-fp32dec].bleu_drop_vs_fp32_row", enc_drop, threshold=lim,
+              passes=enc_drop <= lim),
+          _ev(name, "boundary[fp32enc-quant-int8dec].bleu_drop_vs_fp32_row", dec_drop, threshold=lim,
+              passes=dec_drop <= lim)]
+    if dec_drop > lim >= enc_drop:
+        return "the INT8 decoder breaks (INT8 encoder + FP32 decoder is fine)", ev
+    if enc_drop > lim >= dec_drop:
+        return "the INT8 encoder breaks (FP32 encoder + INT8 decoder is fine)", ev
+    return None
+
+
 def _differing_quant_keys(report: dict[str, Any], a: str, b: str) -> list[str]:
     qa = signature(report, a).get("quantization") or {}
     qb = signature(report, b).get("quantization") or {}
@@ -250,9 +270,11 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
         if calib_peer:
             p = calib_peer[0]
             diff = _differing_quant_keys(report, n, p)
+            where = _decoder_rows(report, n, bar)
             verdicts[n] = _v("calibration",
-                             f"{n} fails while {p} (same runtime, different calibration: {', '.join(diff)}) passes",
-                             ev + _peer_ev(report, p, passes, n, diff))
+                             f"{n} fails while {p} (same runtime, different calibration: {', '.join(diff)}) passes"
+                             + (f"; {where[0]}" if where else ""),
+                             ev + _peer_ev(report, p, passes, n, diff) + (where[1] if where else []))
             continue
         other_rt = [p for p in int8_pass if runtime_of(report, p) != rt]
         if other_rt:

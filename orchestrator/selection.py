@@ -6,7 +6,8 @@
     {"chosen": name | None,              # None: nothing feasible (the CLI exits with code 3)
      "fallback_chain": [name, ...],      # the other feasible backends, best first
      "ranking": [name, ...],             # chosen + fallback_chain
-     "rejected": {name: reason},         # every backend that is not feasible, and why
+     "rejected": {name: reason},         # every backend that is not feasible, and why (every
+                                         # violated constraint, joined with "; ")
      "rank_by": [...], "constraints": {...effective constraints}}
 
 Constraints (``[constraints]`` in the matrix or a ``--constraints`` TOML file; defaults):
@@ -87,54 +88,61 @@ def _size(report: dict[str, Any], name: str) -> Any:
     return (report["backends"][name].get("artifacts") or {}).get("bytes")
 
 
-def reject_reason(report: dict[str, Any], name: str, c: dict[str, Any]) -> str | None:
+def reject_reasons(report: dict[str, Any], name: str, c: dict[str, Any]) -> list[str]:
+    """Every constraint ``name`` violates (empty: feasible)."""
     b = report["backends"][name]
     if b.get("status") != "ok":
-        return f"status {b.get('status')}: {b.get('reason') or 'no reason recorded'}"
+        return [f"status {b.get('status')}: {b.get('reason') or 'no reason recorded'}"]
+    out: list[str] = []
     rt = runtime_of(report, name)
     if c["runtimes"] and rt not in c["runtimes"]:
-        return f"runtime '{rt}' not allowed (allowed: {', '.join(c['runtimes'])})"
+        out.append(f"runtime '{rt}' not allowed (allowed: {', '.join(c['runtimes'])})")
     if c["backends"] and name not in c["backends"]:
-        return f"not in the allowed backends ({', '.join(c['backends'])})"
+        out.append(f"not in the allowed backends ({', '.join(c['backends'])})")
     if name in c["exclude"]:
-        return "excluded by the constraints"
+        out.append("excluded by the constraints")
     if c["precision"] != "any":
         if not is_int8(report, name):
             sig = b.get("signature") or {}
-            return f"precision '{sig.get('precision')}' is not INT8 (required: {c['precision']})"
-        if c["precision"] == "full-int8":
+            out.append(f"precision '{sig.get('precision')}' is not INT8 (required: {c['precision']})")
+        elif c["precision"] == "full-int8":
             full, where = full_int8(report, name)
             if full is None:
-                return f"full-int8 required but {where}"
-            if not full:
-                return f"full-int8 required but the op audit reports float ops ({where} = false)"
+                out.append(f"full-int8 required but {where}")
+            elif not full:
+                out.append(f"full-int8 required but the op audit reports float ops ({where} = false)")
     m = metrics(report, name)
     if c["max_bytes"] and c["max_bytes"] > 0:
         size = _size(report, name)
         if not isinstance(size, (int, float)):
-            return f"size on disk not measured (max_bytes = {c['max_bytes']})"
-        if size > c["max_bytes"]:
-            return f"{size} bytes > max_bytes {c['max_bytes']}"
+            out.append(f"size on disk not measured (max_bytes = {c['max_bytes']})")
+        elif size > c["max_bytes"]:
+            out.append(f"{size} bytes > max_bytes {c['max_bytes']}")
     if c["max_p90_latency_ms"] and c["max_p90_latency_ms"] > 0:
         p90 = m.get("latency_p90_ms")
         if not isinstance(p90, (int, float)):
-            return f"p90 latency not measured (speed suite) but max_p90_latency_ms = {c['max_p90_latency_ms']}"
-        if p90 > c["max_p90_latency_ms"]:
-            return f"p90 latency {p90} ms > {c['max_p90_latency_ms']} ms"
+            out.append(f"p90 latency not measured (speed suite) but max_p90_latency_ms = {c['max_p90_latency_ms']}")
+        elif p90 > c["max_p90_latency_ms"]:
+            out.append(f"p90 latency {p90} ms > {c['max_p90_latency_ms']} ms")
     if c["max_bleu_drop"] >= 0:
         drop = bleu_drop(report, name)
         if drop is None:
-            return "BLEU vs the reference backend not measured (quality suite)"
-        if drop > c["max_bleu_drop"]:
-            return f"BLEU drop {drop} > max_bleu_drop {c['max_bleu_drop']}"
+            out.append("BLEU vs the reference backend not measured (quality suite)")
+        elif drop > c["max_bleu_drop"]:
+            out.append(f"BLEU drop {drop} > max_bleu_drop {c['max_bleu_drop']}")
     if not c["allow_source_blind"] and is_source_blind(report, name):
-        cos = m.get("cross_source_cosine")
-        return f"source-blind decoder (cross-source first-step cosine {cos})"
+        out.append(f"source-blind decoder (cross-source first-step cosine {m.get('cross_source_cosine')})")
     if c["require_verdict_pass"]:
         kind = (b.get("verdict") or {}).get("kind")
         if kind != "pass":
-            return f"verdict '{kind}' (require_verdict_pass)"
-    return None
+            out.append(f"verdict '{kind}' (require_verdict_pass)")
+    return out
+
+
+def reject_reason(report: dict[str, Any], name: str, c: dict[str, Any]) -> str | None:
+    """All violated constraints joined with '; ' (None: feasible)."""
+    reasons = reject_reasons(report, name, c)
+    return "; ".join(reasons) if reasons else None
 
 
 def rank_key(report: dict[str, Any], name: str, rank_by: list[str]) -> tuple:
