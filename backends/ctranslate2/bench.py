@@ -124,7 +124,7 @@ def worker(args) -> dict:
         "status": "ok", "tokens": tokens, "signature": sig,
         "artifacts": {"directory": art.directory, "bytes": art.bytes, "files": art.files,
                       "build_seconds": art.build_seconds},
-        "bytes_on_disk": art.bytes if not args.worker.startswith("torch") else art.extra.get("weights_bytes"),
+        "bytes_on_disk": art.bytes,
         "activate_seconds": activate_s,
         "throughput": {"batch_size": bs, "seconds": thr_s, "sentences_per_s": len(sources) / thr_s,
                        "tokens_per_s": n_tok / thr_s, "generated_tokens": n_tok},
@@ -168,6 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sensitivity-n", type=int, default=200, help="sources for first-step logits")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--no-torch", action="store_true",
+                    help="skip torch-fp32 (speed-only runs; no agreement/cosine columns)")
     ap.add_argument("--stock-baseline", action="store_true", help=f"also run {STOCK} (Marian only)")
     ap.add_argument("--workdir", default="/tmp/seqquant-ct2-bench")
     ap.add_argument("--out", default=None, help="write the full results JSON here")
@@ -191,7 +193,9 @@ def main(argv=None) -> int:
     bundle = ModelBundle.load(args.model)
     refs = _lines(Path(args.data) / "test_2016_flickr.de.gz", args.n)
     names = [v for v in args.variants.split(",") if v]
-    if "torch-fp32" not in names:
+    if args.no_torch:
+        names = [n for n in names if n != "torch-fp32"]
+    elif "torch-fp32" not in names:
         names.insert(0, "torch-fp32")
     if args.stock_baseline:
         names.append(STOCK)
@@ -207,7 +211,7 @@ def main(argv=None) -> int:
         results[name] = _run_worker(args, name, "measure")
         print(f"[{name}] {results[name]['status']} in {time.time() - t0:.0f}s", flush=True)
 
-    ref = results["torch-fp32"]
+    ref = results.get("torch-fp32", {"status": "not-run"})
     ref_logits = np.load(ref["first_step_logits"]) if ref.get("first_step_logits") else None
     rows = []
     for name, r in results.items():
