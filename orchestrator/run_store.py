@@ -44,8 +44,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def _json_default(obj: Any) -> Any:
+    """numpy scalars/arrays (suite results often carry them) -> Python numbers/lists; anything else -> str."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=str, allow_nan=True) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default, allow_nan=True) + "\n")
 
 
 def read_json(path: str | Path) -> Any | None:

@@ -59,3 +59,14 @@ def test_hang_is_killed_at_timeout():
     assert out.timed_out and not out.ok and got == [("started",)]
     assert time.monotonic() - t0 < 30
     assert "timed out after 3 s" in out.describe(3)
+
+
+def _sigkill(conn, payload):
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_sigkill_is_reported_as_possible_out_of_memory():
+    out = run_isolated(_sigkill, None, timeout=60)
+    assert out.signal == "SIGKILL" and "out of memory" in out.describe(60)

@@ -53,3 +53,12 @@ def test_run_lock_excludes_a_second_writer(tmp_path):
                 pass
     with RunLock(tmp_path):  # released
         pass
+
+
+def test_numpy_values_are_stored_as_numbers(tmp_path):
+    import numpy as np
+
+    p = tmp_path / "r.json"
+    atomic_write_json(p, {"bleu": np.float32(25.5), "n": np.int64(3), "arr": np.arange(3), "path": tmp_path})
+    back = read_json(p)
+    assert back == {"bleu": 25.5, "n": 3, "arr": [0, 1, 2], "path": str(tmp_path)}
