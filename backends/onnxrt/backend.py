@@ -98,23 +98,30 @@ class OnnxFP32Backend(Seq2SeqBackend):
 
 
 class _QuantizedBackend(OnnxFP32Backend):
-    def quantization_settings(self) -> dict[str, Any]:
-        from backends.onnxrt.quantize import describe_settings
+    def _describe(self) -> dict[str, Any]:
+        raise NotImplementedError
 
-        q = describe_settings(self)
+    def quantization_settings(self) -> dict[str, Any]:
+        q = self._describe()
         if self.artifacts is not None:
             q.update(self.artifacts.extra.get("quantization_measured", {}))
         return q
 
     def settings(self) -> dict[str, Any]:
-        from backends.onnxrt.quantize import resolved_settings
+        from backends.onnxrt.quantize import CACHE_KEY_FIELDS
 
-        return {**super().settings(), "resolved": resolved_settings(self)}
+        q = self._describe()
+        return {**super().settings(), "resolved": {k: q[k] for k in CACHE_KEY_FIELDS}}
 
 
 class OnnxDynamicInt8Backend(_QuantizedBackend):
     precision = "int8-dynamic"
     OPTIONS = {**OnnxFP32Backend.OPTIONS, "preset": "auto", "per_channel": True, "reduce_range": None}
+
+    def _describe(self) -> dict[str, Any]:
+        from backends.onnxrt.quantize import dynamic_settings
+
+        return dynamic_settings(self)
 
     def prepare_impl(self, model, outdir: Path, calibration: CalibrationSet | None) -> dict[str, Any]:
         from backends.onnxrt.quantize import quantize_dynamic_components
@@ -138,6 +145,11 @@ class OnnxStaticInt8Backend(_QuantizedBackend):
 
     def uses_calibration(self) -> bool:
         return True
+
+    def _describe(self) -> dict[str, Any]:
+        from backends.onnxrt.quantize import static_settings
+
+        return static_settings(self)
 
     def prepare_impl(self, model, outdir: Path, calibration: CalibrationSet | None) -> dict[str, Any]:
         from backends.onnxrt.calibration import record_calibration_feeds

@@ -75,19 +75,13 @@ def _static_params(backend) -> dict[str, Any]:
             "components": list(COMPONENTS)}
 
 
-def resolved_settings(backend) -> dict[str, Any]:
-    """The CPU-dependent choices, resolved (part of the cache key)."""
-    if backend.options.get("calibration_method") is not None and "calibration_size" in backend.options:
-        p = _static_params(backend)
-        return {k: p[k] for k in ("preset", "activation_type", "weight_type", "reduce_range", "op_types",
-                                  "per_channel")}
-    preset, _ = resolve_preset(backend.options["preset"])
-    return {"preset": preset}
+def static_settings(backend) -> dict[str, Any]:
+    """Signature entry of a static backend (resolved CPU-dependent defaults included)."""
+    return {"mode": "static", **_static_params(backend)}
 
 
-def describe_settings(backend) -> dict[str, Any]:
-    if "calibration_size" in backend.options:
-        return {"mode": "static", **_static_params(backend)}
+def dynamic_settings(backend) -> dict[str, Any]:
+    """Signature entry of a dynamic backend: optimum's preset config, resolved."""
     c = _dynamic_config(backend)
     preset, reason = resolve_preset(backend.options["preset"])
     return {"mode": "dynamic", "preset": preset, "preset_reason": reason, "format": c.format.name,
@@ -96,6 +90,10 @@ def describe_settings(backend) -> dict[str, Any]:
             "per_channel": c.per_channel, "reduce_range": c.reduce_range,
             "op_types": sorted(getattr(op, "value", op) for op in c.operators_to_quantize),
             "components": list(COMPONENTS), "tool": "optimum.onnxruntime.ORTQuantizer"}
+
+
+#: resolved settings that enter the cache key (a CPU with another preset builds other artifacts)
+CACHE_KEY_FIELDS = ("preset", "activation_type", "weight_type", "reduce_range", "per_channel", "op_types")
 
 
 @contextlib.contextmanager
