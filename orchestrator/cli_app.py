@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="recompute every result and rebuild every artifact")
     c.add_argument("--baseline", help="baseline JSON to gate against (exit 4 on a regression)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--dry-run", action="store_true",
+                   help="validate everything and print what would run / be reused / be skipped; run nothing")
     lb = sub.add_parser("list-backends", help="registered backends, whether they are installed, and how to install")
     lb.add_argument("--json", action="store_true", help="machine-readable output")
     s = sub.add_parser("select", help="pick a deployable backend from an existing run under constraints")
@@ -99,7 +101,12 @@ def cmd_compare(args) -> int:
     opts["command"] = "python cli.py " + shlex.join(args._argv)
     cfg = resolve_config(opts)
     ui = RichUI(quiet=args.quiet)
-    report, code, run_dir = run_compare(cfg, ui)
+    report, code, run_dir = run_compare(cfg, ui, dry_run=args.dry_run)
+    if args.dry_run:
+        from orchestrator.console import print_plan
+
+        print_plan(report, ui.console)
+        return code
     if report:
         print_report(report, ui.console, run_dir)
     return code

@@ -118,3 +118,21 @@ def print_error(msg: str) -> None:
         make_console(stderr=True).print(f"[red]error:[/red] {_esc(msg)}", markup=True, highlight=False)
     except Exception:  # rich missing or broken: plain text
         print(f"error: {msg}", file=sys.stderr)
+
+
+def print_plan(plan: dict[str, Any], console=None) -> None:
+    """The ``compare --dry-run`` table: backend -> run / reuse / skip, per suite."""
+    from rich.table import Table
+
+    console = console or make_console()
+    t = Table(title=_esc(f"dry run: {plan['n_sentences']} sentences -> {plan['run_dir']}"), title_justify="left")
+    for h in ("backend", "action", "suites / reason"):
+        t.add_column(h)
+    colors = {"run": "cyan", "reuse": "green", "skip": "yellow"}
+    for name, b in plan["backends"].items():
+        detail = b.get("reason") or ", ".join(f"{s}: {a}" for s, a in b.get("suites", {}).items())
+        t.add_row(_esc(name), f"[{colors[b['action']]}]{b['action']}[/]", _esc(detail))
+    console.print(t)
+    for s, status in plan["suites"].items():
+        if status != "ok":
+            console.print(f"  [yellow]suite {_esc(s)} skipped[/]: {_esc(status)}")

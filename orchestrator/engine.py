@@ -124,7 +124,7 @@ def default_run_dir(cfg: RunConfig, v: Validated) -> Path:
 
 
 def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites: dict[str, str | None],
-                 store: RunStore) -> None:
+                 store: RunStore, dry_run: bool = False) -> None:
     base = {"model": v.model.content_hash, "data": v.data.fingerprint, "calibration": v.calibration.fingerprint(),
             "source_prefix": v.model.conventions.source_prefix}
     codes = {s: suite_code(s) for s, skip in suites.items() if skip is None}
@@ -134,14 +134,14 @@ def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
         p.settings = cfg.backend_settings(p.name)
         p.options = cfg.backend_options(p.name)
         p.fingerprint = backend_fingerprint(p.name, p.entry, base, p.options, p.settings)
-        if cfg.force:
+        if cfg.force and not dry_run:
             store.clear_backend(p.name)
         for s, skip in suites.items():
             if skip is not None:
                 continue
             opts = cfg.matrix.suite_options.get(s, {})
             fp = digest({"backend": p.fingerprint, "suite": s, "options": opts, "code": codes[s]})
-            p.suites.append(SuitePlan(s, fp, opts, store.read_suite(p.name, s, fp)))
+            p.suites.append(SuitePlan(s, fp, opts, None if cfg.force else store.read_suite(p.name, s, fp)))
 
 
 def _job(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact_dir: Path) -> dict[str, Any]:
@@ -231,8 +231,24 @@ def _suite_records(p: BackendPlan, store: RunStore, proc: dict[str, Any]) -> dic
     return out
 
 
-def run_compare(cfg: RunConfig, ui: NullUI | None = None) -> tuple[dict[str, Any], int, Path]:
-    """Run the ``compare`` command; return (report, exit code, run dir)."""
+def dry_run_plan(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites: dict[str, str | None],
+                 run_dir: Path) -> dict[str, Any]:
+    """What a run would do, without running or writing anything."""
+    _plan_suites(cfg, v, plans, suites, RunStore(run_dir), dry_run=True)
+    out: dict[str, Any] = {"dry_run": True, "run_dir": str(run_dir), "n_sentences": len(v.data.sources),
+                           "suites": {s: r or "ok" for s, r in suites.items()}, "backends": {}}
+    for p in plans:
+        if p.skip_reason:
+            out["backends"][p.name] = {"action": "skip", "reason": p.skip_reason}
+            continue
+        todo = {s.name: "reuse" if s.reuse is not None else "run" for s in p.suites}
+        action = "run" if "run" in todo.values() else "reuse"
+        out["backends"][p.name] = {"action": action, "suites": todo, "settings": p.settings}
+    return out
+
+
+def run_compare(cfg: RunConfig, ui: NullUI | None = None, dry_run: bool = False) -> tuple[dict[str, Any], int, Path]:
+    """Run the ``compare`` command; return (report, exit code, run dir). ``dry_run``: only the plan."""
     from orchestrator import hooks
 
     ui = ui or NullUI()
@@ -243,6 +259,8 @@ def run_compare(cfg: RunConfig, ui: NullUI | None = None) -> tuple[dict[str, Any
     plans = _resolve_backends(cfg, warnings)
     v = Validated(cfg)
     run_dir = cfg.out or default_run_dir(cfg, v)
+    if dry_run:
+        return dry_run_plan(cfg, v, plans, suites, run_dir), EXIT_OK, run_dir
     with RunLock(run_dir):
         return _run_locked(cfg, v, ui, run_dir, plans, suites, warnings, started)
 
