@@ -87,8 +87,9 @@ def _loader_for(bundle, tokens: list[str]):
 
     class SeqquantLoader(base):  # type: ignore[misc, valid-type]
         def get_model_spec(self, model):
-            # transformers >= 4.4x dropped BartConfig.normalize_before, which CT2's BartLoader reads
-            if family in ("bart",) and not hasattr(model.config, "normalize_before"):
+            # recent transformers dropped BartConfig/MBartConfig.normalize_before, which CT2's BartLoader
+            # reads; loaders that set it themselves (Marian, M2M100, Pegasus) still override this
+            if family != "t5" and not hasattr(model.config, "normalize_before"):
                 model.config.normalize_before = pre_norm
             return super().get_model_spec(model)
 
@@ -155,7 +156,7 @@ def convert_checkpoint(bundle, outdir: Path, quantization: str) -> dict[str, Any
             raise ArtifactError(f"CTranslate2 wrote {name} with {len(written)} tokens that differ from the "
                                 f"model's {len(tokens)}-token id space")
     info = {
-        "loader": type(loader).__mro__[1].__name__ if bundle.family_name != "marian" else "MarianMTLoader",
+        "loader": f"ctranslate2.converters.transformers.{_LOADERS[bundle.family_name]} (+ seqquant fixes)",
         "quantization": quantization,
         "vocabulary": {**vocab_info, "files": vocab_files},
         "ct2_config": cfg,
