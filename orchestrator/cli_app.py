@@ -92,6 +92,20 @@ def _read_report(run_dir: str) -> tuple[Path, dict[str, Any]]:
         raise RunDirError(f"{path} is not valid JSON ({exc}); re-run compare to rewrite it") from exc
 
 
+def _terminate_as_interrupt():
+    """SIGTERM (kill, CI cancellation) stops the running backend process and keeps results, like Ctrl-C.
+    Returns the previous handler (restored after the command)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (embedded use): leave the default
+        return None
+
+
 def cmd_compare(args) -> int:
     from orchestrator.config import resolve_config
     from orchestrator.console import RichUI, print_report
@@ -101,7 +115,14 @@ def cmd_compare(args) -> int:
     opts["command"] = "python cli.py " + shlex.join(args._argv)
     cfg = resolve_config(opts)
     ui = RichUI(quiet=args.quiet)
-    report, code, run_dir = run_compare(cfg, ui, dry_run=args.dry_run)
+    import signal
+
+    previous = _terminate_as_interrupt()
+    try:
+        report, code, run_dir = run_compare(cfg, ui, dry_run=args.dry_run)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if args.dry_run:
         from orchestrator.console import print_plan
 

@@ -8,6 +8,7 @@ process ended into an :class:`Outcome` (exit code, signal name, timeout), never 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -46,12 +47,29 @@ def signal_name(exitcode: int | None) -> str | None:
         return f"signal {-exitcode}"
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the child gets SIGKILL when the orchestrator dies (even by SIGKILL): no orphaned backend."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the parent's terminate() on exit/interrupt still applies
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _child_entry(target, conn, payload, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    target(conn, payload)
+
+
 def run_isolated(target: Callable[[Any, Any], None], payload: Any, timeout: float | None,
                  on_message: Callable[[Any], None] | None = None, poll: float = 0.2) -> Outcome:
     """Run ``target(conn, payload)`` in a spawned process; ``conn.send(msg)`` reaches ``on_message``."""
     ctx = multiprocessing.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=target, args=(send, payload), daemon=True)
+    proc = ctx.Process(target=_child_entry, args=(target, send, payload, os.getpid()), daemon=True)
     start = time.monotonic()
     proc.start()
     send.close()  # the child holds the only writer: EOF when it dies

@@ -70,3 +70,60 @@ def _sigkill(conn, payload):
 def test_sigkill_is_reported_as_possible_out_of_memory():
     out = run_isolated(_sigkill, None, timeout=60)
     assert out.signal == "SIGKILL" and "out of memory" in out.describe(60)
+
+
+PARENT = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests.orchestrator.test_isolation import _write_pid_and_hang
+from orchestrator.isolation import run_isolated
+if __name__ == "__main__":
+    run_isolated(_write_pid_and_hang, {pidfile!r}, timeout=600)
+"""
+
+
+def _write_pid_and_hang(conn, pidfile):
+    with open(pidfile, "w") as fh:
+        fh.write(str(os.getpid()))
+    while True:
+        time.sleep(60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="Linux only (PR_SET_PDEATHSIG)")
+def test_child_dies_when_the_orchestrator_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[2])
+    script = tmp_path / "parent.py"
+    pidfile = tmp_path / "child.pid"
+    script.write_text(PARENT.format(repo=repo, pidfile=str(pidfile)))
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 120
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.2)
+        child = int(pidfile.read_text())
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)  # no cleanup code can run in the parent
+        parent.wait(30)
+        deadline = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if pidfile.exists() and pidfile.read_text() and _alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)  # only if the test failed
