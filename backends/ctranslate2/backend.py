@@ -130,7 +130,16 @@ class CTranslate2Backend(Seq2SeqBackend):
     # ---- lifecycle -----------------------------------------------------------------
     def prepare(self, model, workdir, calibration=None, force: bool = False):
         self._require_supported()  # a clean, explained skip before any conversion work
-        return super().prepare(model, workdir, calibration, force)
+        artifacts = super().prepare(model, workdir, calibration, force)
+        if self._effective_compute_type is None:
+            # the signature is taken right after prepare(): resolve what CT2 will actually run
+            # (e.g. "int8" runs as "int8_float32" on CPU) by loading the artifact once
+            ct2 = require("ctranslate2", self.name)
+            probe = ct2.Translator(str(artifacts.directory), device=self.device, compute_type=self.compute_type,
+                                   inter_threads=1, intra_threads=1)
+            self._effective_compute_type = str(probe.compute_type)
+            del probe
+        return artifacts
 
     def prepare_impl(self, model, outdir: Path, calibration) -> dict[str, Any]:
         info = convert_checkpoint(model, outdir, quantization=self.compute_type)

@@ -237,6 +237,8 @@ def test_int8_variants_run_and_are_smaller(name, tiny_model, workdir, default_da
     a32 = fp32.prepare(bundle, workdir)
     a8 = q.prepare(bundle, workdir)
     assert a8.bytes < 0.5 * a32.bytes
+    # the orchestrator records the signature right after prepare(): the effective type is already known
+    assert q.signature().quantization["effective_compute_type"].startswith("int8")
     enc = bundle.encode_sources(_test_sources(default_data_dir, 8), 64)
     with pytest.raises(BackendStateError):
         q.generate(enc.input_ids, enc.attention_mask)
