@@ -1,0 +1,47 @@
+"""report.json helpers and report.md rendering."""
+import json
+import math
+
+from orchestrator.report import SCHEMA_VERSION, json_safe, render_markdown, summary_rows
+
+
+def minimal_report():
+    return {
+        "schema_version": SCHEMA_VERSION, "tool": {"name": "seqquant", "version": "0.1.0"},
+        "command": "python cli.py compare --limit 2", "created": "2026-01-01T00:00:00Z",
+        "model": {"path": "/m", "family": "marian", "content_hash": "ab" * 32},
+        "data": {"src": "s.en", "ref": "r.de", "n_sentences": 2, "truncated_sources": 0, "max_source_length": 64,
+                 "calibration": {"src": "v.en", "n_sentences": 5}},
+        "settings": {"num_beams": 1, "batch_size": 32, "max_new_tokens": 64, "threads": 2},
+        "reference_backend": "a",
+        "backends": {
+            "a": {"status": "ok", "reason": None, "metrics": {"bleu": 30.123, "chrf": 55.0,
+                                                              "exact_match_vs_reference": 1.0, "bytes": 2_000_000},
+                  "artifacts": {"bytes": 10}, "signature": {"short": "be:a|rt:torch"}, "verdict": {"kind": "pass"}},
+            "b": {"status": "failed", "reason": "process killed by signal SIGABRT during 'quality'\nmore",
+                  "metrics": {}, "artifacts": None, "signature": None, "log_tail": ["Fatal Python error: Aborted"]},
+            "c": {"status": "skipped", "reason": "needs x. Install with: pip install -e '.[tflite]'",
+                  "metrics": {}, "artifacts": None, "signature": None},
+        },
+        "warnings": ["1 of 2 source(s) are longer than max_source_length"],
+    }
+
+
+def test_summary_rows():
+    rows = {r[0]: r for r in summary_rows(minimal_report())}
+    assert rows["a"][1:8] == ["ok", "30.12", "55.00", "100.0%", "2.0", "-", "pass"]
+    assert rows["b"][1] == "failed" and rows["b"][-1] == "process killed by signal SIGABRT during 'quality'"
+    assert rows["c"][-1].endswith("pip install -e '.[tflite]'")
+
+
+def test_markdown_has_command_table_reasons_and_log_tail():
+    md = render_markdown(minimal_report())
+    assert "`python cli.py compare --limit 2`" in md
+    assert "| a | ok | 30.12 |" in md and "SIGABRT" in md and "Fatal Python error: Aborted" in md
+    assert "pip install -e '.[tflite]'" in md and "## Warnings" in md and "be:a|rt:torch" in md
+
+
+def test_json_safe_makes_strict_json():
+    data = {"x": float("nan"), "y": [float("inf"), 1.5], "z": {"w": -math.inf}}
+    text = json.dumps(json_safe(data), allow_nan=False)
+    assert json.loads(text) == {"x": None, "y": [None, 1.5], "z": {"w": None}}
