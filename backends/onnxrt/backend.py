@@ -98,8 +98,56 @@ class OnnxFP32Backend(Seq2SeqBackend):
 
 
 class _QuantizedBackend(OnnxFP32Backend):
+    """INT8 components plus the encoder -> decoder boundary matrix.
+
+    ORT passes float tensors between the components (a QDQ/dynamic graph dequantizes its output
+    and re-quantizes its input), so the default is ``int8enc-requant-int8dec``; the other modes swap
+    in the FP32 export's encoder or decoders. ``int8enc-raw-int8dec`` does not exist here.
+    """
+
+    _mode: str | None = None
+    _fp32_sessions: Seq2SeqSessions | None = None
+    MODES = ("fp32enc-fp32dec", "int8enc-dequant-fp32dec", "fp32enc-quant-int8dec", "int8enc-requant-int8dec")
+
     def _describe(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def boundary_modes(self) -> tuple[str, ...]:
+        return self.MODES
+
+    def set_boundary_mode_impl(self, mode: str | None) -> None:
+        self._mode = mode
+        if mode not in (None, "int8enc-requant-int8dec") and self._active and self._fp32_sessions is None:
+            self._fp32_sessions = self._open_fp32_sessions()
+
+    def _open_fp32_sessions(self) -> Seq2SeqSessions:
+        ref = self.fp32_reference(Path(self.artifacts.directory).parent)  # cached export, rebuilt if gone
+        return Seq2SeqSessions(ref.artifacts.files, self.threads, self.options["graph_optimization"])
+
+    def activate_impl(self) -> None:
+        super().activate_impl()
+        self._fp32_sessions = None
+        if self._mode not in (None, "int8enc-requant-int8dec"):
+            self._fp32_sessions = self._open_fp32_sessions()
+
+    def deactivate_impl(self) -> None:
+        super().deactivate_impl()
+        self._fp32_sessions = None
+
+    def _pick(self, part: str) -> Seq2SeqSessions:
+        mode = self._mode
+        if mode is None:
+            return self._sessions
+        enc, dec = mode.split("-")[0], mode.split("-")[-1]
+        return self._fp32_sessions if (enc if part == "enc" else dec).startswith("fp32") else self._sessions
+
+    def encode_impl(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> EncoderState:
+        hidden = self._pick("enc").encode(input_ids, attention_mask)
+        return EncoderState({"last_hidden_state": hidden}, attention_mask, input_ids.shape[0])
+
+    def decode_step_impl(self, state: EncoderState, decoder_input_ids: np.ndarray, cache: Any):
+        return self._pick("dec").step(state.tensors["last_hidden_state"], state.attention_mask,
+                                      decoder_input_ids, cache)
 
     def quantization_settings(self) -> dict[str, Any]:
         q = self._describe()
@@ -129,7 +177,7 @@ class OnnxDynamicInt8Backend(_QuantizedBackend):
         ref = self.fp32_reference(outdir.parent)
         files = quantize_dynamic_components(self, ref.artifacts.files, outdir)
         extra = self._audit(outdir, files)
-        extra["fp32_bytes"] = ref.artifacts.bytes
+        extra.update(fp32_bytes=ref.artifacts.bytes, fp32_files=ref.artifacts.files)
         return {"files": files, "extra": extra}
 
 
@@ -165,7 +213,7 @@ class OnnxStaticInt8Backend(_QuantizedBackend):
                                                     batch_size=int(self.options["calibration_batch_size"]))
         files, qinfo = quantize_static_components(self, ref.artifacts.files, outdir, feeds)
         extra = self._audit(outdir, files)
-        extra["fp32_bytes"] = ref.artifacts.bytes
+        extra.update(fp32_bytes=ref.artifacts.bytes, fp32_files=ref.artifacts.files)
         extra["quantization_measured"] = {"calibration": {"set": calibration.name,
                                                           "fingerprint": calibration.fingerprint(), **stats},
                                           **qinfo}

@@ -140,3 +140,28 @@ def test_package_import_is_light():
             "heavy = [m for m in ('onnxruntime','onnx','torch','optimum') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[3]))
+
+
+@pytest.mark.parametrize("name", INT8)
+def test_boundary_modes_swap_components(prepared, name):
+    """fp32enc-fp32dec reproduces onnx-fp32 exactly; the default mode is the INT8 graph itself."""
+    bundle, be = prepared("marian", name)
+    _, fp32 = prepared("marian", "onnx-fp32")
+    assert "int8enc-raw-int8dec" not in be.boundary_modes()
+    enc = bundle.encode_sources(SOURCES, OPTS["max_source_length"])
+    with fp32:
+        ref = fp32.first_step_logits(enc.input_ids, enc.attention_mask)
+    with be:
+        own = be.first_step_logits(enc.input_ids, enc.attention_mask)
+        rows = {}
+        for mode in be.boundary_modes():
+            be.set_boundary_mode(mode)
+            rows[mode] = be.first_step_logits(enc.input_ids, enc.attention_mask)
+        be.set_boundary_mode(None)
+        assert np.array_equal(be.first_step_logits(enc.input_ids, enc.attention_mask), own)
+    np.testing.assert_array_equal(rows["fp32enc-fp32dec"], ref)
+    np.testing.assert_array_equal(rows["int8enc-requant-int8dec"], own)
+    assert not np.array_equal(rows["int8enc-dequant-fp32dec"], ref)  # the INT8 encoder is in use
+    assert not np.array_equal(rows["fp32enc-quant-int8dec"], own)  # the FP32 encoder is in use
+    with pytest.raises(InvalidInputError):
+        be.set_boundary_mode("int8enc-raw-int8dec")
