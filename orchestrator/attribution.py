@@ -223,6 +223,12 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
     bar = effective_bar(bar)
     names = ok_backends(report)
     ref = report.get("reference_backend")
+    if ref not in names or not isinstance(metrics(report, ref).get("bleu"), (int, float)):
+        why = (f"the reference backend '{ref}' is not in this run or did not succeed" if ref not in names
+               else f"the reference backend '{ref}' has no BLEU (the quality suite did not run)")
+        return {"model": (report.get("model") or {}).get("path"), "headline": f"no verdicts: {why}",
+                "bar": bar, "kinds": {}, "int8_passing": [], "int8_failing": [],
+                "not_evaluated": {n: b.get("status") for n, b in report["backends"].items()}, "backends": {}}
     passes: dict[str, tuple[bool, list]] = {n: bar_check(report, n, bar) for n in names}
     fp32_ok: dict[str, tuple[bool, list]] = {n: fp32_agreement_check(report, n, bar)
                                             for n in names if is_fp32(report, n)}

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.errors import InvalidInputError
 from orchestrator.suites.base import Suite, SuiteContext
 from orchestrator.suites.util import finite, sample_indices, suite_options
 
@@ -69,6 +70,9 @@ class SpeedSuite(Suite):
         n_lat, n_thr = int(opt["latency_n"]), int(opt["throughput_n"])
         idx = sample_indices(len(ctx.sources), max(n_lat, n_thr), int(opt["seed"]))
         pool = [ctx.sources[i] for i in idx]
+        if not pool:
+            raise InvalidInputError("speed: no source sentences to time (empty test set or latency_n = "
+                                    "throughput_n = 0)")
         total = int(opt["warmup"]) + min(n_lat, len(pool)) + 1
         done = 0
 

@@ -128,7 +128,7 @@ class SplitGenerationSuite(Suite):
                                      "sentences": int(prefix.shape[0]), "steps": k}
             ctx.report(1, 2, self.name)
         modes = tuple(backend.boundary_modes())
-        if modes:
+        if modes and int(opt["boundary_n"]) > 0 and ctx.sources:
             out["boundary"] = self._boundary_matrix(backend, ctx, modes, int(opt["boundary_n"]),
                                                     int(opt["boundary_num_beams"]))
         ctx.report(2, 2, self.name)

@@ -147,3 +147,13 @@ def test_planted_outliers_are_model_inherent(tiny_model, tmp_path):
     for n in int8:
         assert _kind(rep, n) == "model-inherent", rep["backends"][n]["verdict"]
     assert summary["headline"].startswith("model-inherent")
+
+
+def test_no_verdicts_without_a_reference(report):
+    rep = copy.deepcopy(report)
+    for b in rep["backends"].values():
+        b.pop("verdict", None)
+    rep["backends"]["torch-fp32"]["status"] = "failed"
+    s = attribute(rep, {})
+    assert s["headline"].startswith("no verdicts") and "torch-fp32" in s["headline"]
+    assert all("verdict" not in b for n, b in rep["backends"].items())
