@@ -45,7 +45,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         "calibration_recipe": "real",  # real (decoder states) | naive (BOS + zeros)
         "calibration_sources": 200,
         "positions_per_source": 6,
-        "calibration_method": "minmax",  # minmax | percentile
+        "calibration_method": "minmax",  # decoder (and encoder unless set below): minmax | percentile
+        "encoder_calibration_method": None,  # None: same as calibration_method
         "percentile": 99.99,
         "boundary": "requant",  # default encoder->decoder boundary: requant | raw
         "float_ops": (),  # selective float: TFLite op types left in float (breaks strict INT8)
@@ -68,12 +69,15 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 "torch": version_of("torch"), "transformers": version_of("transformers")}
 
     def settings(self) -> dict[str, Any]:
+        from backends.tflite.graphs import GRAPH_FORMAT
+
         s = super().settings()
+        s["graph_format"] = GRAPH_FORMAT
         s["float_ops"] = list(s.get("float_ops") or ())
         if self.quantization == "none":  # calibration settings do not change FP32 artifacts
             for k in ("calibration_recipe", "calibration_sources", "positions_per_source",
                       "calibration_method", "boundary", "float_ops", "fine_logits", "logits_floor_margin",
-                      "percentile"):
+                      "percentile", "encoder_calibration_method"):
                 s.pop(k, None)
         return s
 
@@ -83,6 +87,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         q = {"mode": self.quantization, **tconv.describe_precision(self.quantization)}
         if self.quantized:
             q.update(recipe=self.options["calibration_recipe"], method=self.options["calibration_method"],
+                     encoder_method=self.options["encoder_calibration_method"] or self.options["calibration_method"],
                      sources=self.options["calibration_sources"], boundary=self.options["boundary"],
                      mask=self.options["mask_mode"])
             if self.options["float_ops"]:
@@ -97,9 +102,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         if self.quantization not in QUANTIZATIONS:
             raise InvalidInputError(f"{self.name}: quantization '{self.quantization}' unknown; choose one of "
                                     f"{QUANTIZATIONS}")
-        if o["calibration_method"] not in CALIBRATION_METHODS:
-            raise InvalidInputError(f"{self.name}: calibration_method '{o['calibration_method']}' unknown; "
-                                    f"choose one of {CALIBRATION_METHODS}")
+        for key in ("calibration_method", "encoder_calibration_method"):
+            if o[key] is not None and o[key] not in CALIBRATION_METHODS:
+                raise InvalidInputError(f"{self.name}: {key} '{o[key]}' unknown; choose one of "
+                                        f"{CALIBRATION_METHODS}")
         if o["boundary"] not in ("requant", "raw"):
             raise InvalidInputError(f"{self.name}: boundary must be 'requant' or 'raw', got {o['boundary']!r}")
         if int(o["calibration_sources"]) < 1:
@@ -161,12 +167,15 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                                         "sources": min(len(calibration.sources),
                                                        int(self.options["calibration_sources"])),
                                         "recipe": self.options["calibration_recipe"],
-                                        "method": self.options["calibration_method"]}
+                                        "method": self.options["calibration_method"],
+                                        "encoder_method": self.options["encoder_calibration_method"]
+                                        or self.options["calibration_method"]}
             float_ops = tuple(self.options["float_ops"] or ())
             method = self.options["calibration_method"] if self.quantized else "minmax"
+            enc_method = (self.options["encoder_calibration_method"] or method) if self.quantized else "minmax"
             pct = float(self.options["percentile"])
             (outdir / files["encoder"]).write_bytes(
-                tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, method, pct))
+                tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method, pct))
             (outdir / files["decoder"]).write_bytes(
                 tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct))
             extra["size_ratio_vs_fp32"] = sum((outdir / f).stat().st_size for f in files.values()) / ref.bytes

@@ -32,6 +32,8 @@ import numpy as np
 from backends._imports import require
 from backends.errors import InvalidInputError, UnsupportedModelError
 
+#: bump when the graphs' interface or numerics change (part of the artifact cache key)
+GRAPH_FORMAT = 2
 MASK_MODES = ("select", "bounded", "hf")
 CROSS_KV_MODES = ("decoder", "encoder")
 HF_MASK_VALUE = -1e9
