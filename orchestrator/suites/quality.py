@@ -8,23 +8,23 @@ test (sacrebleu would report the minimum p-value for a zero difference).
 
 Options (``[suites.quality]``; defaults):
 
-    bootstrap_samples = 1000   # paired bootstrap resamples (0 disables the test)
-    alpha = 0.05               # significance level for the ``significant`` flag
+    bootstrap_samples = 1000       # paired bootstrap resamples (0 disables the test)
+    bootstrap_metrics = ["bleu"]   # metrics tested: "bleu", "chrf" (chrF triples the cost)
+    alpha = 0.05                   # significance level for the ``significant`` flag (on BLEU)
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from backends.errors import InvalidInputError
 from orchestrator.suites.base import CompareContext, Suite, SuiteContext, translate_all
-
 from orchestrator.suites.util import suite_options
 
 HYPS = "hypotheses.txt"
 TOKENS = "hypotheses.tokens.json"
-
-
-DEFAULTS: dict[str, Any] = {"bootstrap_samples": 1000, "alpha": 0.05}
+DEFAULTS: dict[str, Any] = {"bootstrap_samples": 1000, "bootstrap_metrics": ["bleu"], "alpha": 0.05}
+METRICS = {"bleu": ("BLEU", "BLEU"), "chrf": ("chrF", "chrF2")}  # option -> (our key, sacrebleu score name)
 
 
 def read_hypotheses(path, n: int) -> list[str]:
@@ -32,8 +32,8 @@ def read_hypotheses(path, n: int) -> list[str]:
 
 
 def paired_bootstrap(ref_name: str, ref_hyps: list[str], systems: dict[str, list[str]], refs: list[str],
-                     n_samples: int, alpha: float) -> dict[str, dict[str, Any]]:
-    """sacrebleu paired bootstrap (BLEU, chrF) of every system against ``ref_hyps``."""
+                     n_samples: int, alpha: float, which=("bleu",)) -> dict[str, dict[str, Any]]:
+    """sacrebleu paired bootstrap (``which`` of BLEU, chrF) of every system against ``ref_hyps``."""
     from sacrebleu.metrics import BLEU, CHRF
     from sacrebleu.significance import PairedTest
 
@@ -42,13 +42,15 @@ def paired_bootstrap(ref_name: str, ref_hyps: list[str], systems: dict[str, list
     for n, h in systems.items():
         if h == ref_hyps:
             out[n] = {"test": "paired-bootstrap", "baseline": ref_name, "identical_to_baseline": True,
-                      "bleu_p_value": 1.0, "chrf_p_value": 1.0, "significant": False}
+                      **{f"{k}_p_value": 1.0 for k in which}, "significant": False}
     if not tested or n_samples <= 0:
         return out
     named = [(ref_name, ref_hyps)] + list(tested.items())
-    test = PairedTest(named, {"BLEU": BLEU(), "chrF": CHRF()}, [refs], test_type="bs", n_samples=n_samples)
+    makers = {"bleu": BLEU, "chrf": CHRF}
+    test = PairedTest(named, {METRICS[k][0]: makers[k]() for k in which}, [refs], test_type="bs",
+                      n_samples=n_samples)
     sigs, scores = test()
-    keys = {"BLEU": "bleu", "chrF2": "chrf"}
+    keys = {METRICS[k][1]: k for k in which}
     for row, n in enumerate(scores["System"]):
         if row == 0:
             continue
@@ -62,7 +64,8 @@ def paired_bootstrap(ref_name: str, ref_hyps: list[str], systems: dict[str, list
             res[f"{short}_p_value"] = round(float(r.p_value), 4)
             res[f"{short}_mean"] = round(float(r.mean), 2)
             res[f"{short}_ci95"] = round(float(r.ci), 2)
-        res["significant"] = bool(res.get("bleu_p_value", 1.0) < alpha)
+        first = f"{which[0]}_p_value"
+        res["significant"] = bool(res.get("bleu_p_value", res.get(first, 1.0)) < alpha)
         out[n] = res
     return out
 
@@ -99,6 +102,12 @@ class QualitySuite(Suite):
         if ref not in results:
             return {}
         opt = suite_options(ctx, self.name, DEFAULTS)
+        which = opt["bootstrap_metrics"]
+        if isinstance(which, str):
+            which = [which]
+        if not isinstance(which, list) or not which or any(w not in METRICS for w in which):
+            raise InvalidInputError(f"[suites.quality] bootstrap_metrics must be a non-empty list of "
+                                    f"{sorted(METRICS)}, got {opt['bootstrap_metrics']!r}")
         ref_tokens = json.loads((ctx.backend_dir(ref) / results[ref]["tokens"]).read_text())
         out = {}
         hyps = {}
@@ -115,7 +124,8 @@ class QualitySuite(Suite):
         if hyps:
             ref_hyps = read_hypotheses(ctx.backend_dir(ref) / results[ref]["hypotheses"], results[ref]["n"])
             refs = list(ctx.references[:len(ref_hyps)])
-            sig = paired_bootstrap(ref, ref_hyps, hyps, refs, int(opt["bootstrap_samples"]), float(opt["alpha"]))
+            sig = paired_bootstrap(ref, ref_hyps, hyps, refs, int(opt["bootstrap_samples"]), float(opt["alpha"]),
+                                   tuple(which))
             for name, s in sig.items():
                 out[name]["significance"] = s
                 out[name]["metrics"]["bleu_p_value_vs_reference"] = s.get("bleu_p_value")

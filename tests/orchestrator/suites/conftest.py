@@ -14,7 +14,7 @@ MAX_NEW = 8
 SUITE_OPTS = {"split-generation": {"tf_sentences": 4, "tf_steps": 6, "boundary_n": N},
               "source-sensitivity": {"pairs": 4},
               "speed": {"warmup": 1, "latency_n": 3, "throughput_n": 4, "throughput_batch": 4},
-              "quality": {"bootstrap_samples": 100}}
+              "quality": {"bootstrap_samples": 100, "bootstrap_metrics": ["bleu", "chrf"]}}
 
 
 _CACHE: dict = {}

@@ -43,6 +43,7 @@ def test_identical_outputs_get_p_value_one_and_others_a_real_test(measured):
     assert not sig["identical_to_baseline"]
     assert 0 < sig["bleu_p_value"] <= 0.05 and sig["significant"]  # BLEU collapsed: significant
     assert "bs:100" in sig["signatures"]["BLEU"] and "seed:" in sig["signatures"]["BLEU"]
+    assert 0 < sig["chrf_p_value"] <= 1 and "chrF2" in sig["signatures"]
     assert blind["metrics"]["bleu_delta_vs_reference"] < -10
 
 
