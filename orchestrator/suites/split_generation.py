@@ -13,8 +13,8 @@ graph against the original model step by step.
 translates the first ``boundary_n`` test sentences (greedy unless ``boundary_num_beams``)
 in every mode (``set_boundary_mode(mode)``; restored with ``set_boundary_mode(None)``)
 and records BLEU vs the references and exact-match agreement with the backend's own
-``fp32enc-fp32dec`` row (or, without that mode, with the reference backend's quality
-tokens in ``compare()``).
+``fp32enc-fp32dec`` row; ``compare()`` adds ``boundary_vs_reference`` (each row's exact-match
+agreement with the reference backend's quality tokens on the same sentences).
 
 (c) **Divergence step.** ``compare()`` reads each backend's greedy/beam output written by
 the quality suite (``hypotheses.tokens.json``) and the reference's, and records the first
