@@ -15,7 +15,9 @@ variant (greedy, ``--threads`` threads):
 * speed: ms/sentence p50/p90 at batch 1 (``--latency-n`` sentences), sentences/s and
   generated tokens/s (EOS not counted) at ``--batch-size``, bytes on disk, peak RSS.
 
-Timings on a shared machine are noisy: the load average is recorded next to them.
+Timings on a shared machine are noisy: the load average is recorded next to them. On an
+oversubscribed machine CT2's OpenMP threads spin-wait; ``--omp-wait-policy PASSIVE`` avoids
+the collapse of multi-threaded float32 GEMMs (see ``--help``).
 ``--stock-baseline`` also measures CT2's *unmodified* Transformers converter (Marian only:
 it drops ``<pad>`` and starts the decoder from a zero vector) to show why convert.py
 patches the conventions.
@@ -149,6 +151,8 @@ def _run_worker(args, name: str, phase: str) -> dict:
            "--result", str(out)] + [a for k, v in vars(args).items() if k in _PASS for a in (f"--{k.replace('_', '-')}", str(v))]
     env = {**os.environ, "USE_TF": "0", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": str(args.threads)}
+    if args.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"status": "error", "error": proc.stderr.strip().splitlines()[-1:] or ["?"]}
@@ -171,6 +175,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch", action="store_true",
                     help="skip torch-fp32 (speed-only runs; no agreement/cosine columns)")
     ap.add_argument("--stock-baseline", action="store_true", help=f"also run {STOCK} (Marian only)")
+    ap.add_argument("--omp-wait-policy", default=None, choices=("PASSIVE", "ACTIVE"),
+                    help="OMP_WAIT_POLICY for the workers. On an oversubscribed machine CT2 float32 at 2 threads "
+                         "collapses with spinning OpenMP threads (measured 1.5 vs 30 sentences/s with PASSIVE)")
     ap.add_argument("--workdir", default="/tmp/seqquant-ct2-bench")
     ap.add_argument("--out", default=None, help="write the full results JSON here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
