@@ -137,6 +137,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         from backends.tflite.audit import audit_model
 
         self._check_options()
+        if self.quantized and calibration is None:
+            raise InvalidInputError(
+                f"{self.name} is statically quantized and needs calibration data: pass a CalibrationSet "
+                f"(the default is the Multi30k val split) to prepare()")
         require("tensorflow", self.name)
         graphs = self._graphs(model)
         enc_fn, dec_fn = graphs.encoder_function(), graphs.decoder_function()
@@ -155,10 +159,6 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             extra["fp32_reference"] = {"directory": ref.directory, "bytes": ref.bytes}
             enc_samples = dec_samples = None
             if self.quantized:
-                if calibration is None:
-                    raise InvalidInputError(
-                        f"{self.name} is statically quantized and needs calibration data: pass a CalibrationSet "
-                        f"(the default is the Multi30k val split) to prepare()")
                 enc_samples, dec_samples = self._calibration(model, graphs, enc_fn, dec_fn, calibration)
                 if self.options["fine_logits"]:
                     graphs, dec_fn, extra["logits_floor"] = self._fine_head(model, graphs, enc_fn, dec_fn,
