@@ -38,7 +38,7 @@ def workdir(tmp_path_factory):
 def _generate(name, bundle, workdir, sources, max_new_tokens, num_beams=1, **options):
     from backends.registry import get_backend
 
-    be = get_backend(name, **options)
+    be = get_backend(name, **{"threads": 1, **options})  # correctness only; 1 thread is kinder to a shared box
     be.prepare(bundle, workdir)
     enc = bundle.encode_sources(sources, be.max_source_length)
     with be:
@@ -148,8 +148,8 @@ def test_step_logits_come_from_ct2_and_match_torch(family, tiny_model, workdir, 
     bundle = ModelBundle.load(tiny_model(family))
     sources = _test_sources(default_data_dir, 4)
     enc = bundle.encode_sources(sources, 64)
-    ref = get_backend("torch-fp32-split")
-    ct = get_backend("ct2-fp32")
+    ref = get_backend("torch-fp32-split", threads=1)
+    ct = get_backend("ct2-fp32", threads=1)
     ref.prepare(bundle, workdir)
     ct.prepare(bundle, workdir)
     with ref, ct:
@@ -230,8 +230,8 @@ def test_int8_variants_run_and_are_smaller(name, tiny_model, workdir, default_da
     from backends.registry import get_backend
 
     bundle = ModelBundle.load(tiny_model("marian"))
-    fp32 = get_backend("ct2-fp32")
-    q = get_backend(name)
+    fp32 = get_backend("ct2-fp32", threads=1)
+    q = get_backend(name, threads=1)
     if q.preflight():
         pytest.skip("; ".join(q.preflight()))
     a32 = fp32.prepare(bundle, workdir)
