@@ -107,6 +107,19 @@ def ok_backends(report: dict[str, Any]) -> list[str]:
     return [n for n, b in report["backends"].items() if b.get("status") == "ok"]
 
 
+def size_bytes(report: dict[str, Any], name: str) -> int | float | None:
+    """Bytes on disk: the speed suite's ``bytes`` metric, else the artifacts' bytes (or the checkpoint
+    weights for a backend whose artifact only points at the checkpoint, e.g. torch)."""
+    b = report["backends"].get(name) or {}
+    m = b.get("metrics") or {}
+    if isinstance(m.get("bytes"), (int, float)) and not isinstance(m.get("bytes"), bool):
+        return m["bytes"]
+    art = b.get("artifacts") or {}
+    sizes = [v for v in (art.get("bytes"), art.get("weights_bytes"))
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return max(sizes) if sizes else None
+
+
 def bleu_drop(report: dict[str, Any], name: str) -> float | None:
     m = metrics(report, name)
     if isinstance(m.get("bleu_delta_vs_reference"), (int, float)):

@@ -51,8 +51,9 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def _size(b: dict[str, Any]) -> Any:
-    m = b.get("metrics") or {}
-    return m.get("bytes") if isinstance(m.get("bytes"), (int, float)) else (b.get("artifacts") or {}).get("bytes")
+    from orchestrator.attribution import size_bytes
+
+    return size_bytes({"backends": {"x": b}}, "x")
 
 
 def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -58,8 +58,9 @@ def _badge(kind: str | None) -> str:
 
 
 def _size(b: dict[str, Any]) -> Any:
-    v = _m(b, "bytes")
-    return v if _num(v) else (b.get("artifacts") or {}).get("bytes")
+    from orchestrator.attribution import size_bytes
+
+    return size_bytes({"backends": {"x": b}}, "x")
 
 
 # ---------------------------------------------------------------------------------------

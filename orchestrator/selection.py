@@ -34,7 +34,7 @@ import math
 from typing import Any
 
 from backends.errors import InvalidInputError
-from orchestrator.attribution import bleu_drop, is_int8, is_source_blind, metrics, runtime_of
+from orchestrator.attribution import bleu_drop, is_int8, is_source_blind, metrics, runtime_of, size_bytes
 
 DEFAULTS: dict[str, Any] = {"runtimes": [], "backends": [], "exclude": [], "precision": "any", "max_bytes": 0,
                             "max_p90_latency_ms": 0, "max_bleu_drop": 1.0, "allow_source_blind": False,
@@ -82,10 +82,7 @@ def full_int8(report: dict[str, Any], name: str) -> tuple[bool | None, str]:
 
 
 def _size(report: dict[str, Any], name: str) -> Any:
-    m = metrics(report, name)
-    if isinstance(m.get("bytes"), (int, float)):
-        return m["bytes"]
-    return (report["backends"][name].get("artifacts") or {}).get("bytes")
+    return size_bytes(report, name)
 
 
 def reject_reasons(report: dict[str, Any], name: str, c: dict[str, Any]) -> list[str]:

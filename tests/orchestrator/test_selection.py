@@ -91,3 +91,17 @@ def test_mobile_matrix_constraints_load():
 
     c = effective_constraints(load_constraints(Path(__file__).resolve().parents[2] / "matrices" / "mobile-int8.toml"))
     assert c["runtimes"] == ["tflite"] and c["precision"] == "full-int8"
+
+
+def test_size_falls_back_to_checkpoint_weights_without_speed(report):
+    rep = copy.deepcopy(report)
+    for b in rep["backends"].values():
+        b["metrics"].pop("bytes", None)
+        b["metrics"].pop("latency_p90_ms", None)
+    real = rep["backends"]["torch-fp32"]["artifacts"]["bytes"]
+    assert real > 100_000  # the artifacts' bytes are used without the speed suite
+    sel = select_targets(rep, {"max_bytes": real - 1})
+    assert f"{real} bytes > max_bytes" in sel["rejected"]["torch-fp32"]
+    # an artifact that only points at the checkpoint: its weights count
+    rep["backends"]["torch-fp32"]["artifacts"].update(bytes=10, weights_bytes=real)
+    assert f"{real} bytes > max_bytes" in select_targets(rep, {"max_bytes": real - 1})["rejected"]["torch-fp32"]
