@@ -85,7 +85,8 @@ def build_report(cfg, v, plans, procs, records, suites, run_dir: Path, artifact_
         suites_out = {}
         metrics: dict[str, Any] = {}
         for s, r in recs.items():
-            entry = {k: r.get(k) for k in ("status", "reason", "seconds", "reused", "fingerprint") if k in r}
+            entry = {"status": r.get("status"), "reason": r.get("reason")}
+            entry.update({k: r[k] for k in ("seconds", "reused", "fingerprint") if k in r})
             res = r.get("result") or {}
             if isinstance(res, dict):
                 entry.update({k: val for k, val in res.items() if k not in entry})
