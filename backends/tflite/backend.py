@@ -123,6 +123,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         spec = GraphSpec(self.max_source_length, self.cache_length, self.options["mask_mode"],
                          float(self.options["mask_margin"]), self.options["cross_kv"])
         torch_model = model.load_torch_model()
+        if model.normalized.model_type == "t5":
+            from backends.tflite.t5 import T5Graphs, extract_t5_weights
+
+            return T5Graphs(extract_t5_weights(torch_model, model.normalized), model.normalized, spec)
         weights = extract_weights(torch_model, model.normalized)
         del torch_model
         return Seq2SeqGraphs(weights, model.normalized, spec)
@@ -202,11 +206,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         from dataclasses import replace
 
         from backends.tflite.calibration import CalibrationRecorder
-        from backends.tflite.graphs import Seq2SeqGraphs
 
         tops = CalibrationRecorder(model, graphs, enc_fn, dec_fn).top_logits(calibration, 64)
         floor = float(np.percentile(tops, 1.0) - float(self.options["logits_floor_margin"]))
-        fine = Seq2SeqGraphs(graphs.w, graphs.cfg, replace(graphs.spec, logits_floor=floor))
+        fine = type(graphs)(graphs.w, graphs.cfg, replace(graphs.spec, logits_floor=floor))
         return fine, fine.decoder_function(), floor
 
     def _generation_json(self, model, graphs, outdir: Path, files: dict[str, str]) -> dict[str, Any]:

@@ -8,8 +8,8 @@ here; *how* it is used (pre/post norm, activation, positions) comes from
 :class:`backends.families.NormalizedConfig` in :mod:`backends.tflite.graphs`.
 
 BART-like families (Marian, BART, mBART, Pegasus, M2M100) share the HF module layout
-(``model.encoder.layers[i].self_attn.q_proj`` ...). T5 has its own layout; it is not
-implemented yet (see :func:`extract_weights`).
+(``model.encoder.layers[i].self_attn.q_proj`` ...). T5 has its own layout and graphs
+(:mod:`backends.tflite.t5`).
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def extract_weights(torch_model, cfg) -> Seq2SeqWeights:
     if family not in BART_LIKE:
         raise UnsupportedModelError(
             f"The TFLite re-implementation for model_type '{family}'",
-            [f"only {', '.join(BART_LIKE)} are implemented (T5-style relative attention is not yet)"],
+            [f"only {', '.join(BART_LIKE)} and t5 are implemented"],
             hint="Use the torch, onnxruntime or ctranslate2 backends for this model.")
     core = torch_model.model
     enc, dec = core.encoder, core.decoder

@@ -8,7 +8,7 @@ from backends.errors import InvalidInputError
 from backends.registry import get_backend
 from tests.backends.tflite.conftest import OPTS, SOURCES, translate
 
-FAMILIES = ["marian", "bart"]
+FAMILIES = ["marian", "bart", "t5"]
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +85,3 @@ def test_user_errors(prepared):
         with pytest.raises(InvalidInputError):
             be.generate(enc.input_ids, enc.attention_mask, max_new_tokens=be.max_new_tokens + 5)
 
-
-def test_t5_is_refused_cleanly(tiny_model, tmp_path):
-    """T5 (relative attention, RMSNorm, gated FFN) is not re-implemented yet: a clear user error."""
-    from backends.errors import UnsupportedModelError
-    from backends.model import ModelBundle
-
-    be = get_backend("tflite-fp32-split", **OPTS)
-    with pytest.raises(UnsupportedModelError, match="t5"):
-        be.prepare(ModelBundle.load(tiny_model("t5")), tmp_path)
-    assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())  # no half-built artifacts left

@@ -19,7 +19,7 @@ def _valid(outputs, vocab):
     return all(0 <= t < vocab for row in outputs for t in row)
 
 
-@pytest.mark.parametrize("family", ["marian", "bart"])
+@pytest.mark.parametrize("family", ["marian", "bart", "t5"])
 def test_int8_is_strict_and_runs(prepared, family):
     bundle, be = prepared(family, "tflite-int8", **INT8)
     extra = be.artifacts.extra
