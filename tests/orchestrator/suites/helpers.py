@@ -99,7 +99,7 @@ def make_backend(kind: str, name: str, **options):
         return SimQuantBoundaryBackend(name=name, **options)
     if kind == "source-blind":
         return SourceBlindBackend(name=name, **options)
-    return get_backend(kind, **options) if not options else get_backend(kind, **options)
+    return get_backend(kind, **options)
 
 
 def run_suites(model_dir: Path, backends: dict[str, Any], suites: list[str], sources: list[str],
@@ -162,7 +162,6 @@ def plant_outliers(model_dir: Path, out_dir: Path, alpha: float = 1000.0, channe
     """Copy a checkpoint; scale ``channels`` value channels of every attention by ``alpha`` and the
     matching out_proj input columns by 1/alpha. FP32 function is unchanged (attention is linear in
     V); the out_proj inputs and the v_proj weights get outliers ``alpha`` x larger than the rest."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     out_dir = Path(out_dir)
@@ -189,5 +188,4 @@ def plant_outliers(model_dir: Path, out_dir: Path, alpha: float = 1000.0, channe
     assert n > 0, "no attention v_proj found"  # test helper invariant, not user input
     save_file({k: v.contiguous() for k, v in sd.items()}, str(out_dir / "model.safetensors"),
               metadata={"format": "pt"})
-    del torch
     return out_dir
