@@ -148,7 +148,7 @@ def _job(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact
     limit = int(p.settings.get("limit") or 0)
     n = len(v.data.sources) if not limit else min(limit, len(v.data.sources))
     e = p.entry
-    return {"backend": p.name, "options": p.options, "model_path": str(v.model.path),
+    return {"backend": p.name, "options": p.options, "model_path": str(Path(v.model.path).resolve()),
             "source_prefix": cfg.settings.get("source_prefix"),
             "sources": v.data.sources[:n], "references": v.data.references[:n],
             "calibration": {"sources": v.calibration.sources, "targets": v.calibration.targets,
@@ -258,7 +258,7 @@ def run_compare(cfg: RunConfig, ui: NullUI | None = None, dry_run: bool = False)
     suites = _resolve_suites(cfg)
     plans = _resolve_backends(cfg, warnings)
     v = Validated(cfg)
-    run_dir = cfg.out or default_run_dir(cfg, v)
+    run_dir = (cfg.out or default_run_dir(cfg, v)).resolve()  # children get absolute paths (some chdir)
     if dry_run:
         return dry_run_plan(cfg, v, plans, suites, run_dir), EXIT_OK, run_dir
     with RunLock(run_dir):
@@ -287,6 +287,7 @@ def _run_locked(cfg, v, ui, run_dir: Path, plans, suites, warnings: list[str], s
     store = RunStore(run_dir)
     artifact_dir = cfg.cache_dir or (Path(os.environ["SEQQUANT_CACHE_DIR"]) if os.environ.get("SEQQUANT_CACHE_DIR")
                                      else (run_dir.parent / ".artifacts" if cfg.out is None else run_dir / "artifacts"))
+    artifact_dir = artifact_dir.expanduser().resolve()
     _plan_suites(cfg, v, plans, suites, store)
     atomic_write_json(run_dir / "run.json", {"command": cfg.command, "settings": cfg.settings,
                                              "backends": names, "suites": list(suites),
