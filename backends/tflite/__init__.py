@@ -18,7 +18,7 @@ BACKENDS = [
          description="TFLite strict full INT8, decoder calibrated on real decoder states, requantized boundary"),
     dict(name="tflite-int8-naive", target=_T, requires=_REQ,
          options={"quantization": "int8", "calibration_recipe": "naive", "boundary": "raw",
-                  "cross_kv": "decoder", "fine_logits": False},
+                  "cross_kv": "decoder"},
          description="Reproducible failure: decoder calibrated on BOS + zero states, raw boundary "
                      "(source-blind decoder)"),
     dict(name="tflite-int8-hfmask", target=_T, requires=_REQ,

@@ -124,3 +124,13 @@ def test_other_precisions_run(prepared, name, strict):
         assert any("int16" in o["outputs"] for o in ops["ops"])
     out = translate(bundle, be)
     assert len(out) == len(SOURCES) and _valid(out, bundle.normalized.vocab_size)
+
+
+def test_fine_logits_head(prepared):
+    """The optional fine LM head: a second int8 logits output with a narrow range above a floor."""
+    bundle, be = prepared("marian", "tflite-int8", fine_logits=True, **INT8)
+    gen = json.loads(open(be.artifacts.files["generation"]).read())
+    outs = {o["name"]: o for o in gen["decoder_step"]["outputs"]}
+    assert "logits_top" in outs and outs["logits_top"]["scale"] < outs["logits"]["scale"]
+    assert gen["logits"]["logits_floor"] == be.artifacts.extra["logits_floor"]
+    assert _valid(translate(bundle, be), bundle.normalized.vocab_size)
