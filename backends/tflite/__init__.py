@@ -5,16 +5,14 @@ Light on purpose: only declares the registered variants; nothing heavy is import
 
 _REQ = ("tensorflow", "ai_edge_litert", "torch", "transformers")
 _T = "backends.tflite.backend:TFLiteSplitBackend"
+# the calibration that measured best on the default model (see backend.py / the issue-3 report)
+_CALIB = {"calibration_method": "percentile", "percentile": 99.999, "encoder_calibration_method": "minmax"}
 
 BACKENDS = [
     dict(name="tflite-fp32-split", target=_T, requires=_REQ, options={"quantization": "none"},
          description="TFLite FP32: encoder + KV-cache decoder step re-implemented in TF, shared host loop"),
     dict(name="tflite-int8", target=_T, requires=_REQ,
-         options={"quantization": "int8", "calibration_recipe": "real", "boundary": "requant",
-                  # measured best on the default model (200 test sentences): percentile ranges help
-                  # the decoder, hurt the encoder
-                  "calibration_method": "percentile", "percentile": 99.999,
-                  "encoder_calibration_method": "minmax"},
+         options={"quantization": "int8", "calibration_recipe": "real", "boundary": "requant", **_CALIB},
          description="TFLite strict full INT8, decoder calibrated on real decoder states, requantized boundary"),
     dict(name="tflite-int8-naive", target=_T, requires=_REQ,
          options={"quantization": "int8", "calibration_recipe": "naive", "boundary": "raw",
@@ -30,6 +28,6 @@ BACKENDS = [
     dict(name="tflite-dynamic", target=_T, requires=_REQ, options={"quantization": "dynamic"},
          description="TFLite dynamic-range: int8 weights, float activations"),
     dict(name="tflite-int8-selective", target=_T, requires=_REQ,
-         options={"quantization": "int8", "float_ops": ("SOFTMAX",)},
+         options={"quantization": "int8", "float_ops": ("SOFTMAX",), **_CALIB},
          description="TFLite INT8 with named op types left in float (rescue experiments; not strict INT8)"),
 ]
