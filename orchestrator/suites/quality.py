@@ -111,14 +111,25 @@ class QualitySuite(Suite):
         ref_tokens = json.loads((ctx.backend_dir(ref) / results[ref]["tokens"]).read_text())
         out = {}
         hyps = {}
+        ref_subset_scores: dict[int, dict[str, Any]] = {}
         for name, res in results.items():
             toks = json.loads((ctx.backend_dir(name) / res["tokens"]).read_text())
+            # a backend run with a smaller per-backend limit is compared on the common prefix
+            n_common = min(len(toks), len(ref_tokens))
             same = sum(a == b for a, b in zip(toks, ref_tokens))
-            rate = same / max(1, len(ref_tokens))
+            rate = same / max(1, n_common)
+            ref_scores = results[ref]
+            if n_common < len(ref_tokens):
+                if n_common not in ref_subset_scores:
+                    ref_hyps_n = read_hypotheses(ctx.backend_dir(ref) / results[ref]["hypotheses"],
+                                                 results[ref]["n"])[:n_common]
+                    ref_subset_scores[n_common] = corpus_scores(ref_hyps_n, list(ctx.references[:n_common]))
+                ref_scores = ref_subset_scores[n_common]
             out[name] = {"exact_match_vs_reference": round(rate, 4), "identical_outputs": same,
+                         "compared_sentences": n_common,
                          "metrics": {"exact_match_vs_reference": round(rate, 4),
-                                     "bleu_delta_vs_reference": round(res["bleu"] - results[ref]["bleu"], 2),
-                                     "chrf_delta_vs_reference": round(res["chrf"] - results[ref]["chrf"], 2)}}
+                                     "bleu_delta_vs_reference": round(res["bleu"] - ref_scores["bleu"], 2),
+                                     "chrf_delta_vs_reference": round(res["chrf"] - ref_scores["chrf"], 2)}}
             if name != ref and res.get("n") == results[ref].get("n"):
                 hyps[name] = read_hypotheses(ctx.backend_dir(name) / res["hypotheses"], res["n"])
         if hyps:

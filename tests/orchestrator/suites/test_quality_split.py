@@ -80,3 +80,31 @@ def test_divergence_helpers():
     assert h["histogram"]["32+"] == 1 and h["diverged"] == 4 and h["first_token_differs"] == 1
     assert token_agreement([[1, 2]], [[1, 2]]) == 1.0
     assert token_agreement([[1, 2]], [[3, 2]]) < 1.0
+
+
+def test_smaller_per_backend_limit_is_compared_on_the_common_prefix(tmp_path):
+    """A backend run on fewer sentences (a per-backend `limit`) is scored against the
+    reference's first n outputs, not penalised for the sentences it never saw."""
+    from orchestrator.suites.base import CompareContext
+    from orchestrator.suites.quality import QualitySuite
+
+    refs = ["a b c d", "e f g h", "i j k l", "m n o p"]
+    ref_hyps = ["a b c d", "e f g x", "i j k l", "m n o p"]
+    rows = {"ref": (ref_hyps, [[1], [2], [3], [4]]), "small": (ref_hyps[:2], [[1], [9]])}
+    results = {}
+    for name, (hyps, toks) in rows.items():
+        d = tmp_path / "backends" / name
+        d.mkdir(parents=True)
+        (d / "h.txt").write_text("\n".join(hyps) + "\n")
+        (d / "t.json").write_text(json.dumps(toks))
+        from orchestrator.suites.quality import corpus_scores
+
+        results[name] = {"n": len(hyps), "hypotheses": "h.txt", "tokens": "t.json",
+                         **corpus_scores(hyps, refs[:len(hyps)])}
+    ctx = CompareContext(model=None, sources=["s"] * 4, references=refs, run_dir=tmp_path, reference_backend="ref",
+                         suite_options={"bootstrap_samples": 10})
+    out = QualitySuite().compare(results, ctx)
+    small = out["small"]
+    assert small["compared_sentences"] == 2 and small["exact_match_vs_reference"] == 0.5
+    # same hypotheses on the common prefix -> no BLEU delta
+    assert small["metrics"]["bleu_delta_vs_reference"] == 0.0
