@@ -63,6 +63,15 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         return str(self.options["quantization"])
 
     @property
+    def precision_label(self) -> str:
+        """fp32 | int8 | int16x8 | int8-dynamic, and "-mixed" when op types were left in float."""
+        if self.options.get("precision"):
+            return str(self.options["precision"])
+        label = {"none": "fp32", "int8": "int8", "int16x8": "int16x8", "dynamic": "int8-dynamic"}.get(
+            self.quantization, self.quantization)
+        return label + "-mixed" if self.options.get("float_ops") and self.quantization != "none" else label
+
+    @property
     def quantized(self) -> bool:
         return self.quantization in ("int8", "int16x8")
 
