@@ -162,6 +162,31 @@ class Seq2SeqGraphs:
     def ffn(self, layer):
         return lambda h: self.linear(self.act(self.linear(h, layer["fc1"])), layer["fc2"])
 
+    # ---- family hooks (T5 overrides these in backends/tflite/t5.py) --------------------
+    def embed_source(self, ids):
+        """Token + position embeddings of the source, [B*S, D]."""
+        tf = self.tf
+        x = tf.reshape(tf.gather(self.embed, ids) + self.enc_pos[None], [-1, self.D])
+        return self.layer_norm(x, self.w.enc_ln_emb) if self.w.enc_ln_emb is not None else x
+
+    def embed_target(self, ids, pos):
+        """Embedding of this step's token at ``pos``, [B, D]."""
+        tf = self.tf
+        x = tf.gather(self.embed, ids[:, 0]) + tf.gather(self.dec_pos, pos)
+        return self.layer_norm(x, self.w.dec_ln_emb) if self.w.dec_ln_emb is not None else x
+
+    def encoder_score_bias(self):
+        """Added to encoder self-attention scores [B, H, S, S] (None: nothing)."""
+        return None
+
+    def decoder_score_bias(self, pos):
+        """Added to the decoder step's self-attention scores [B, H, 1, T+1] (None: nothing)."""
+        return None
+
+    @staticmethod
+    def add_bias(scores, bias):
+        return scores if bias is None else scores + bias
+
     # ---- encoder -------------------------------------------------------------------
     def encoder_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask"]
@@ -178,12 +203,9 @@ class Seq2SeqGraphs:
 
     def encoder_body(self, inputs: dict) -> dict:
         tf, S, D = self.tf, self.spec.source_length, self.D
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        x = tf.gather(self.embed, ids) + self.enc_pos[None]
-        x = tf.reshape(x, [-1, D])
-        if self.w.enc_ln_emb is not None:
-            x = self.layer_norm(x, self.w.enc_ln_emb)
-        valid = mask
+        x = self.embed_source(inputs["input_ids"])  # [B*S, D]
+        valid = inputs["attention_mask"]
+        bias = self.encoder_score_bias()
         for layer in self.w.enc_layers:
             att = layer["self"]
 
@@ -191,7 +213,7 @@ class Seq2SeqGraphs:
                 q = self.split_heads(self.linear(h, att["q"]), S, self.He)
                 k = self.split_heads(self.linear(h, att["k"]), S, self.He)
                 v = self.split_heads(self.linear(h, att["v"]), S, self.He)
-                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), valid)
+                p = self.masked_softmax(self.add_bias(tf.matmul(q, k, transpose_b=True), bias), valid)
                 return self.linear(self.merge_heads(tf.matmul(p, v), S, self.He), att["o"])
 
             x = self.residual_block(x, layer["ln_self"], attn)
@@ -234,10 +256,9 @@ class Seq2SeqGraphs:
     def decoder_body(self, inputs: dict) -> dict:
         tf, S, T, H, Dh, D = (self.tf, self.spec.source_length, self.spec.cache_length, self.H, self.Dh,
                               self.D)
-        ids, pos = inputs["input_ids"], inputs["position"]
-        x = tf.gather(self.embed, ids[:, 0]) + tf.gather(self.dec_pos, pos)  # [B, D]
-        if self.w.dec_ln_emb is not None:
-            x = self.layer_norm(x, self.w.dec_ln_emb)
+        pos = inputs["position"]
+        x = self.embed_target(inputs["input_ids"], pos)  # [B, D]
+        self_bias = self.decoder_score_bias(pos)
         enc_valid = inputs["encoder_attention_mask"]
         self_valid = inputs["self_attention_mask"]  # [B, T+1]: slots < position, and the new slot T
         if self.spec.cross_kv == "decoder":
@@ -253,8 +274,8 @@ class Seq2SeqGraphs:
                 out[f"new_k_{i}"], out[f"new_v_{i}"] = k_new, v_new
                 k = tf.concat([inputs[f"self_k_{i}"], k_new], axis=2)  # [B, H, T+1, Dh]
                 v = tf.concat([inputs[f"self_v_{i}"], v_new], axis=2)
-                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), self_valid)
-                return self.linear(tf.reshape(tf.matmul(p, v), [-1, D]), att["o"])
+                p = self.masked_softmax(self.add_bias(tf.matmul(q, k, transpose_b=True), self_bias), self_valid)
+                return self.linear(tf.reshape(tf.matmul(p, v), [-1, H * Dh]), att["o"])
 
             def cross_attn(h, catt=catt, i=i, layer=layer):
                 q = tf.reshape(self.linear(h, catt["q"]), [-1, H, 1, Dh])
@@ -263,7 +284,7 @@ class Seq2SeqGraphs:
                 else:
                     k, v = inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"]
                 p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), enc_valid)
-                return self.linear(tf.reshape(tf.matmul(p, v), [-1, D]), catt["o"])
+                return self.linear(tf.reshape(tf.matmul(p, v), [-1, H * Dh]), catt["o"])
 
             x = self.residual_block(x, layer["ln_self"], self_attn)
             x = self.residual_block(x, layer["ln_cross"], cross_attn)

@@ -120,71 +120,14 @@ class T5Graphs(Seq2SeqGraphs):
         return lambda h: self.linear(self.act(self.linear(h, layer["fc1"])) * self.linear(h, layer["fc1_gate"]),
                                      layer["fc2"])
 
-    def encoder_body(self, inputs: dict) -> dict:
-        tf, S, D = self.tf, self.spec.source_length, self.D
-        x = tf.reshape(tf.gather(self.embed, inputs["input_ids"]), [-1, D])
-        valid = inputs["attention_mask"]
-        for layer in self.w.enc_layers:
-            att = layer["self"]
+    def embed_source(self, ids):
+        return self.tf.reshape(self.tf.gather(self.embed, ids), [-1, self.D])
 
-            def attn(h, att=att):
-                q = self.split_heads(self.linear(h, att["q"]), S, self.He)
-                k = self.split_heads(self.linear(h, att["k"]), S, self.He)
-                v = self.split_heads(self.linear(h, att["v"]), S, self.He)
-                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True) + self.enc_bias, valid)
-                return self.linear(self.merge_heads(tf.matmul(p, v), S, self.He), att["o"])
+    def embed_target(self, ids, pos):
+        return self.tf.gather(self.embed, ids[:, 0])
 
-            x = self.residual_block(x, layer["ln_self"], attn)
-            x = self.residual_block(x, layer["ln_ffn"], self.ffn(layer))
-        x = self.layer_norm(x, self.w.enc_final_ln)
-        if self.spec.cross_kv == "decoder":
-            return {"encoder_hidden_states": tf.reshape(x, [-1, S, D])}
-        out = {}
-        for i, layer in enumerate(self.w.dec_layers):
-            out[f"cross_k_{i}"], out[f"cross_v_{i}"] = self.cross_kv(x, layer, S)
-        return out
+    def encoder_score_bias(self):
+        return self.enc_bias  # [1, H, S, S]
 
-    def decoder_body(self, inputs: dict) -> dict:
-        tf, S, H, Dh, D = self.tf, self.spec.source_length, self.H, self.Dh, self.D
-        pos = inputs["position"]
-        x = tf.gather(self.embed, inputs["input_ids"][:, 0])  # [B, D]
-        enc_valid = inputs["encoder_attention_mask"]
-        self_valid = inputs["self_attention_mask"]
-        bias = tf.expand_dims(tf.gather(self.dec_bias, pos), 2)  # [B, H, 1, T+1]
-        if self.spec.cross_kv == "decoder":
-            enc2d = tf.reshape(inputs["encoder_hidden_states"], [-1, D])
-        out = {}
-        for i, layer in enumerate(self.w.dec_layers):
-            att, catt = layer["self"], layer["cross"]
-
-            def self_attn(h, att=att, i=i):
-                q = tf.reshape(self.linear(h, att["q"]), [-1, H, 1, Dh])
-                k_new = tf.reshape(self.linear(h, att["k"]), [-1, H, 1, Dh])
-                v_new = tf.reshape(self.linear(h, att["v"]), [-1, H, 1, Dh])
-                out[f"new_k_{i}"], out[f"new_v_{i}"] = k_new, v_new
-                k = tf.concat([inputs[f"self_k_{i}"], k_new], axis=2)
-                v = tf.concat([inputs[f"self_v_{i}"], v_new], axis=2)
-                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True) + bias, self_valid)
-                return self.linear(tf.reshape(tf.matmul(p, v), [-1, H * Dh]), att["o"])
-
-            def cross_attn(h, catt=catt, i=i, layer=layer):
-                q = tf.reshape(self.linear(h, catt["q"]), [-1, H, 1, Dh])
-                if self.spec.cross_kv == "decoder":
-                    k, v = self.cross_kv(enc2d, layer, S)
-                else:
-                    k, v = inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"]
-                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), enc_valid)
-                return self.linear(tf.reshape(tf.matmul(p, v), [-1, H * Dh]), catt["o"])
-
-            x = self.residual_block(x, layer["ln_self"], self_attn)
-            x = self.residual_block(x, layer["ln_cross"], cross_attn)
-            x = self.residual_block(x, layer["ln_ffn"], self.ffn(layer))
-        x = self.layer_norm(x, self.w.dec_final_ln)
-        logits = tf.matmul(x, self.lm_head)
-        if self.cfg.lm_head_scale != 1.0:
-            logits = logits * self.cfg.lm_head_scale
-        out["logits"] = logits
-        if self.spec.logits_floor is not None:
-            top = tf.matmul(x, self.c(self.w.lm_head * 2.0 * self.cfg.lm_head_scale))
-            out["logits_top"] = tf.nn.relu(top + self.c(2.0 * (self.w.logits_bias - self.spec.logits_floor)))
-        return out
+    def decoder_score_bias(self, pos):
+        return self.tf.expand_dims(self.tf.gather(self.dec_bias, pos), 2)  # [B, H, 1, T+1]
