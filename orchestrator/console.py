@@ -99,6 +99,21 @@ def print_report(report: dict[str, Any], console=None, run_dir=None) -> None:
     console.print(table)
     for name, status, reason in reasons:
         console.print(f"  [{colors.get(status, 'white')}]{_esc(name)} {status}[/]: {_esc(reason)}")
+    from orchestrator.report_tables import sensitivity_table, speed_table, verdict_table
+
+    # quality is the summary table above; the boundary matrix is in report.md; selection and
+    # baseline are one-liners below
+    for section in (sensitivity_table, speed_table, verdict_table):
+        made = section(report)
+        if made is None:
+            continue
+        title, header, trows = made
+        t = Table(title=_esc(title), title_justify="left")
+        for h in header:
+            t.add_column(_esc(h), overflow="fold")
+        for r in trows:
+            t.add_row(*[_esc(c) for c in r])
+        console.print(t)
     sel = report.get("selection")
     if isinstance(sel, dict):
         chain = sel.get("fallback_chain") or []

@@ -222,12 +222,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     sig = [(n, b["signature"]["short"]) for n, b in report["backends"].items() if b.get("signature")]
     if sig:
         lines += ["## Signatures", ""] + [f"- `{n}`: `{sh}`" for n, sh in sig] + [""]
-    for key in ("verdict", "selection", "baseline"):
-        if key in report:
-            import json
+    from orchestrator.report_tables import markdown, section_tables
 
-            lines += [f"## {key.capitalize()}", "", "```json", json.dumps(report[key], indent=1, default=str)[:6000],
-                      "```", ""]
+    for table in section_tables(report):
+        lines += markdown(table)
     if report.get("warnings"):
         lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     failed = [(n, b) for n, b in report["backends"].items() if b["status"] == "failed" and b.get("log_tail")]

@@ -1,0 +1,144 @@
+"""The report's section tables, built once from report.json and shared by report.md and the console.
+
+Each builder returns ``(title, header, rows)`` with cells already formatted as strings, or None
+when the run has nothing for that section (e.g. the speed suite did not run).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+Table = tuple[str, list[str], list[list[str]]]
+
+
+def _f(x: Any, nd: int = 2, pct: bool = False) -> str:
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, (int, float)):
+        return f"{x * 100:.1f}%" if pct else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+    return "-" if x is None else str(x)
+
+
+def _ok(report: dict[str, Any]):
+    return [(n, b) for n, b in report.get("backends", {}).items() if b.get("status") == "ok"]
+
+
+def _has(report: dict[str, Any], suite: str) -> bool:
+    return any(suite in (b.get("suites") or {}) and (b["suites"][suite] or {}).get("status", "ok") == "ok"
+               for _, b in _ok(report))
+
+
+def quality_table(report: dict[str, Any]) -> Table | None:
+    if not _has(report, "quality"):
+        return None
+    rows = []
+    for n, b in _ok(report):
+        m = b.get("metrics") or {}
+        rows.append([n, _f(m.get("bleu")), _f(m.get("chrf")), _f(m.get("bleu_delta_vs_reference")),
+                     _f(m.get("bleu_p_value_vs_reference"), 3), _f(m.get("exact_match_vs_reference"), pct=True)])
+    sig = next((b["suites"]["quality"].get("bleu_signature") for _, b in _ok(report)
+                if (b.get("suites") or {}).get("quality", {}).get("bleu_signature")), None)
+    title = "Quality" + (f" (sacrebleu BLEU {sig}; p: paired bootstrap vs the reference)" if sig else "")
+    return title, ["backend", "BLEU", "chrF", "ΔBLEU", "p", "identical to ref"], rows
+
+
+def sensitivity_table(report: dict[str, Any]) -> Table | None:
+    if not _has(report, "source-sensitivity"):
+        return None
+    rows = []
+    for n, b in _ok(report):
+        s = (b.get("suites") or {}).get("source-sensitivity") or {}
+        if s.get("status", "ok") != "ok" or "cross_cosine_mean" not in s:
+            continue
+        rows.append([n, _f(s.get("cross_cosine_mean"), 3), _f(s.get("same_argmax_rate"), pct=True),
+                     _f(s.get("top10_overlap_mean"), 2), _f(s.get("logit_range_mean"), 1),
+                     _f(s.get("cosine_to_reference_mean"), 4), _f(s.get("argmax_agreement_with_reference"), pct=True),
+                     "SOURCE-BLIND" if s.get("source_blind") else "ok"])
+    header = ["backend", "cross-source cos", "same argmax", "top-10 overlap", "logit range", "cos to ref",
+              "argmax = ref", "decoder"]
+    return "First-step source sensitivity (unrelated source pairs, prefix = decoder start)", header, rows
+
+
+def speed_table(report: dict[str, Any]) -> Table | None:
+    if not _has(report, "speed"):
+        return None
+    rows = []
+    for n, b in _ok(report):
+        m = b.get("metrics") or {}
+        if "latency_p50_ms" not in m:
+            continue
+        rss = m.get("peak_rss_mb")
+        rows.append([n, _f(m.get("latency_p50_ms"), 1), _f(m.get("latency_p90_ms"), 1), _f(m.get("ms_per_token"), 2),
+                     _f(m.get("throughput_sps"), 1), _f(m.get("tokens_per_s"), 0),
+                     _f(m["bytes"] / 1e6, 1) if isinstance(m.get("bytes"), (int, float)) else "-",
+                     _f(rss, 0)])
+    header = ["backend", "p50 ms/sent (b=1)", "p90 ms", "ms/token", "sent/s (batch)", "tokens/s", "MB on disk",
+              "peak RSS MB"]
+    return f"Speed ({report.get('settings', {}).get('threads', '?')} threads)", header, rows
+
+
+def boundary_table(report: dict[str, Any]) -> Table | None:
+    rows = []
+    for n, b in _ok(report):
+        bd = ((b.get("suites") or {}).get("split-generation") or {}).get("boundary")
+        if not isinstance(bd, dict):
+            continue
+        for mode, r in (bd.get("rows") or {}).items():
+            rows.append([n, mode, _f(r.get("bleu")), _f(r.get("agreement_with_fp32_row"), pct=True),
+                         _f(r.get("bleu_delta_vs_fp32_row"))])
+    if not rows:
+        return None
+    return ("Encoder→decoder boundary matrix (split-generation; agreement with the backend's own FP32 row)",
+            ["backend", "mode", "BLEU", "identical to FP32 row", "ΔBLEU"], rows)
+
+
+def verdict_table(report: dict[str, Any]) -> Table | None:
+    rows = []
+    for n, b in report.get("backends", {}).items():
+        v = b.get("verdict")
+        if isinstance(v, dict):
+            rows.append([n, str(v.get("kind")), str(v.get("summary") or "")])
+    if not rows:
+        return None
+    head = (report.get("verdict") or {}).get("headline")
+    return "Verdicts" + (f": {head}" if head else ""), ["backend", "verdict", "why (evidence in report.json)"], rows
+
+
+def selection_table(report: dict[str, Any]) -> Table | None:
+    sel = report.get("selection")
+    if not isinstance(sel, dict):
+        return None
+    rows = [["chosen", str(sel.get("chosen") or "nothing feasible")],
+            ["fallback chain", " → ".join(map(str, sel.get("fallback_chain") or [])) or "-"],
+            ["ranked by", ", ".join(map(str, sel.get("rank_by") or [])) or "-"]]
+    rows += [[f"rejected: {n}", str(r)] for n, r in (sel.get("rejected") or {}).items()]
+    return "Selection", ["", ""], rows
+
+
+def baseline_table(report: dict[str, Any]) -> Table | None:
+    base = report.get("baseline")
+    if not isinstance(base, dict):
+        return None
+    regs = base.get("regressions") or []
+    rows = [["baseline", str(base.get("file", "-"))], ["result", "REGRESSION" if regs else "no regression"]]
+    rows += [["regression", r if isinstance(r, str) else str(r)] for r in regs]
+    return "Baseline", ["", ""], rows
+
+
+SECTIONS = (quality_table, sensitivity_table, speed_table, boundary_table, verdict_table, selection_table,
+            baseline_table)
+
+
+def section_tables(report: dict[str, Any]) -> list[Table]:
+    return [t for t in (f(report) for f in SECTIONS) if t is not None]
+
+
+def markdown(table: Table) -> list[str]:
+    title, header, rows = table
+    esc = lambda c: c.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    out = [f"## {title}", ""]
+    if any(header):
+        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    else:
+        out += ["| | |", "|---|---|"]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return out + [""]
