@@ -125,6 +125,7 @@ def test_precision_classes():
 # planted outliers: every real INT8 runtime breaks, FP32 split does not -> model-inherent
 # ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_planted_outliers_are_model_inherent(tiny_model, tmp_path):
     from backends.registry import available_backends, get_backend
     from tests.orchestrator.suites.helpers import load_test_data, plant_outliers, run_suites, translate_reference

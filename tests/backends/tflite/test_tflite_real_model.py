@@ -11,7 +11,7 @@ from backends.base import CalibrationSet
 from backends.model import ModelBundle
 from backends.registry import get_backend
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # CI runs it: the naive recipe must stay source-blind
 N = 40
 # unrelated source pairs for the first-step probe (rows i and i + PAIRS of the probe batch)
 PROBE = ["A man in an orange hat starring at something.", "Two dogs are running through a field of snow.",

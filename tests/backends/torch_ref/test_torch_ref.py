@@ -18,6 +18,7 @@ def test_first_step_logits_shape(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_real_model_split_equals_fused(default_model_dir, default_data_dir, tmp_path):
     bundle = ModelBundle.load(default_model_dir)
     with gzip.open(default_data_dir / "test_2016_flickr.en.gz", "rt") as fh:
