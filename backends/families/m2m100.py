@@ -8,7 +8,7 @@ from backends.families.registry import register_family
 @register_family
 class M2M100Family(ModelFamily):
     name = "m2m100"
-    model_types = ("m2m100",)
+    model_types = ("m2m_100",)  # HF config.model_type for M2M100 and NLLB (dense)
     hf_model_class = "M2M100ForConditionalGeneration"
     positions = "sinusoidal"
     position_offset = 2

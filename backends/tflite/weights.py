@@ -24,7 +24,7 @@ from backends.errors import UnsupportedModelError
 Linear = tuple[np.ndarray, np.ndarray]  # (W [in, out], b [out])
 Norm = tuple[np.ndarray, np.ndarray]  # (gamma, beta)
 
-BART_LIKE = ("marian", "bart", "mbart", "pegasus", "m2m100")
+BART_LIKE = ("marian", "bart", "mbart", "pegasus", "m2m_100")  # config.model_type values
 
 
 @dataclass

@@ -12,7 +12,7 @@ SOURCES = ["A man in an orange hat starring at something.", "Two dogs play in th
            "A child in a red jacket jumps into a pile of leaves."]
 
 
-@pytest.mark.parametrize("family", ["marian", "bart", "t5"])
+@pytest.mark.parametrize("family", ["marian", "bart", "t5", "mbart", "pegasus", "m2m100"])
 @pytest.mark.parametrize("num_beams", [1, 4])
 def test_split_loop_equals_hf_generate(tiny_model, tmp_path, family, num_beams):
     bundle = ModelBundle.load(tiny_model(family))

@@ -34,6 +34,14 @@ def test_t5_specifics(tiny_model):
     assert ModelBundle.load(tiny_model("t5"), source_prefix="").conventions.source_prefix == ""
 
 
+@pytest.mark.parametrize("family,norm,forced_bos", [("mbart", "pre", True), ("pegasus", "pre", False),
+                                                     ("m2m100", "pre", True)])
+def test_pre_norm_families(tiny_model, family, norm, forced_bos):
+    bundle = ModelBundle.load(tiny_model(family))
+    assert bundle.family_name == family and bundle.normalized.norm == norm and bundle.normalized.final_layer_norm
+    assert (bundle.conventions.forced_bos_token_id is not None) == forced_bos
+
+
 def test_bart_forced_tokens(tiny_model):
     conv = ModelBundle.load(tiny_model("bart")).conventions
     assert conv.forced_bos_token_id == 0 and conv.forced_eos_token_id == 2
@@ -55,7 +63,7 @@ def test_known_family_missing_fields_all_listed():
 
 
 def test_supported_types():
-    assert {"marian", "bart", "mbart", "t5", "m2m100", "pegasus"} <= set(supported_model_types())
+    assert {"marian", "bart", "mbart", "t5", "m2m_100", "pegasus"} <= set(supported_model_types())
 
 
 def test_t5_unsupported_ffn():
