@@ -7,6 +7,7 @@ quantize the FP32 export, which they build (or reuse) under the same workdir as 
 """
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,9 @@ class _QuantizedBackend(OnnxFP32Backend):
     _fp32_sessions: Seq2SeqSessions | None = None
     MODES = ("fp32enc-fp32dec", "int8enc-dequant-fp32dec", "fp32enc-quant-int8dec", "int8enc-requant-int8dec")
 
+    @abc.abstractmethod
     def _describe(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The variant's quantization settings (signature and cache key)."""
 
     def boundary_modes(self) -> tuple[str, ...]:
         return self.MODES
