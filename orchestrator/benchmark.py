@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import InvalidInputError
+from orchestrator.report_tables import fmt
 
 #: (numerator, denominator): "a vs b"
 PAIRS = (("tflite-int8", "tflite-fp32-split"), ("tflite-int8", "ct2-int8"), ("tflite-int8", "onnx-dynamic-int8"),
@@ -96,32 +97,22 @@ def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:
             else None}
 
 
-def _f(x: Any, nd: int = 2) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
-
-
 def format_summary(s: dict[str, Any]) -> str:
     lines = [f"benchmark: {s['n_sentences']} sentences, reference {s['reference']}", ""]
     head = ("backend", "status", "BLEU", "dBLEU", "identical", "p50ms", "p90ms", "MB", "xsrc-cos", "verdict")
     table = [head]
     for n, r in s["backends"].items():
-        table.append((n, r["status"], _f(r["bleu"]), _f(r["bleu_delta"]), _f(r["identical_to_fp32"], 3),
-                      _f(r["p50_ms"], 1), _f(r["p90_ms"], 1),
-                      _f(r["bytes"] / 1e6 if isinstance(r["bytes"], (int, float)) else None, 1),
-                      _f(r["cross_source_cosine"], 3), _f(r["verdict"])))
+        table.append((n, r["status"], fmt(r["bleu"]), fmt(r["bleu_delta"]), fmt(r["identical_to_fp32"], 3),
+                      fmt(r["p50_ms"], 1), fmt(r["p90_ms"], 1),
+                      fmt(r["bytes"] / 1e6 if isinstance(r["bytes"], (int, float)) else None, 1),
+                      fmt(r["cross_source_cosine"], 3), fmt(r["verdict"])))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in table]
     if s["ratios"]:
         lines += ["", "ratios (a / b):"]
         for r in s["ratios"]:
-            lines.append(f"  {r['a']} vs {r['b']}: p50 latency x{_f(r['p50_latency_ratio'], 3)}, p90 x"
-                         f"{_f(r['p90_latency_ratio'], 3)}, size x{_f(r['size_ratio'], 3)}, BLEU {_f(r['bleu_delta'])}")
+            lines.append(f"  {r['a']} vs {r['b']}: p50 latency x{fmt(r['p50_latency_ratio'], 3)}, p90 x"
+                         f"{fmt(r['p90_latency_ratio'], 3)}, size x{fmt(r['size_ratio'], 3)}, BLEU {fmt(r['bleu_delta'])}")
     if s["verdict_expectations"]:
         met = sum(e["met"] for e in s["verdict_expectations"])
         lines += ["", f"verdicts as expected: {met}/{len(s['verdict_expectations'])}"]

@@ -50,6 +50,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from orchestrator.report_tables import fmt
 from orchestrator.run_store import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -170,14 +171,6 @@ def run_compare_phase(report: dict[str, Any], cfg, v, records, suites, run_dir: 
             report["backends"][b]["metrics"].update(fields.get("metrics") or {})
 
 
-def _fmt(x: Any, nd: int = 2) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
-
-
 def _mb(n: Any) -> str:
     return f"{n / 1e6:.1f}" if isinstance(n, (int, float)) else "-"
 
@@ -188,11 +181,11 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     for name, b in report["backends"].items():
         m = b.get("metrics") or {}
         em = m.get("exact_match_vs_reference")
-        rows.append([name, b["status"], _fmt(m.get("bleu")), _fmt(m.get("chrf")),
+        rows.append([name, b["status"], fmt(m.get("bleu")), fmt(m.get("chrf")),
                      f"{em * 100:.1f}%" if isinstance(em, (int, float)) else "-",
                      _mb(m.get("bytes") if isinstance(m.get("bytes"), (int, float))
                          else (b.get("artifacts") or {}).get("bytes")),
-                     _fmt(m.get("latency_p90_ms"), 1), str((b.get("verdict") or {}).get("kind") or "-"), (b.get("reason") or "").splitlines()[0][:160]
+                     fmt(m.get("latency_p90_ms"), 1), str((b.get("verdict") or {}).get("kind") or "-"), (b.get("reason") or "").splitlines()[0][:160]
                      if b.get("reason") else ""])
     return rows
 

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestrator.report_tables import fmt
+
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "boundary": "#b5651d", "tflite-specific": "#c0392b",
           "runtime-specific": "#c0392b", "model-inherent": "#7d3c98", "export-convention": "#2c6fbb",
           None: "#888888"}
@@ -30,13 +32,7 @@ def _e(x: Any) -> str:
 
 
 def _fmt(x: Any, nd: int = 2) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return _e(x)
+    return "–" if x is None else _e(fmt(x, nd))
 
 
 def _m(b: dict[str, Any], key: str) -> Any:

@@ -10,7 +10,8 @@ from typing import Any
 Table = tuple[str, list[str], list[list[str]]]
 
 
-def _f(x: Any, nd: int = 2, pct: bool = False) -> str:
+def fmt(x: Any, nd: int = 2, pct: bool = False) -> str:
+    """One cell: None -> "-", bools yes/no, floats to ``nd`` places (or a percentage)."""
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, (int, float)):
@@ -33,8 +34,8 @@ def quality_table(report: dict[str, Any]) -> Table | None:
     rows = []
     for n, b in _ok(report):
         m = b.get("metrics") or {}
-        rows.append([n, _f(m.get("bleu")), _f(m.get("chrf")), _f(m.get("bleu_delta_vs_reference")),
-                     _f(m.get("bleu_p_value_vs_reference"), 3), _f(m.get("exact_match_vs_reference"), pct=True)])
+        rows.append([n, fmt(m.get("bleu")), fmt(m.get("chrf")), fmt(m.get("bleu_delta_vs_reference")),
+                     fmt(m.get("bleu_p_value_vs_reference"), 3), fmt(m.get("exact_match_vs_reference"), pct=True)])
     sig = next((b["suites"]["quality"].get("bleu_signature") for _, b in _ok(report)
                 if (b.get("suites") or {}).get("quality", {}).get("bleu_signature")), None)
     title = "Quality" + (f" (sacrebleu BLEU {sig}; p: paired bootstrap vs the reference)" if sig else "")
@@ -49,9 +50,9 @@ def sensitivity_table(report: dict[str, Any]) -> Table | None:
         s = (b.get("suites") or {}).get("source-sensitivity") or {}
         if s.get("status", "ok") != "ok" or "cross_cosine_mean" not in s:
             continue
-        rows.append([n, _f(s.get("cross_cosine_mean"), 3), _f(s.get("same_argmax_rate"), pct=True),
-                     _f(s.get("top10_overlap_mean"), 2), _f(s.get("logit_range_mean"), 1),
-                     _f(s.get("cosine_to_reference_mean"), 4), _f(s.get("argmax_agreement_with_reference"), pct=True),
+        rows.append([n, fmt(s.get("cross_cosine_mean"), 3), fmt(s.get("same_argmax_rate"), pct=True),
+                     fmt(s.get("top10_overlap_mean"), 2), fmt(s.get("logit_range_mean"), 1),
+                     fmt(s.get("cosine_to_reference_mean"), 4), fmt(s.get("argmax_agreement_with_reference"), pct=True),
                      "SOURCE-BLIND" if s.get("source_blind") else "ok"])
     header = ["backend", "cross-source cos", "same argmax", "top-10 overlap", "logit range", "cos to ref",
               "argmax = ref", "decoder"]
@@ -67,10 +68,10 @@ def speed_table(report: dict[str, Any]) -> Table | None:
         if "latency_p50_ms" not in m:
             continue
         rss = m.get("peak_rss_mb")
-        rows.append([n, _f(m.get("latency_p50_ms"), 1), _f(m.get("latency_p90_ms"), 1), _f(m.get("ms_per_token"), 2),
-                     _f(m.get("throughput_sps"), 1), _f(m.get("tokens_per_s"), 0),
-                     _f(m["bytes"] / 1e6, 1) if isinstance(m.get("bytes"), (int, float)) else "-",
-                     _f(rss, 0)])
+        rows.append([n, fmt(m.get("latency_p50_ms"), 1), fmt(m.get("latency_p90_ms"), 1), fmt(m.get("ms_per_token"), 2),
+                     fmt(m.get("throughput_sps"), 1), fmt(m.get("tokens_per_s"), 0),
+                     fmt(m["bytes"] / 1e6, 1) if isinstance(m.get("bytes"), (int, float)) else "-",
+                     fmt(rss, 0)])
     header = ["backend", "p50 ms/sent (b=1)", "p90 ms", "ms/token", "sent/s (batch)", "tokens/s", "MB on disk",
               "peak RSS MB"]
     return f"Speed ({report.get('settings', {}).get('threads', '?')} threads)", header, rows
@@ -83,8 +84,8 @@ def boundary_table(report: dict[str, Any]) -> Table | None:
         if not isinstance(bd, dict):
             continue
         for mode, r in (bd.get("rows") or {}).items():
-            rows.append([n, mode, _f(r.get("bleu")), _f(r.get("agreement_with_fp32_row"), pct=True),
-                         _f(r.get("bleu_delta_vs_fp32_row"))])
+            rows.append([n, mode, fmt(r.get("bleu")), fmt(r.get("agreement_with_fp32_row"), pct=True),
+                         fmt(r.get("bleu_delta_vs_fp32_row"))])
     if not rows:
         return None
     return ("Encoder→decoder boundary matrix (split-generation; agreement with the backend's own FP32 row)",
