@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_tables import fmt
+from orchestrator.report_tables import evidence_text, fmt
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "boundary": "#b5651d", "tflite-specific": "#c0392b",
           "runtime-specific": "#c0392b", "model-inherent": "#7d3c98", "export-convention": "#2c6fbb",
@@ -187,20 +187,10 @@ def _verdict_section(report: dict[str, Any]) -> str:
         ver = b.get("verdict")
         if not ver:
             continue
-        evs = "".join(f"<li>{_e(_ev_text(e))}</li>" for e in ver.get("evidence") or [])
+        evs = "".join(f"<li>{_e(evidence_text(e))}</li>" for e in ver.get("evidence") or [])
         parts.append(f"<p>{_badge(ver.get('kind'))} <b>{_e(name)}</b> — {_e(ver.get('summary'))}</p>"
                      f'<ul class="ev">{evs}</ul>')
     return "".join(parts)
-
-
-def _ev_text(e: dict[str, Any]) -> str:
-    rest = {k: v for k, v in e.items() if k not in ("backend", "metric", "value", "note")}
-    s = f"{e.get('backend')}: {e.get('metric')} = {e.get('value')}"
-    if rest:
-        s += " (" + ", ".join(f"{k} {v}" for k, v in rest.items()) + ")"
-    if e.get("note"):
-        s += f" — {e['note']}"
-    return s
 
 
 def _selection_section(report: dict[str, Any]) -> str:

@@ -92,6 +92,24 @@ def boundary_table(report: dict[str, Any]) -> Table | None:
             ["backend", "mode", "BLEU", "identical to FP32 row", "ΔBLEU"], rows)
 
 
+def evidence_text(e: dict[str, Any]) -> str:
+    """One evidence row of a verdict as text: ``backend: metric = value (extra fields) — note``."""
+    rest = {k: v for k, v in e.items() if k not in ("backend", "metric", "value", "note")}
+    s = f"{e.get('backend')}: {e.get('metric')} = {e.get('value')}"
+    if rest:
+        s += " (" + ", ".join(f"{k} {v}" for k, v in rest.items()) + ")"
+    if e.get("note"):
+        s += f" — {e['note']}"
+    return s
+
+
+def regression_text(r: Any) -> str:
+    if not isinstance(r, dict):
+        return str(r)
+    return (f"{r.get('backend')}: {r.get('metric')} {fmt(r.get('baseline'))} -> {fmt(r.get('current'))}"
+            + (f" ({r['reason']})" if r.get("reason") else ""))
+
+
 def verdict_table(report: dict[str, Any]) -> Table | None:
     rows = []
     for n, b in report.get("backends", {}).items():
@@ -101,7 +119,16 @@ def verdict_table(report: dict[str, Any]) -> Table | None:
     if not rows:
         return None
     head = (report.get("verdict") or {}).get("headline")
-    return "Verdicts" + (f": {head}" if head else ""), ["backend", "verdict", "why (evidence in report.json)"], rows
+    return "Verdicts" + (f": {head}" if head else ""), ["backend", "verdict", "why"], rows
+
+
+def evidence_table(report: dict[str, Any]) -> Table | None:
+    """Every measured row each non-pass verdict rests on."""
+    rows = [[n, str(b["verdict"].get("kind")), evidence_text(e)]
+            for n, b in report.get("backends", {}).items()
+            if isinstance(b.get("verdict"), dict) and b["verdict"].get("kind") != "pass"
+            for e in b["verdict"].get("evidence") or []]
+    return ("Verdict evidence", ["backend", "verdict", "measured row"], rows) if rows else None
 
 
 def selection_table(report: dict[str, Any]) -> Table | None:
@@ -121,12 +148,12 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
         return None
     regs = base.get("regressions") or []
     rows = [["baseline", str(base.get("file", "-"))], ["result", "REGRESSION" if regs else "no regression"]]
-    rows += [["regression", r if isinstance(r, str) else str(r)] for r in regs]
+    rows += [["regression", regression_text(r)] for r in regs]
     return "Baseline", ["", ""], rows
 
 
-SECTIONS = (quality_table, sensitivity_table, speed_table, boundary_table, verdict_table, selection_table,
-            baseline_table)
+SECTIONS = (quality_table, sensitivity_table, speed_table, boundary_table, verdict_table, evidence_table,
+            selection_table, baseline_table)
 
 
 def section_tables(report: dict[str, Any]) -> list[Table]:
