@@ -204,9 +204,8 @@ class Seq2SeqBackend(abc.ABC):
             raise BackendStateError(f"{self.name}: prepare() called while active; deactivate() first")
         self.model = model
         key = self.cache_key(model)
-        if calibration is not None:
-            key = hashlib.sha256((key + calibration.fingerprint()).encode()).hexdigest() \
-                if self.uses_calibration() else key
+        if calibration is not None and self.uses_calibration():
+            key = hashlib.sha256((key + calibration.fingerprint()).encode()).hexdigest()
         workdir = Path(workdir)
         target = workdir / f"{self.name}-{key[:16]}"
         if not force:
