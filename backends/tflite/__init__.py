@@ -14,6 +14,11 @@ BACKENDS = [
     dict(name="tflite-int8", target=_T, requires=_REQ,
          options={"quantization": "int8", "calibration_recipe": "real", "boundary": "requant", **_CALIB},
          description="TFLite strict full INT8, decoder calibrated on real decoder states, requantized boundary"),
+    dict(name="tflite-int8-aeq", target=_T, requires=_REQ + ("ai_edge_quantizer",),
+         options={"quantization": "int8", "quantizer": "ai_edge_quantizer", "calibration_recipe": "real",
+                  "boundary": "requant", **_CALIB},
+         description="TFLite strict full INT8 by ai-edge-quantizer (a8w8 recipe) on the FP32 pair, same "
+                     "calibration as tflite-int8, AEQ's float REDUCE_MAX islands folded to integer"),
     dict(name="tflite-int8-naive", target=_T, requires=_REQ,
          options={"quantization": "int8", "calibration_recipe": "naive", "boundary": "raw",
                   "cross_kv": "decoder"},

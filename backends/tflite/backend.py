@@ -1,8 +1,10 @@
 """TFLite/LiteRT split backends: encoder.tflite + decoder_step.tflite + the shared host loop.
 
 One class, :class:`TFLiteSplitBackend`; the registered variants (``tflite-fp32-split``,
-``tflite-int8``, ``tflite-int8-naive``, ``tflite-int8-hfmask``, ``tflite-int16x8``,
+``tflite-int8``, ``tflite-int8-aeq``, ``tflite-int8-naive``, ``tflite-int8-hfmask``, ``tflite-int16x8``,
 ``tflite-dynamic``, ``tflite-int8-selective``) are option sets (see ``__init__.py``).
+``quantizer`` picks the tool: ``tflite_converter`` (convert.py, on the TF functions) or
+``ai_edge_quantizer`` (aeq.py, on the FP32 .tflite pair).
 
 Quantized variants keep a cached FP32 pair next to their artifacts (built through the
 plain ``tflite-fp32-split`` settings) for the boundary matrix; their own directory holds
@@ -26,6 +28,9 @@ from backends.tflite.graphs import self_attention_mask
 from backends.tflite.runtime import TFLiteModel, dequantize, to_domain
 
 QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
+#: tflite_converter: TFLiteConverter on the TF functions (convert.py); ai_edge_quantizer: AEQ on
+#: the FP32 .tflite pair (aeq.py; int8 = its a8w8 recipe, int16x8 = a16w8)
+QUANTIZERS = ("tflite_converter", "ai_edge_quantizer")
 CALIBRATION_METHODS = tconv.CALIBRATION_METHODS
 GRAPH_OPTIONS = ("cross_kv", "mask_mode", "mask_margin")
 
@@ -39,6 +44,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
     precision = "fp32"
     OPTIONS = {
         "quantization": "none",  # none | int8 | int16x8 | dynamic
+        "quantizer": "tflite_converter",  # tflite_converter | ai_edge_quantizer (see QUANTIZERS)
         "cross_kv": "encoder",  # where the cross-attention K/V projections run: encoder | decoder
         "mask_mode": "select",  # select (quantization safe) | hf (additive -1e9)
         "mask_margin": 20.0,  # select mode: masked score = row max - margin
@@ -50,6 +56,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         "percentile": 99.99,
         "boundary": "requant",  # default encoder->decoder boundary: requant | raw
         "float_ops": (),  # selective float: TFLite op types left in float (breaks strict INT8)
+        # quantizer="ai_edge_quantizer" only (backends/tflite/aeq.py): the weight algorithm, and
+        # whether AEQ's float REDUCE_MAX islands are folded into exact integer REDUCE_MAX ops
+        "aeq_algorithm": "min_max_uniform_quantize",
+        "aeq_fold_float_max": True,
         # quantized: a second LM head with a narrow [floor, max] int8 range. Off by default: on the
         # default model it changed identical-to-FP32 by +-1% (noise) and costs a vocab x d_model matrix
         "fine_logits": False,
@@ -75,9 +85,16 @@ class TFLiteSplitBackend(Seq2SeqBackend):
     def quantized(self) -> bool:
         return self.quantization in ("int8", "int16x8")
 
+    @property
+    def uses_aeq(self) -> bool:
+        return self.options["quantizer"] == "ai_edge_quantizer" and self.quantization != "none"
+
     def runtime_versions(self) -> dict[str, str]:
-        return {"ai-edge-litert": version_of("ai-edge-litert"), "tensorflow": version_of("tensorflow-cpu"),
-                "torch": version_of("torch"), "transformers": version_of("transformers")}
+        v = {"ai-edge-litert": version_of("ai-edge-litert"), "tensorflow": version_of("tensorflow-cpu"),
+             "torch": version_of("torch"), "transformers": version_of("transformers")}
+        if self.uses_aeq:
+            v["ai-edge-quantizer"] = version_of("ai-edge-quantizer")
+        return v
 
     def settings(self) -> dict[str, Any]:
         from backends.tflite.graphs import GRAPH_FORMAT
@@ -90,12 +107,20 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                       "calibration_method", "boundary", "float_ops", "fine_logits", "logits_floor_margin",
                       "percentile", "encoder_calibration_method"):
                 s.pop(k, None)
+        if not self.uses_aeq:  # AEQ knobs do not change converter artifacts (and keep their cache keys)
+            for k in ("quantizer", "aeq_algorithm", "aeq_fold_float_max"):
+                s.pop(k, None)
+        else:
+            from backends.tflite.aeq import AEQ_FORMAT
+
+            s["aeq_format"] = AEQ_FORMAT
         return s
 
     def quantization_settings(self) -> dict[str, Any]:
         if self.quantization == "none":
             return {}
-        q = {"mode": self.quantization, **tconv.describe_precision(self.quantization)}
+        q = {"mode": self.quantization, "quantizer": self.options["quantizer"],
+             **tconv.describe_precision(self.quantization)}
         if self.quantized:
             q.update(recipe=self.options["calibration_recipe"], method=self.options["calibration_method"],
                      encoder_method=self.options["encoder_calibration_method"] or self.options["calibration_method"],
@@ -113,8 +138,15 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         if self.quantization not in QUANTIZATIONS:
             raise InvalidInputError(f"{self.name}: quantization '{self.quantization}' unknown; choose one of "
                                     f"{QUANTIZATIONS}")
+        if o["quantizer"] not in QUANTIZERS:
+            raise InvalidInputError(f"{self.name}: quantizer '{o['quantizer']}' unknown; choose one of "
+                                    f"{QUANTIZERS}")
+        if self.uses_aeq:
+            from backends.tflite.aeq import check_options
+
+            check_options(self.name, o)
         for key in ("calibration_method", "encoder_calibration_method"):
-            if o[key] is not None and o[key] not in CALIBRATION_METHODS:
+            if not self.uses_aeq and o[key] is not None and o[key] not in CALIBRATION_METHODS:
                 raise InvalidInputError(f"{self.name}: {key} '{o[key]}' unknown; choose one of "
                                         f"{CALIBRATION_METHODS}")
         if o["boundary"] not in ("requant", "raw"):
@@ -185,14 +217,24 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                                         "method": self.options["calibration_method"],
                                         "encoder_method": self.options["encoder_calibration_method"]
                                         or self.options["calibration_method"]}
-            float_ops = tuple(self.options["float_ops"] or ())
-            method = self.options["calibration_method"] if self.quantized else "minmax"
-            enc_method = (self.options["encoder_calibration_method"] or method) if self.quantized else "minmax"
-            pct = float(self.options["percentile"])
-            (outdir / files["encoder"]).write_bytes(
-                tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method, pct))
-            (outdir / files["decoder"]).write_bytes(
-                tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct))
+            extra["quantizer"] = self.options["quantizer"]
+            if self.uses_aeq:  # quantize the FP32 reference pair with ai-edge-quantizer
+                from backends.tflite import aeq
+
+                extra["ai_edge_quantizer"] = {"version": version_of("ai-edge-quantizer")}
+                for role, samples in (("encoder", enc_samples), ("decoder", dec_samples)):
+                    data, extra["ai_edge_quantizer"][role] = aeq.quantize_role(
+                        Path(ref.files[role]).read_bytes(), samples, role, self.options, self.threads)
+                    (outdir / files[role]).write_bytes(data)
+            else:
+                float_ops = tuple(self.options["float_ops"] or ())
+                method = self.options["calibration_method"] if self.quantized else "minmax"
+                enc_method = (self.options["encoder_calibration_method"] or method) if self.quantized else "minmax"
+                pct = float(self.options["percentile"])
+                (outdir / files["encoder"]).write_bytes(
+                    tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method, pct))
+                (outdir / files["decoder"]).write_bytes(
+                    tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct))
             extra["size_ratio_vs_fp32"] = sum((outdir / f).stat().st_size for f in files.values()) / ref.bytes
         extra["ops"] = {role: audit_model(outdir / rel) for role, rel in files.items()}
         extra["full_int8"] = all(a["full_int8"] for a in extra["ops"].values())
