@@ -95,3 +95,17 @@ def test_aeq_rejects_what_it_cannot_do(tiny_model, tmp_path):
         be = get_backend("tflite-int8-aeq", **{**OPTS, **opts})
         with pytest.raises(InvalidInputError, match=msg):
             be.prepare(bundle, tmp_path, CALIBRATION)
+
+
+def test_aeq_16x8_is_strict_integer(prepared):
+    """AEQ's a16w8 recipe: int16 activations everywhere, no float op (unlike the converter's 16x8)."""
+    bundle, be = prepared("marian", "tflite-int8-aeq", quantization="int16x8", calibration_method="ema",
+                          encoder_calibration_method=None, **AEQ)
+    extra = be.artifacts.extra
+    for role in ("encoder", "decoder"):
+        audit = extra["ops"][role]
+        assert extra["ai_edge_quantizer"][role]["recipe"] == "a16w8"
+        assert audit["float_compute_ops"] == 0, audit["float_op_counts"]
+        assert set(audit["io"]["outputs"].values()) == {"int16"}
+    assert extra["full_int8"] is False  # strict integer, but 16-bit activations: not "full INT8"
+    assert _valid(translate(bundle, be), bundle.normalized.vocab_size)
