@@ -11,8 +11,10 @@ _CALIB = {"calibration_method": "percentile", "percentile": 99.999, "encoder_cal
 BACKENDS = [
     dict(name="tflite-fp32-split", target=_T, requires=_REQ, options={"quantization": "none"},
          description="TFLite FP32: encoder + KV-cache decoder step re-implemented in TF, shared host loop"),
+    # symmetric_matmul_rhs="encoder": XNNPACK runs the encoder's int8 attention matmuls (see backend.py)
     dict(name="tflite-int8", target=_T, requires=_REQ,
-         options={"quantization": "int8", "calibration_recipe": "real", "boundary": "requant", **_CALIB},
+         options={"quantization": "int8", "calibration_recipe": "real", "boundary": "requant", **_CALIB,
+                  "symmetric_matmul_rhs": "encoder"},
          description="TFLite strict full INT8, decoder calibrated on real decoder states, requantized boundary"),
     dict(name="tflite-int8-aeq", target=_T, requires=_REQ + ("ai_edge_quantizer",),
          options={"quantization": "int8", "quantizer": "ai_edge_quantizer", "calibration_recipe": "real",

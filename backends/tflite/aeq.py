@@ -73,8 +73,9 @@ def check_options(name: str, o: dict[str, Any]) -> None:
     if o["aeq_algorithm"] not in ALGORITHMS:
         raise InvalidInputError(f"{name}: aeq_algorithm '{o['aeq_algorithm']}' unknown; choose one of "
                                 f"{ALGORITHMS}")
-    if o["fine_logits"]:
-        raise InvalidInputError(f"{name}: fine_logits is implemented for the tflite_converter quantizer only")
+    for key in ("fine_logits", "symmetric_matmul_rhs"):
+        if o.get(key) not in (False, None, "none"):
+            raise InvalidInputError(f"{name}: {key} is implemented for the tflite_converter quantizer only")
     if o["float_ops"]:
         ops = require("ai_edge_quantizer.qtyping", "ai-edge-quantizer").TFLOperationName
         unknown = [op for op in o["float_ops"] if op not in ops.__members__]

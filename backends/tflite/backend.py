@@ -33,6 +33,7 @@ QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
 QUANTIZERS = ("tflite_converter", "ai_edge_quantizer")
 CALIBRATION_METHODS = tconv.CALIBRATION_METHODS
 GRAPH_OPTIONS = ("cross_kv", "mask_mode", "mask_margin")
+SYMMETRIC_RHS = ("none", "encoder", "all")
 
 
 def _is_cache(name: str) -> bool:
@@ -64,6 +65,11 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         # default model it changed identical-to-FP32 by +-1% (noise) and costs a vocab x d_model matrix
         "fine_logits": False,
         "logits_floor_margin": 2.0,  # floor = 1st percentile of FP32 per-step max logit - margin
+        # int8: attention matmuls' right-hand operands (K, V, their caches and cross K/V) quantized with
+        # zero point 0, the only int8 BATCH_MATMUL XNNPACK takes (else the reference kernel runs it):
+        # none | encoder (the encoder's self-attention) | all (also the decoder step's, and the cross K/V
+        # boundary on both sides)
+        "symmetric_matmul_rhs": "none",
         "precision": None,
     }
 
@@ -105,7 +111,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         if self.quantization == "none":  # calibration settings do not change FP32 artifacts
             for k in ("calibration_recipe", "calibration_sources", "positions_per_source",
                       "calibration_method", "boundary", "float_ops", "fine_logits", "logits_floor_margin",
-                      "percentile", "encoder_calibration_method"):
+                      "percentile", "encoder_calibration_method", "symmetric_matmul_rhs"):
                 s.pop(k, None)
         if not self.uses_aeq:  # AEQ knobs do not change converter artifacts (and keep their cache keys)
             for k in ("quantizer", "aeq_algorithm", "aeq_fold_float_max"):
@@ -128,6 +134,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                      mask=self.options["mask_mode"])
             if self.options["float_ops"]:
                 q["float_ops"] = list(self.options["float_ops"])
+            if self._symmetric_rhs != "none":
+                q["symmetric_matmul_rhs"] = self._symmetric_rhs
         return q
 
     def uses_calibration(self) -> bool:
@@ -153,6 +161,13 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             raise InvalidInputError(f"{self.name}: boundary must be 'requant' or 'raw', got {o['boundary']!r}")
         if int(o["calibration_sources"]) < 1:
             raise InvalidInputError(f"{self.name}: calibration_sources must be >= 1")
+        if o["symmetric_matmul_rhs"] not in SYMMETRIC_RHS:
+            raise InvalidInputError(f"{self.name}: symmetric_matmul_rhs must be one of {SYMMETRIC_RHS}, got "
+                                    f"{o['symmetric_matmul_rhs']!r}")
+
+    @property
+    def _symmetric_rhs(self) -> str:
+        return str(self.options["symmetric_matmul_rhs"]) if self.quantization == "int8" else "none"
 
     @property
     def cache_length(self) -> int:
@@ -231,10 +246,16 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 method = self.options["calibration_method"] if self.quantized else "minmax"
                 enc_method = (self.options["encoder_calibration_method"] or method) if self.quantized else "minmax"
                 pct = float(self.options["percentile"])
+                sym = self._symmetric_rhs
+                # with "all", the encoder-side cross K/V feed the decoder's matmuls: same zero-point-0 ranges
+                # on both sides of the boundary, so the host does not requantize them
+                cross_kv = [n for n in graphs.boundary_names() if n.startswith("cross_")] if sym == "all" else []
                 (outdir / files["encoder"]).write_bytes(
-                    tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method, pct))
+                    tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method, pct,
+                                  symmetric_matmul_rhs=sym != "none", symmetric_outputs=cross_kv))
                 (outdir / files["decoder"]).write_bytes(
-                    tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct))
+                    tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct,
+                                  symmetric_matmul_rhs=sym == "all"))
             extra["size_ratio_vs_fp32"] = sum((outdir / f).stat().st_size for f in files.values()) / ref.bytes
         extra["ops"] = {role: audit_model(outdir / rel) for role, rel in files.items()}
         extra["full_int8"] = all(a["full_int8"] for a in extra["ops"].values())
