@@ -73,7 +73,8 @@ def check_options(name: str, o: dict[str, Any]) -> None:
     if o["aeq_algorithm"] not in ALGORITHMS:
         raise InvalidInputError(f"{name}: aeq_algorithm '{o['aeq_algorithm']}' unknown; choose one of "
                                 f"{ALGORITHMS}")
-    for key in ("fine_logits", "symmetric_matmul_rhs"):
+    for key in ("fine_logits", "symmetric_matmul_rhs", "stream_balance", "ffn_balance", "encoder_valid_rows",
+                "encoder_percentile"):
         if o.get(key) not in (False, None, "none"):
             raise InvalidInputError(f"{name}: {key} is implemented for the tflite_converter quantizer only")
     if o["float_ops"]:

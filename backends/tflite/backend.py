@@ -52,9 +52,12 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         "calibration_recipe": "real",  # real (decoder states) | naive (BOS + zeros)
         "calibration_sources": 200,
         "positions_per_source": 6,
-        "calibration_method": "minmax",  # decoder (and encoder unless set below): minmax | percentile
+        "calibration_method": "minmax",  # decoder (and encoder unless set below): minmax | percentile | mse
         "encoder_calibration_method": None,  # None: same as calibration_method
         "percentile": 99.99,
+        "encoder_percentile": None,  # None: same as percentile
+        # encoder ranges from non-padding positions only (padding rows never reach the output)
+        "encoder_valid_rows": False,
         "boundary": "requant",  # default encoder->decoder boundary: requant | raw
         "float_ops": (),  # selective float: TFLite op types left in float (breaks strict INT8)
         # quantizer="ai_edge_quantizer" only (backends/tflite/aeq.py): the weight algorithm, and
@@ -70,6 +73,12 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         # none | encoder (the encoder's self-attention) | all (also the decoder step's, and the cross K/V
         # boundary on both sides)
         "symmetric_matmul_rhs": "none",
+        # quantized, exact rewrites (balance.py; skipped where they do not apply): carry post-LN residual
+        # streams in a per-channel basis (channels above this quantile of the stream's channel maxima are
+        # scaled down; gamma/beta folded into the consumers) -- None: off
+        "stream_balance": None,
+        # ... and FFN intermediates divided by per-channel scales (relu/swish)
+        "ffn_balance": False,
         "precision": None,
     }
 
@@ -111,7 +120,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         if self.quantization == "none":  # calibration settings do not change FP32 artifacts
             for k in ("calibration_recipe", "calibration_sources", "positions_per_source",
                       "calibration_method", "boundary", "float_ops", "fine_logits", "logits_floor_margin",
-                      "percentile", "encoder_calibration_method", "symmetric_matmul_rhs"):
+                      "percentile", "encoder_calibration_method", "symmetric_matmul_rhs", "stream_balance",
+                      "ffn_balance", "encoder_percentile", "encoder_valid_rows"):
                 s.pop(k, None)
         if not self.uses_aeq:  # AEQ knobs do not change converter artifacts (and keep their cache keys)
             for k in ("quantizer", "aeq_algorithm", "aeq_fold_float_max"):
@@ -132,6 +142,11 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                      encoder_method=self.options["encoder_calibration_method"] or self.options["calibration_method"],
                      sources=self.options["calibration_sources"], boundary=self.options["boundary"],
                      mask=self.options["mask_mode"])
+            if self.options["encoder_valid_rows"]:
+                q["encoder_ranges"] = "non-padding positions"
+            rewrites = {k: self.options[k] for k in ("stream_balance", "ffn_balance") if self.options[k]}
+            if rewrites:
+                q["rewrites"] = rewrites
             if self.options["float_ops"]:
                 q["float_ops"] = list(self.options["float_ops"])
             if self._symmetric_rhs != "none":
@@ -221,6 +236,9 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             extra["fp32_reference"] = {"directory": ref.directory, "bytes": ref.bytes}
             enc_samples = dec_samples = None
             if self.quantized:
+                if self.options["stream_balance"] is not None or self.options["ffn_balance"]:
+                    graphs, enc_fn, dec_fn, extra["balance"] = self._balanced(model, graphs, enc_fn, dec_fn,
+                                                                              calibration)
                 enc_samples, dec_samples = self._calibration(model, graphs, enc_fn, dec_fn, calibration)
                 if self.options["fine_logits"]:
                     graphs, dec_fn, extra["logits_floor"] = self._fine_head(model, graphs, enc_fn, dec_fn,
@@ -246,12 +264,14 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 method = self.options["calibration_method"] if self.quantized else "minmax"
                 enc_method = (self.options["encoder_calibration_method"] or method) if self.quantized else "minmax"
                 pct = float(self.options["percentile"])
+                enc_pct = float(self.options["encoder_percentile"] or pct)
                 sym = self._symmetric_rhs
                 # with "all", the encoder-side cross K/V feed the decoder's matmuls: same zero-point-0 ranges
                 # on both sides of the boundary, so the host does not requantize them
                 cross_kv = [n for n in graphs.boundary_names() if n.startswith("cross_")] if sym == "all" else []
                 (outdir / files["encoder"]).write_bytes(
-                    tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method, pct,
+                    tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method,
+                                  enc_pct, valid_rows=bool(self.options["encoder_valid_rows"]) and self.quantized,
                                   symmetric_matmul_rhs=sym != "none", symmetric_outputs=cross_kv))
                 (outdir / files["decoder"]).write_bytes(
                     tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct,
@@ -285,6 +305,45 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         floor = float(np.percentile(tops, 1.0) - float(self.options["logits_floor_margin"]))
         fine = type(graphs)(graphs.w, graphs.cfg, replace(graphs.spec, logits_floor=floor))
         return fine, fine.decoder_function(), floor
+
+    def _balanced(self, model, graphs, enc_fn, dec_fn, calibration):
+        """Graphs with balanced residual streams and/or FFN intermediates (balance.py): exact rewrites
+        sized on FP32 statistics of a few calibration batches."""
+        from backends.tflite import balance as bal
+        from backends.tflite.calibration import CalibrationRecorder
+
+        n = min(64, int(self.options["calibration_sources"]))
+        info: dict[str, Any] = {}
+
+        def batches(g, ef, df):
+            rec = CalibrationRecorder(model, g, ef, df)
+            return rec.encoder_samples(calibration, n), rec.decoder_samples(calibration, n, "real", 2)
+
+        if self.options["stream_balance"] is not None:
+            q = float(self.options["stream_balance"])
+            if not 0.0 < q <= 1.0:
+                raise InvalidInputError(f"{self.name}: stream_balance must be a quantile in (0, 1], got {q}")
+            reason = bal.stream_unsupported(graphs.w, graphs.cfg)
+            if reason:
+                info["stream"] = {"skipped": reason}
+            else:
+                absmax = bal.record_stream_absmax(graphs, *batches(graphs, enc_fn, dec_fn), 16)
+                basis = bal.stream_basis(absmax, q)
+                graphs = type(graphs)(bal.balance_weights(graphs.w, graphs.cfg, basis),
+                                      graphs.cfg, graphs.spec)
+                enc_fn, dec_fn = graphs.encoder_function(), graphs.decoder_function()
+                info["stream"] = {"quantile": q, "basis_max": float(basis.max()),
+                                  "channels_scaled": int((basis > 1.0).sum())}
+        if self.options["ffn_balance"]:
+            if graphs.cfg.activation.lower() not in bal.FFN_BALANCE_ACTIVATIONS:
+                info["ffn"] = {"skipped": f"activation '{graphs.cfg.activation}' is not supported"}
+            else:
+                absmax = bal.record_ffn_absmax(graphs, *batches(graphs, enc_fn, dec_fn), 16)
+                graphs = type(graphs)(bal.balance_ffn(graphs.w, graphs.cfg, absmax), graphs.cfg, graphs.spec)
+                enc_fn, dec_fn = graphs.encoder_function(), graphs.decoder_function()
+                info["ffn"] = {"layers": sum("ffn_scale" in layer
+                                             for layer in graphs.w.enc_layers + graphs.w.dec_layers)}
+        return graphs, enc_fn, dec_fn, info
 
     def _generation_json(self, model, graphs, outdir: Path, files: dict[str, str]) -> dict[str, Any]:
         enc = TFLiteModel(outdir / files["encoder"], 1)

@@ -21,7 +21,7 @@ from backends._imports import require
 from backends.errors import ArtifactError, InvalidInputError
 
 PRECISIONS = ("fp32", "int8", "int16x8", "dynamic")
-CALIBRATION_METHODS = ("minmax", "percentile")
+CALIBRATION_METHODS = ("minmax", "percentile", "mse")
 
 
 def _converter(concrete_fn):
@@ -43,10 +43,13 @@ def _cast_sample(sample: dict[str, np.ndarray], names: list[str]) -> dict[str, n
 
 def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
             input_names: list[str] | None = None, float_ops: Iterable[str] = (), method: str = "minmax",
-            percentile: float = 99.99, keep_ranges: Iterable[str] = (), symmetric_matmul_rhs: bool = False,
-            symmetric_outputs: Iterable[str] = ()) -> bytes:
+            percentile: float = 99.99, keep_ranges: Iterable[str] = (), valid_rows: bool = False,
+            symmetric_matmul_rhs: bool = False, symmetric_outputs: Iterable[str] = ()) -> bytes:
     """``method="percentile"`` re-ranges every activation to the [100-p, p] percentiles of its
-    calibration values (ranges only shrink; tensors named in ``keep_ranges`` keep min-max).
+    calibration values, ``method="mse"`` to the range that minimizes the int8 quantization error of
+    those values (ranges only shrink; tensors named in ``keep_ranges`` keep min-max). With
+    ``valid_rows`` (the encoder) these statistics, and the min-max they start from, skip padding
+    positions (rows whose ``attention_mask`` is 0: their values never reach the output).
     ``symmetric_matmul_rhs`` (int8): widen the range of every BATCH_MATMUL right-hand operand to
     zero point 0 (see :func:`_symmetric_matmul_rhs`) so XNNPACK runs those matmuls; the signature
     outputs named in ``symmetric_outputs`` get the same treatment (a matmul operand in the next graph)."""
@@ -84,17 +87,17 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
     conv.inference_output_type = io_type
     if method not in CALIBRATION_METHODS:
         raise InvalidInputError(f"calibration method '{method}' unknown; choose one of {CALIBRATION_METHODS}")
-    if not float_ops and method == "minmax" and not symmetric_matmul_rhs:
+    if not float_ops and method == "minmax" and not valid_rows and not symmetric_matmul_rhs:
         return conv.convert()
     if precision != "int8":
-        raise InvalidInputError("selective float ops and percentile ranges are implemented for int8 only")
+        raise InvalidInputError("selective float ops and percentile/mse ranges are implemented for int8 only")
     # two-step path (as the quantization debugger does): calibrate, adjust, quantize
     conv._experimental_calibrate_only = True  # noqa: SLF001
     calibrated = conv.convert()
-    if method == "percentile":
-        calibrated = _percentile_ranges(calibrated, [_cast_sample(s, input_names) for s in samples()],
-                                        percentile, set(keep_ranges))
-    if symmetric_matmul_rhs:
+    if method != "minmax" or valid_rows:
+        calibrated = _adjusted_ranges(calibrated, (_cast_sample(s, input_names) for s in samples()),
+                                      method, percentile, set(keep_ranges), valid_rows)
+    if symmetric_matmul_rhs:  # after the range adjustment: widening to zero point 0 must be last
         calibrated = _symmetric_matmul_rhs(calibrated, set(symmetric_outputs))
     from tensorflow.lite.python import convert as tfl_convert  # inside TF; lazily imported
 
@@ -104,12 +107,52 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
         denylisted_ops=list(float_ops) or None, enable_whole_model_verify=False)
 
 
-def _percentile_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]], pct: float,
-                       keep: set[str], per_sample: int = 4096, cap: int = 65536) -> bytes:
-    """Shrink each activation's calibrated [min, max] to its value percentiles."""
-    litert = require("ai_edge_litert.interpreter", "percentile calibration")
+def _valid_part(a: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The non-padding rows of an encoder tensor ([B*S, ...], [B, S, ...] or [B, H, S, ...])."""
+    if mask is None:
+        return a
+    b, s = mask.shape
+    if a.ndim >= 1 and a.shape[0] == b * s:
+        return a[mask.reshape(-1)]
+    if a.ndim >= 2 and a.shape[:2] == (b, s):
+        return a[mask]
+    if a.ndim == 4 and a.shape[0] == b and a.shape[2] == s:
+        return np.swapaxes(a, 1, 2)[mask]
+    return a
+
+
+def _int8_mse(v: np.ndarray, lo: float, hi: float) -> float:
+    scale = (hi - lo) / 255.0
+    if scale <= 0:
+        return float(np.mean(v ** 2))
+    zero = np.round(-lo / scale)
+    q = np.clip(np.round(v / scale) + zero, 0, 255)
+    return float(np.mean(((q - zero) * scale - v) ** 2))
+
+
+def mse_range(v: np.ndarray, lo: float, hi: float, steps: int = 81) -> tuple[float, float]:
+    """The sub-range of [lo, hi] (both ends shrunk by factors in [0.2, 1]) with the least int8
+    quantization error on the values ``v``: a common shrink, then each end alone."""
+    grid = np.linspace(0.2, 1.0, steps)
+    best = (_int8_mse(v, lo, hi), lo, hi)
+    for mode in ("both", "lo", "hi"):
+        _, l0, h0 = best
+        for a in grid:
+            cand = {"both": (l0 * a, h0 * a), "lo": (l0 * a, h0), "hi": (l0, h0 * a)}[mode]
+            e = _int8_mse(v, *cand)
+            if e < best[0]:
+                best = (e, *cand)
+    return best[1], best[2]
+
+
+def _adjusted_ranges(calibrated: bytes, samples: Iterable[dict[str, np.ndarray]], method: str, pct: float,
+                     keep: set[str], valid_rows: bool = False, cap: int = 262144) -> bytes:
+    """Re-range each activation from its values on the calibration samples (percentile or mse; with
+    ``valid_rows`` over non-padding rows only). Ranges only shrink; graph inputs/outputs keep theirs."""
+    litert = require("ai_edge_litert.interpreter", "range calibration")
     from tensorflow.lite.tools import flatbuffer_utils as fbu  # inside TF; lazily imported
 
+    samples = list(samples)
     model = fbu.convert_bytearray_to_object(bytearray(calibrated))
     graph = model.subgraphs[0]
     ranged = {i for i, t in enumerate(graph.tensors)
@@ -121,8 +164,10 @@ def _percentile_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]], 
     outputs = {d["index"] for d in runner.get_output_details().values()}
     del runner  # a live signature runner blocks resize_tensor_input
     ranged -= outputs | set(index.values())  # never clip graph inputs/outputs (logits decide argmax)
+    per_sample = max(256, cap // max(1, len(samples)))  # spread over all samples
     rng = np.random.default_rng(0)
     values: dict[int, list[np.ndarray]] = {i: [] for i in ranged}
+    extent: dict[int, tuple[float, float]] = {}
     for s in samples:
         for n, arr in s.items():
             interp.resize_tensor_input(index[n], list(arr.shape))
@@ -130,21 +175,31 @@ def _percentile_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]], 
         for n, arr in s.items():
             interp.set_tensor(index[n], arr)
         interp.invoke()
+        mask = s["attention_mask"].astype(bool) if valid_rows and "attention_mask" in s else None
         for i in ranged:
-            if sum(len(v) for v in values[i]) >= cap:
+            a = interp.get_tensor(i)
+            if a.dtype != np.float32:
                 continue
-            flat = np.array(interp.get_tensor(i), copy=True).reshape(-1)
-            if flat.dtype != np.float32 or not flat.size:
+            flat = np.array(_valid_part(a, mask), copy=True).reshape(-1)
+            if not flat.size:
                 continue
+            lo, hi = extent.get(i, (np.inf, -np.inf))
+            extent[i] = (min(lo, float(flat.min())), max(hi, float(flat.max())))
             values[i].append(flat if flat.size <= per_sample else rng.choice(flat, per_sample, replace=False))
     for i in ranged:
         if not values[i]:
             continue
-        v = np.concatenate(values[i])
-        lo, hi = np.percentile(v, [100.0 - pct, pct])
         q = graph.tensors[i].quantization
-        q.min = [float(min(max(lo, q.min[0]), 0.0))]
-        q.max = [float(max(min(hi, q.max[0]), 0.0))]
+        lo, hi = max(extent[i][0], q.min[0]), min(extent[i][1], q.max[0])
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        v = np.concatenate(values[i])
+        if method == "percentile":
+            plo, phi = np.percentile(v, [100.0 - pct, pct])
+            lo, hi = max(plo, lo), min(phi, hi)
+        elif method == "mse":
+            lo, hi = mse_range(v, lo, hi)
+        q.min = [float(min(lo, 0.0))]
+        q.max = [float(max(hi, 0.0))]
     return bytes(fbu.convert_object_to_bytearray(model))
 
 

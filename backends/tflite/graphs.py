@@ -31,9 +31,10 @@ import numpy as np
 
 from backends._imports import require
 from backends.errors import InvalidInputError, UnsupportedModelError
+from backends.tflite.balance import BalancedNorm
 
 #: bump when the graphs' interface or numerics change (part of the artifact cache key)
-GRAPH_FORMAT = 2
+GRAPH_FORMAT = 3
 MASK_MODES = ("select", "bounded", "hf")
 CROSS_KV_MODES = ("decoder", "encoder")
 HF_MASK_VALUE = -1e9
@@ -124,11 +125,23 @@ class Seq2SeqGraphs:
         return tf.matmul(x, self.c(lin[0])) + self.c(lin[1])
 
     def layer_norm(self, x, norm):
+        if isinstance(norm, BalancedNorm):
+            return self.balanced_layer_norm(x, norm)
         tf = self.tf
         mean = tf.reduce_mean(x, axis=-1, keepdims=True)
         d = x - mean
         var = tf.reduce_mean(d * d, axis=-1, keepdims=True)
         return d * tf.math.rsqrt(var + self.cfg.layer_norm_eps) * self.c(norm[0]) + self.c(norm[1])
+
+    def balanced_layer_norm(self, x, norm: BalancedNorm):
+        """Layer norm of ``basis * x`` given ``x`` (see :mod:`backends.tflite.balance`), returning the
+        normalized values divided by ``basis`` (gamma and beta are folded into the consumers)."""
+        tf, b = self.tf, np.asarray(norm.basis, np.float64)
+        mean = tf.matmul(x, self.c((b / b.size)[:, None]))  # [N, 1]: the mean of basis * x
+        d = x - tf.matmul(mean, self.c((1.0 / b)[None, :]))  # (basis * x - mean) / basis
+        db = d * self.c(b)
+        var = tf.reduce_mean(db * db, axis=-1, keepdims=True)
+        return d * tf.math.rsqrt(var + self.cfg.layer_norm_eps)
 
     def masked_softmax(self, scores, valid):
         """Softmax over the last axis of ``scores`` [B, H, L, K]; ``valid`` is [B, K] (bool or int)."""
@@ -160,7 +173,17 @@ class Seq2SeqGraphs:
         return self.layer_norm(x + fn(x), norm)
 
     def ffn(self, layer):
+        if "ffn_scale" in layer:  # balanced intermediate (balance.balance_ffn): fc1 gives z / s
+            return lambda h: self.linear(self.scaled_act(self.linear(h, layer["fc1"]), layer["ffn_scale"]),
+                                         layer["fc2"])
         return lambda h: self.linear(self.act(self.linear(h, layer["fc1"])), layer["fc2"])
+
+    def scaled_act(self, zs, s):
+        """act(z) / s from zs = z / s: relu(zs), or zs * sigmoid(zs * s) for swish."""
+        tf = self.tf
+        if self.cfg.activation.lower() == "relu":
+            return tf.nn.relu(zs)
+        return zs * tf.sigmoid(zs * self.c(s))
 
     # ---- family hooks (T5 overrides these in backends/tflite/t5.py) --------------------
     def embed_source(self, ids):
