@@ -33,6 +33,7 @@ Options (``[suites.source-sensitivity]`` in the matrix; defaults):
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,10 @@ def pair_sources(sources: list[str], pairs: int, seed: int) -> tuple[list[str], 
     for k in range(len(idx) // 2):
         texts += [sources[idx[2 * k]], sources[idx[2 * k + 1]]]
     return texts, [(2 * k, 2 * k + 1) for k in range(len(texts) // 2)]
+
+
+def texts_digest(texts: list[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:16]
 
 
 def cross_stats(logits: np.ndarray, pairs: list[tuple[int, int]], k: int) -> dict[str, Any]:
@@ -103,7 +108,8 @@ class SourceSensitivitySuite(Suite):
         np.save(ctx.outdir / LOGITS, logits)
         k = int(opt["top_k"])
         stats = cross_stats(logits, pairs, k)
-        return {"logits": LOGITS, "n_sources": len(texts), "pairs_seed": int(opt["seed"]), "top_k": k,
+        return {"logits": LOGITS, "n_sources": len(texts), "sources_sha256": texts_digest(texts),
+                "pairs_seed": int(opt["seed"]), "top_k": k,
                 "batch_size": bs, "canonical_sources": list(CANONICAL), **stats,
                 "metrics": {"cross_source_cosine": stats["cross_cosine_mean"],
                             "cross_source_same_argmax": stats["same_argmax_rate"]}}
@@ -129,7 +135,12 @@ class SourceSensitivitySuite(Suite):
             metrics: dict[str, Any] = {"source_blind": bool(blind)}
             if ref_logits is not None:
                 logits = np.load(ctx.backend_dir(name) / res["logits"])
-                if logits.shape == ref_logits.shape:
+                same_texts = res.get("sources_sha256") == ref.get("sources_sha256")
+                if not same_texts:  # e.g. a smaller per-backend limit samples other test-set pairs
+                    extra["reference_comparison_skipped"] = (
+                        "the probe sources differ from the reference's (a different per-backend limit): "
+                        "rows are not comparable")
+                elif logits.shape == ref_logits.shape:
                     k = int(res.get("top_k", 10))
                     cos = cosine_rows(logits, ref_logits)
                     agree = topk_ids(logits, 1)[:, 0] == topk_ids(ref_logits, 1)[:, 0]

@@ -83,3 +83,27 @@ def test_speed_time_budget_bounds_the_samples(tiny_model, tmp_path):
         res = SpeedSuite().run(b, ctx)
     assert res["latency_n"] == MIN_LATENCY_SAMPLES and res["throughput_n"] == 2 and res["budget_limited"]
     assert res["cpu_ms_p50"] > 0
+
+
+def test_reference_comparison_needs_the_same_probe_sources(tmp_path):
+    """A backend run with a smaller per-backend limit probes other test-set pairs: its rows are not
+    compared with the reference's (they would look like a broken model)."""
+    import numpy as np
+
+    from orchestrator.suites.base import CompareContext
+    from orchestrator.suites.source_sensitivity import LOGITS, SourceSensitivitySuite, texts_digest
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 12)).astype(np.float32)
+    results = {}
+    for name, texts in (("ref", ["a", "b"]), ("same", ["a", "b"]), ("limited", ["a", "c"])):
+        d = tmp_path / "backends" / name
+        d.mkdir(parents=True)
+        np.save(d / LOGITS, logits)
+        results[name] = {"logits": LOGITS, "cross_cosine_mean": 0.4, "top_k": 3,
+                         "sources_sha256": texts_digest(texts)}
+    ctx = CompareContext(model=None, sources=[], references=[], run_dir=tmp_path, reference_backend="ref")
+    out = SourceSensitivitySuite().compare(results, ctx)
+    assert out["same"]["cosine_to_reference_mean"] == pytest.approx(1.0)
+    assert "cosine_to_reference_mean" not in out["limited"]
+    assert "probe sources differ" in out["limited"]["reference_comparison_skipped"]
