@@ -44,6 +44,7 @@ import numpy as np
 
 from backends._imports import require
 from backends.errors import ArtifactError, InvalidInputError
+from backends.tflite.convert import cast_sample
 
 #: bump when this module's output changes for the same inputs (part of the artifact cache key)
 AEQ_FORMAT = 1
@@ -125,17 +126,6 @@ def signature_key(model: bytes) -> tuple[str, list[str]]:
     return key, list(sigs[key]["inputs"])
 
 
-def _cast(sample: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-    if set(sample) != set(names):
-        raise ArtifactError(f"calibration sample keys {sorted(sample)} != model inputs {sorted(names)}")
-    out = {}
-    for k, v in sample.items():
-        v = np.asarray(v)
-        out[k] = (np.ascontiguousarray(v, np.int32) if np.issubdtype(v.dtype, np.integer) or v.dtype == bool
-                  else np.ascontiguousarray(v, np.float32))
-    return out
-
-
 def calibrate(model: bytes, samples: Callable[[], Iterable[dict[str, np.ndarray]]], recipe: list[dict[str, Any]],
               range_update: str = "ema", threads: int = 2) -> tuple[dict[str, Any], int]:
     """AEQ calibration of the FP32 ``model`` on ``samples`` (dicts keyed by input name)."""
@@ -151,7 +141,7 @@ def calibrate(model: bytes, samples: Callable[[], Iterable[dict[str, np.ndarray]
         calib = calibrator.Calibrator(bytes(model), num_threads=int(threads), **kwargs)
     count, chunk = 0, []
     for s in samples():
-        chunk.append(_cast(s, names))
+        chunk.append(cast_sample(s, names))
         if len(chunk) == _CHUNK:
             with _quiet():
                 calib.calibrate({key: chunk}, manager)
@@ -215,7 +205,7 @@ def _percentile_ranges(model: bytes, qsvs: dict[str, Any], samples, pct: float, 
     rng = np.random.default_rng(0)
     values: dict[int, list[np.ndarray]] = {i: [] for i in ranged}
     for s in samples():
-        s = _cast(s, names)
+        s = cast_sample(s, names)
         for n, arr in s.items():
             interp.resize_tensor_input(index[n], list(arr.shape))
         interp.allocate_tensors()

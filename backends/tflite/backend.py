@@ -161,6 +161,9 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         if self.quantization not in QUANTIZATIONS:
             raise InvalidInputError(f"{self.name}: quantization '{self.quantization}' unknown; choose one of "
                                     f"{QUANTIZATIONS}")
+        if o["stream_balance"] is not None and not 0.0 < float(o["stream_balance"]) <= 1.0:
+            raise InvalidInputError(f"{self.name}: stream_balance must be a quantile in (0, 1], got "
+                                    f"{o['stream_balance']}")
         if o["quantizer"] not in QUANTIZERS:
             raise InvalidInputError(f"{self.name}: quantizer '{o['quantizer']}' unknown; choose one of "
                                     f"{QUANTIZERS}")
@@ -321,8 +324,6 @@ class TFLiteSplitBackend(Seq2SeqBackend):
 
         if self.options["stream_balance"] is not None:
             q = float(self.options["stream_balance"])
-            if not 0.0 < q <= 1.0:
-                raise InvalidInputError(f"{self.name}: stream_balance must be a quantile in (0, 1], got {q}")
             reason = bal.stream_unsupported(graphs.w, graphs.cfg)
             if reason:
                 info["stream"] = {"skipped": reason}

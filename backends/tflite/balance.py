@@ -136,30 +136,27 @@ def stream_basis(absmax: list[np.ndarray], quantile: float = 0.9, cap: float = 8
     return np.clip(rel, 1.0, cap).astype(np.float32)
 
 
-def record_stream_absmax(graphs, enc_samples, dec_samples, max_batches: int = 50) -> list[np.ndarray]:
-    """Per-channel |max| of every layer norm input of the FP32 graphs (eagerly, on calibration samples;
-    encoder padding rows excluded)."""
+def _replay(graphs, attr: str, observe, enc_samples, dec_samples, max_batches: int) -> None:
+    """Run the FP32 graphs eagerly on calibration batches with ``graphs.<attr>`` wrapped: ``observe``
+    gets the wrapped call's arguments, its result and ``valid`` (a tensor -> its non-padding rows, numpy)."""
+    from backends.tflite.convert import _valid_part
+
     tf = graphs.tf
-    rec: list[list[np.ndarray]] = []
-    order: dict[int, int] = {}
     cur: dict[str, Any] = {"mask": None}
-    orig = graphs.layer_norm
+    orig = getattr(graphs, attr)
 
-    def layer_norm(x, norm):
-        v = x.numpy()
-        if cur["mask"] is not None and v.shape[0] == cur["mask"].size:
-            v = v[cur["mask"].reshape(-1).astype(bool)]
-        k = order.setdefault(id(norm), len(order))
-        if k == len(rec):
-            rec.append([])
-        if v.size:
-            rec[k].append(np.abs(v).max(axis=0))
-        return orig(x, norm)
+    def valid(t) -> np.ndarray:
+        return _valid_part(t.numpy(), cur["mask"])
 
-    graphs.layer_norm = layer_norm
+    def wrapped(*args):
+        y = orig(*args)
+        observe(args, y, valid)
+        return y
+
+    setattr(graphs, attr, wrapped)
     try:
         for s in list(enc_samples)[:max_batches]:
-            cur["mask"] = s["attention_mask"]
+            cur["mask"] = np.asarray(s["attention_mask"]).astype(bool)
             graphs.encoder_body({k: tf.constant(v) for k, v in s.items()})
         cur["mask"] = None
         for i, s in enumerate(dec_samples):
@@ -167,7 +164,24 @@ def record_stream_absmax(graphs, enc_samples, dec_samples, max_batches: int = 50
                 break
             graphs.decoder_body({k: tf.constant(v) for k, v in s.items()})
     finally:
-        del graphs.layer_norm
+        delattr(graphs, attr)
+
+
+def record_stream_absmax(graphs, enc_samples, dec_samples, max_batches: int = 50) -> list[np.ndarray]:
+    """Per-channel |max| of every layer norm input of the FP32 graphs (eagerly, on calibration samples;
+    encoder padding rows excluded)."""
+    rec: list[list[np.ndarray]] = []
+    order: dict[int, int] = {}
+
+    def observe(args, _y, valid):
+        v = valid(args[0])
+        k = order.setdefault(id(args[1]), len(order))
+        if k == len(rec):
+            rec.append([])
+        if v.size:
+            rec[k].append(np.abs(v).max(axis=0))
+
+    _replay(graphs, "layer_norm", observe, enc_samples, dec_samples, max_batches)
     return [np.max(r, axis=0) for r in rec if r]
 
 
@@ -209,33 +223,17 @@ def balance_ffn(weights, cfg, absmax: dict[int, np.ndarray]):
 
 def record_ffn_absmax(graphs, enc_samples, dec_samples, max_batches: int = 50) -> dict[int, np.ndarray]:
     """Per-channel |max| of every fc1 output of the FP32 graphs (encoder padding rows excluded)."""
-    tf = graphs.tf
     fc1 = {id(layer["fc1"]) for layer in graphs.w.enc_layers + graphs.w.dec_layers}
     rec: dict[int, np.ndarray] = {}
-    cur: dict[str, Any] = {"mask": None}
-    orig = graphs.linear
 
-    def linear(x, lin):
-        y = orig(x, lin)
-        if id(lin) in fc1:
-            v = y.numpy()
-            if cur["mask"] is not None and v.shape[0] == cur["mask"].size:
-                v = v[cur["mask"].reshape(-1).astype(bool)]
-            if v.size:
-                m = np.abs(v).max(axis=0)
-                rec[id(lin)] = np.maximum(rec[id(lin)], m) if id(lin) in rec else m
-        return y
+    def observe(args, y, valid):
+        key = id(args[1])
+        if key not in fc1:
+            return
+        v = valid(y)
+        if v.size:
+            m = np.abs(v).max(axis=0)
+            rec[key] = np.maximum(rec[key], m) if key in rec else m
 
-    graphs.linear = linear
-    try:
-        for s in list(enc_samples)[:max_batches]:
-            cur["mask"] = s["attention_mask"]
-            graphs.encoder_body({k: tf.constant(v) for k, v in s.items()})
-        cur["mask"] = None
-        for i, s in enumerate(dec_samples):
-            if i >= max_batches:
-                break
-            graphs.decoder_body({k: tf.constant(v) for k, v in s.items()})
-    finally:
-        del graphs.linear
+    _replay(graphs, "linear", observe, enc_samples, dec_samples, max_batches)
     return rec

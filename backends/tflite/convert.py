@@ -31,13 +31,15 @@ def _converter(concrete_fn):
     return tf, conv
 
 
-def _cast_sample(sample: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+def cast_sample(sample: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """One calibration sample as the model's input dtypes (int32 ids/masks/positions, float32 states)."""
     if set(sample) != set(names):
         raise ArtifactError(f"calibration sample keys {sorted(sample)} != model inputs {sorted(names)}")
     out = {}
     for k, v in sample.items():
         v = np.asarray(v)
-        out[k] = v.astype(np.int32) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
+        out[k] = (np.ascontiguousarray(v, np.int32) if np.issubdtype(v.dtype, np.integer) or v.dtype == bool
+                  else np.ascontiguousarray(v, np.float32))
     return out
 
 
@@ -67,7 +69,7 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
         count = 0
         for s in samples():
             count += 1
-            yield _cast_sample(s, input_names)
+            yield cast_sample(s, input_names)
         if not count:
             raise InvalidInputError(f"{precision} conversion got an empty calibration set")
 
@@ -95,7 +97,7 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
     conv._experimental_calibrate_only = True  # noqa: SLF001
     calibrated = conv.convert()
     if method != "minmax" or valid_rows:
-        calibrated = _adjusted_ranges(calibrated, (_cast_sample(s, input_names) for s in samples()),
+        calibrated = _adjusted_ranges(calibrated, (cast_sample(s, input_names) for s in samples()),
                                       method, percentile, set(keep_ranges), valid_rows)
     if symmetric_matmul_rhs:  # after the range adjustment: widening to zero point 0 must be last
         calibrated = _symmetric_matmul_rhs(calibrated, set(symmetric_outputs))

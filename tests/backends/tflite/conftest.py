@@ -49,3 +49,8 @@ def translate(bundle, backend, sources=SOURCES, num_beams=1):
     enc = bundle.encode_sources(sources, backend.max_source_length)
     with backend:
         return backend.generate(enc.input_ids, enc.attention_mask, num_beams=num_beams)
+
+
+def valid_ids(outputs, vocab: int) -> bool:
+    """Every generated token id is inside the vocabulary."""
+    return all(0 <= t < vocab for row in outputs for t in row)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from backends.errors import UnsupportedModelError
+from backends.errors import InvalidInputError, UnsupportedModelError
 from backends.model import ModelBundle
 from backends.registry import get_backend
 from tests.backends.tflite.conftest import CALIBRATION, OPTS, SOURCES, translate
@@ -40,6 +40,17 @@ def _run(g, enc, dec):
     return {k: v.numpy() for k, v in e.items()}, {k: v.numpy() for k, v in d.items()}
 
 
+def _assert_same_function(g, rewritten, enc, dec):
+    """The rewritten graphs give the original encoder and decoder outputs (FP32, two batches)."""
+    for e, d in zip(enc[:2], dec[:2]):
+        a_enc, a_dec = _run(g, e, d)
+        b_enc, b_dec = _run(rewritten, e, d)
+        for k in a_enc:
+            np.testing.assert_allclose(b_enc[k], a_enc[k], rtol=1e-4, atol=1e-4)
+        for k in a_dec:
+            np.testing.assert_allclose(b_dec[k], a_dec[k], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("family", ["marian", "bart"])
 def test_stream_balancing_is_exact_in_fp32(tiny_model, family):
     """Post-LN stream balancing (basis, folded gamma/beta) computes the same function."""
@@ -54,14 +65,7 @@ def test_stream_balancing_is_exact_in_fp32(tiny_model, family):
     assert basis.min() >= 1.0 and basis.max() > 1.0  # some channels really are scaled
     w = balance_weights(g.w, g.cfg, basis)
     assert all(isinstance(layer["ln_ffn"], BalancedNorm) for layer in w.enc_layers + w.dec_layers)
-    bal = type(g)(w, g.cfg, g.spec)
-    for e, d in zip(enc[:2], dec[:2]):
-        a_enc, a_dec = _run(g, e, d)
-        b_enc, b_dec = _run(bal, e, d)
-        for k in a_enc:
-            np.testing.assert_allclose(b_enc[k], a_enc[k], rtol=1e-4, atol=1e-4)
-        for k in a_dec:
-            np.testing.assert_allclose(b_dec[k], a_dec[k], rtol=1e-4, atol=1e-4)
+    _assert_same_function(g, type(g)(w, g.cfg, g.spec), enc, dec)
 
 
 def test_stream_balancing_rejects_pre_ln(tiny_model):
@@ -85,14 +89,7 @@ def test_ffn_balancing_is_exact_in_fp32(tiny_model):
     w = balance_ffn(g.w, g.cfg, absmax)
     assert all("ffn_scale" in layer for layer in w.enc_layers + w.dec_layers)
     assert all("ffn_scale" not in layer for layer in g.w.enc_layers)  # the input weights are untouched
-    bal = type(g)(w, g.cfg, g.spec)
-    for e, d in zip(enc[:2], dec[:2]):
-        a_enc, a_dec = _run(g, e, d)
-        b_enc, b_dec = _run(bal, e, d)
-        for k in a_enc:
-            np.testing.assert_allclose(b_enc[k], a_enc[k], rtol=1e-4, atol=1e-4)
-        for k in a_dec:
-            np.testing.assert_allclose(b_dec[k], a_dec[k], rtol=1e-4, atol=1e-4)
+    _assert_same_function(g, type(g)(w, g.cfg, g.spec), enc, dec)
     s = ffn_scales(np.array([4.0, 1.0, 0.001, 2.0]))
     np.testing.assert_allclose(s * 255, np.round(s * 255), atol=1e-4)  # on the int8 constant grid
     assert s.max() == 1.0 and s.min() == pytest.approx(1 / 255)
@@ -148,3 +145,8 @@ def test_balancing_skips_what_it_cannot_rewrite(prepared, family):
     assert "skipped" in info["ffn"]  # both tiny models use gelu
     assert be.artifacts.extra["full_int8"] is True
     assert len(translate(bundle, be)) == len(SOURCES)
+
+
+def test_stream_balance_quantile_is_validated_before_any_work():
+    with pytest.raises(InvalidInputError, match="stream_balance"):
+        get_backend("tflite-int8", stream_balance=1.5)._check_options()

@@ -8,15 +8,11 @@ import pytest
 
 from backends.errors import InvalidInputError
 from backends.registry import get_backend
-from tests.backends.tflite.conftest import OPTS, SOURCES, translate
+from tests.backends.tflite.conftest import OPTS, SOURCES, translate, valid_ids
 
 pytest.importorskip("ai_edge_quantizer")
 
 AEQ = {"calibration_sources": 8}
-
-
-def _valid(outputs, vocab):
-    return all(0 <= t < vocab for row in outputs for t in row)
 
 
 def test_aeq_int8_is_strict_and_source_sensitive(prepared):
@@ -38,7 +34,7 @@ def test_aeq_int8_is_strict_and_source_sensitive(prepared):
     gen = json.loads(open(be.artifacts.files["generation"]).read())
     assert all(b["decoder_input"]["dtype"] == "int8" for b in gen["boundary"])
     out = translate(bundle, be)
-    assert len(out) == len(SOURCES) and _valid(out, bundle.normalized.vocab_size)
+    assert len(out) == len(SOURCES) and valid_ids(out, bundle.normalized.vocab_size)
     enc = bundle.encode_sources(SOURCES, be.max_source_length)
     with be:
         logits = be.first_step_logits(enc.input_ids, enc.attention_mask)
@@ -108,4 +104,4 @@ def test_aeq_16x8_is_strict_integer(prepared):
         assert audit["float_compute_ops"] == 0, audit["float_op_counts"]
         assert set(audit["io"]["outputs"].values()) == {"int16"}
     assert extra["full_int8"] is False  # strict integer, but 16-bit activations: not "full INT8"
-    assert _valid(translate(bundle, be), bundle.normalized.vocab_size)
+    assert valid_ids(translate(bundle, be), bundle.normalized.vocab_size)

@@ -10,13 +10,9 @@ from backends.base import BOUNDARY_MODES
 from backends.errors import InvalidInputError
 from backends.registry import get_backend
 from backends.tflite.runtime import TensorInfo, dequantize, quantize, requantize, to_domain
-from tests.backends.tflite.conftest import CALIBRATION, OPTS, SOURCES, translate
+from tests.backends.tflite.conftest import CALIBRATION, OPTS, SOURCES, translate, valid_ids
 
 INT8 = {"calibration_sources": 8}
-
-
-def _valid(outputs, vocab):
-    return all(0 <= t < vocab for row in outputs for t in row)
 
 
 @pytest.mark.parametrize("family", ["marian", "bart", "t5"])
@@ -31,7 +27,7 @@ def test_int8_is_strict_and_runs(prepared, family):
         assert any(o["op"] == "FULLY_CONNECTED" and o["outputs"] == ["int8"] for o in audit["ops"])
     assert extra["size_ratio_vs_fp32"] < 0.6  # int8 weights; tiny models carry relatively more overhead
     out = translate(bundle, be)
-    assert len(out) == len(SOURCES) and _valid(out, bundle.normalized.vocab_size)
+    assert len(out) == len(SOURCES) and valid_ids(out, bundle.normalized.vocab_size)
 
 
 def test_int8_beam_and_boundary_matrix(prepared):
@@ -41,7 +37,7 @@ def test_int8_beam_and_boundary_matrix(prepared):
     results = {}
     with be:
         beam = be.generate(enc.input_ids, enc.attention_mask, num_beams=3)
-        assert _valid(beam, bundle.normalized.vocab_size)
+        assert valid_ids(beam, bundle.normalized.vocab_size)
         for mode in BOUNDARY_MODES:
             be.set_boundary_mode(mode)
             results[mode] = be.first_step_logits(enc.input_ids, enc.attention_mask)
@@ -109,7 +105,7 @@ def test_percentile_calibration_changes_ranges(prepared):
     b = json.loads(open(pct.artifacts.files["generation"]).read())
     scales = lambda g: [c["output"]["scale"] for c in g["cache"]["tensors"]]  # noqa: E731
     assert scales(a) != scales(b)  # same calibration data, different ranges
-    assert _valid(translate(bundle, pct), bundle.normalized.vocab_size)
+    assert valid_ids(translate(bundle, pct), bundle.normalized.vocab_size)
 
 
 @pytest.mark.parametrize("name,strict", [("tflite-dynamic", False), ("tflite-int8-selective", False),
@@ -123,7 +119,7 @@ def test_other_precisions_run(prepared, name, strict):
     if name == "tflite-int16x8":
         assert any("int16" in o["outputs"] for o in ops["ops"])
     out = translate(bundle, be)
-    assert len(out) == len(SOURCES) and _valid(out, bundle.normalized.vocab_size)
+    assert len(out) == len(SOURCES) and valid_ids(out, bundle.normalized.vocab_size)
 
 
 def test_fine_logits_head(prepared):
@@ -133,4 +129,4 @@ def test_fine_logits_head(prepared):
     outs = {o["name"]: o for o in gen["decoder_step"]["outputs"]}
     assert "logits_top" in outs and outs["logits_top"]["scale"] < outs["logits"]["scale"]
     assert gen["logits"]["logits_floor"] == be.artifacts.extra["logits_floor"]
-    assert _valid(translate(bundle, be), bundle.normalized.vocab_size)
+    assert valid_ids(translate(bundle, be), bundle.normalized.vocab_size)
