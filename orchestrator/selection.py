@@ -17,7 +17,9 @@ Constraints (``[constraints]`` in the matrix or a ``--constraints`` TOML file; d
     backends = []              # allowed backend names; empty = any
     exclude = []               # backend names never chosen
     precision = "any"          # "any" | "int8-weights" (any INT8 scheme) | "full-int8" (the artifact's
-                               # op audit says full_int8 = true: integer-only graph, e.g. for an NPU)
+                               # op audit says full_int8 = true: integer-only graph with int8 activations,
+                               # e.g. for an int8 NPU) | "integer-only" (integer_only = true: no float op,
+                               # int16 activations allowed, as in 16x8 or mixed int8/int16 graphs)
     max_bytes = 0              # artifact bytes on disk (0 = no limit)
     max_p90_latency_ms = 0     # speed suite p90 latency at batch 1 (0 = no limit)
     max_bleu_drop = 1.0        # BLEU points below the reference backend (negative = no limit)
@@ -39,7 +41,9 @@ from orchestrator.attribution import bleu_drop, is_int8, is_source_blind, metric
 DEFAULTS: dict[str, Any] = {"runtimes": [], "backends": [], "exclude": [], "precision": "any", "max_bytes": 0,
                             "max_p90_latency_ms": 0, "max_bleu_drop": 1.0, "allow_source_blind": False,
                             "require_verdict_pass": False, "rank_by": ["latency_p90_ms", "bytes"]}
-PRECISIONS = ("any", "int8-weights", "full-int8")
+PRECISIONS = ("any", "int8-weights", "full-int8", "integer-only")
+#: precision constraint -> the op-audit flag it needs
+AUDIT_FLAGS = {"full-int8": "full_int8", "integer-only": "integer_only"}
 #: metrics where larger is better (ranked descending)
 HIGHER_IS_BETTER = {"bleu", "chrf", "throughput_sps", "tokens_per_s", "exact_match_vs_reference"}
 
@@ -68,17 +72,17 @@ def effective_constraints(constraints: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def full_int8(report: dict[str, Any], name: str) -> tuple[bool | None, str]:
-    """The artifact's op audit: (full_int8 or None if not audited, detail)."""
+def audit_flag(report: dict[str, Any], name: str, flag: str = "full_int8") -> tuple[bool | None, str]:
+    """An op-audit flag of the artifact (``full_int8`` | ``integer_only``): (value or None if not
+    audited, where it was read)."""
     art = (report["backends"][name].get("artifacts") or {})
-    for key in ("full_int8",):
-        if isinstance(art.get(key), bool):
-            return art[key], "artifacts.full_int8"
+    if isinstance(art.get(flag), bool):
+        return art[flag], f"artifacts.{flag}"
     for key in ("op_audit", "ops_audit", "audit", "extra"):
         sub = art.get(key)
-        if isinstance(sub, dict) and isinstance(sub.get("full_int8"), bool):
-            return sub["full_int8"], f"artifacts.{key}.full_int8"
-    return None, "no op audit (artifacts.full_int8) in the report"
+        if isinstance(sub, dict) and isinstance(sub.get(flag), bool):
+            return sub[flag], f"artifacts.{key}.{flag}"
+    return None, f"no op audit (artifacts.{flag}) in the report"
 
 
 def _size(report: dict[str, Any], name: str) -> Any:
@@ -102,12 +106,13 @@ def reject_reasons(report: dict[str, Any], name: str, c: dict[str, Any]) -> list
         if not is_int8(report, name):
             sig = b.get("signature") or {}
             out.append(f"precision '{sig.get('precision')}' is not INT8 (required: {c['precision']})")
-        elif c["precision"] == "full-int8":
-            full, where = full_int8(report, name)
-            if full is None:
-                out.append(f"full-int8 required but {where}")
-            elif not full:
-                out.append(f"full-int8 required but the op audit reports float ops ({where} = false)")
+        elif c["precision"] in AUDIT_FLAGS:
+            ok, where = audit_flag(report, name, AUDIT_FLAGS[c["precision"]])
+            what = "float ops" if c["precision"] == "integer-only" else "float ops or non-int8 activations"
+            if ok is None:
+                out.append(f"{c['precision']} required but {where}")
+            elif not ok:
+                out.append(f"{c['precision']} required but the op audit reports {what} ({where} = false)")
     m = metrics(report, name)
     if c["max_bytes"] and c["max_bytes"] > 0:
         size = _size(report, name)

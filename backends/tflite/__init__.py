@@ -17,6 +17,10 @@ _REWRITES = {"stream_balance": 0.9, "ffn_balance": True}
 _AEQ_CALIB = {"quantizer": "ai_edge_quantizer", "calibration_method": "percentile", "percentile": 99.999,
               "encoder_calibration_method": "minmax"}
 
+# mixed int8/int16 (AEQ): the residual stream and layer-norm chain (ADD, SUB, MUL, MEAN, RSQRT) in int16,
+# the matmuls (FULLY_CONNECTED, BATCH_MATMUL) and attention in int8 -- integer-only, not strict INT8
+_INT16_NORM_OPS = ("ADD", "SUB", "MUL", "MEAN", "RSQRT")
+
 BACKENDS = [
     dict(name="tflite-fp32-split", target=_T, requires=_REQ, options={"quantization": "none"},
          description="TFLite FP32: encoder + KV-cache decoder step re-implemented in TF, shared host loop"),
@@ -30,6 +34,11 @@ BACKENDS = [
                   "boundary": "requant", **_AEQ_CALIB},
          description="TFLite strict full INT8 by ai-edge-quantizer (a8w8 recipe) on the FP32 pair, calibrated "
                      "on the same real decoder states as tflite-int8, AEQ's float REDUCE_MAX folded to integer"),
+    dict(name="tflite-int8-mixed16", target=_T, requires=_REQ + ("ai_edge_quantizer",),
+         options={"quantization": "int8", "calibration_recipe": "real", "boundary": "requant", **_AEQ_CALIB,
+                  "aeq_int16_ops": _INT16_NORM_OPS},
+         description="TFLite integer-only, mixed by ai-edge-quantizer: int8 matmuls and attention, int16 "
+                     "residual stream and layer-norm chain (ADD/SUB/MUL/MEAN/RSQRT); not strict INT8"),
     dict(name="tflite-int8-naive", target=_T, requires=_REQ,
          options={"quantization": "int8", "calibration_recipe": "naive", "boundary": "raw",
                   "cross_kv": "decoder"},

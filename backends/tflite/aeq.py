@@ -74,6 +74,7 @@ def check_options(name: str, o: dict[str, Any]) -> None:
     if o["aeq_algorithm"] not in ALGORITHMS:
         raise InvalidInputError(f"{name}: aeq_algorithm '{o['aeq_algorithm']}' unknown; choose one of "
                                 f"{ALGORITHMS}")
+    _check_int16_ops(name, o)
     for key in ("fine_logits", "symmetric_matmul_rhs", "stream_balance", "ffn_balance", "encoder_valid_rows",
                 "encoder_percentile"):
         if o.get(key) not in (False, None, "none"):
@@ -86,7 +87,27 @@ def check_options(name: str, o: dict[str, Any]) -> None:
                                     f"in float; choose from {sorted(ops.__members__)}")
 
 
-def _recipe(recipe: str, algorithm: str, float_ops: Iterable[str] = ()) -> list[dict[str, Any]]:
+def _check_int16_ops(name: str, o: dict[str, Any]) -> None:
+    value = o.get("aeq_int16_ops")
+    if not value:
+        return
+    if isinstance(value, dict) and set(value) - {"encoder", "decoder"}:
+        raise InvalidInputError(f"{name}: aeq_int16_ops keys must be 'encoder' and/or 'decoder', got "
+                                f"{sorted(value)}")
+    if o["quantization"] != "int8":
+        raise InvalidInputError(f"{name}: aeq_int16_ops mixes int16 into an int8 graph; it needs "
+                                f"quantization 'int8', not '{o['quantization']}'")
+    algorithms = require("ai_edge_quantizer.algorithm_manager", "ai-edge-quantizer")
+    supported = {op.value for op in algorithms.get_supported_ops(algorithms.AlgorithmName.MIN_MAX_UNIFORM_QUANT)}
+    supported -= {"INPUT", "OUTPUT"}
+    bad = sorted({op for role in ("encoder", "decoder") for op in int16_ops_of(value, role)} - supported)
+    if bad:
+        raise InvalidInputError(f"{name}: aeq_int16_ops: ai-edge-quantizer cannot quantize {bad}; op types it "
+                                f"can: {sorted(supported)}")
+
+
+def _recipe(recipe: str, algorithm: str, float_ops: Iterable[str] = (),
+            int16_ops: Iterable[str] = ()) -> list[dict[str, Any]]:
     aeq_recipe = require("ai_edge_quantizer.recipe", "ai-edge-quantizer recipes")
     if recipe not in RECIPES:
         raise InvalidInputError(f"ai-edge-quantizer recipe '{recipe}' unknown; choose one of {RECIPES}")
@@ -98,6 +119,10 @@ def _recipe(recipe: str, algorithm: str, float_ops: Iterable[str] = ()) -> list[
         # OCTAV only supports symmetric tensors, so it cannot take every op (a8w8 activations and
         # some constants are asymmetric): it picks the clipping of the FULLY_CONNECTED weights
         rec = rec + [{**rec[0], "operation": "FULLY_CONNECTED", "algorithm_key": algorithm}]
+    # per-op override: these op types get int16 activations (a16w8's op config; AEQ requantizes
+    # between int8 and int16 tensors)
+    a16 = aeq_recipe.static_wi8_ai16(algorithm_key=aeq_recipe.AlgorithmName.MIN_MAX_UNIFORM_QUANT)[0]
+    rec = rec + [{**a16, "regex": ".*", "operation": op} for op in int16_ops]
     # per-op override: these op types stay float (selective float; breaks strict integer)
     return rec + [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in float_ops]
 
@@ -157,13 +182,13 @@ def calibrate(model: bytes, samples: Callable[[], Iterable[dict[str, np.ndarray]
 
 def quantize(model: bytes, samples: Callable[[], Iterable[dict[str, np.ndarray]]], recipe: str = "a8w8",
              algorithm: str = "min_max_uniform_quantize", method: str = "ema", percentile: float = 99.99,
-             fold_float_max: bool = True, float_ops: Iterable[str] = (),
+             fold_float_max: bool = True, float_ops: Iterable[str] = (), int16_ops: Iterable[str] = (),
              threads: int = 2) -> tuple[bytes, dict[str, Any]]:
     """Quantize FP32 .tflite bytes with AEQ; returns the quantized bytes and what was done."""
     aeq = require("ai_edge_quantizer.quantizer", "ai-edge-quantizer")
     if method not in CALIBRATION_METHODS:
         raise InvalidInputError(f"calibration method '{method}' unknown; choose one of {CALIBRATION_METHODS}")
-    rec = _recipe(recipe, algorithm, float_ops)
+    rec = _recipe(recipe, algorithm, float_ops, int16_ops)
     qsvs, count = calibrate(model, samples, rec, "ema" if method == "ema" else "minmax", threads)
     shrunk = _percentile_ranges(model, qsvs, samples, percentile) if method == "percentile" else 0
     q = aeq.Quantizer(bytes(model), rec)
@@ -184,7 +209,15 @@ def quantize_role(model: bytes, samples, role: str, o: dict[str, Any], threads: 
     if role == "encoder":
         method = o["encoder_calibration_method"] or method
     return quantize(model, samples, RECIPE_OF[o["quantization"]], o["aeq_algorithm"], method,
-                    float(o["percentile"]), bool(o["aeq_fold_float_max"]), tuple(o["float_ops"] or ()), threads)
+                    float(o["percentile"]), bool(o["aeq_fold_float_max"]), tuple(o["float_ops"] or ()),
+                    int16_ops_of(o.get("aeq_int16_ops"), role), threads)
+
+
+def int16_ops_of(value, role: str) -> tuple[str, ...]:
+    """``aeq_int16_ops``: a list of op types (both graphs) or ``{"encoder": [...], "decoder": [...]}``."""
+    if isinstance(value, dict):
+        value = value.get(role) or ()
+    return tuple(value or ())
 
 
 def _percentile_ranges(model: bytes, qsvs: dict[str, Any], samples, pct: float, per_sample: int = 4096,

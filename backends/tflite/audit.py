@@ -1,5 +1,6 @@
-"""Op audit of a .tflite file: every op with its input/output dtypes, and whether the
-graph is *strictly* integer (no float compute op anywhere)."""
+"""Op audit of a .tflite file: every op with its input/output dtypes, whether the graph is
+integer-only (no float compute op anywhere) and whether it is *strict* full INT8 (integer-only
+with int8 activations: no int16 activation tensor either, as in 16x8 or mixed int8/int16 graphs)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -40,6 +41,7 @@ def audit_model(path: str | Path) -> dict[str, Any]:
         elif has_float:
             float_ops.append(entry)
     counts = Counter(o["op"] for o in ops)
+    activations = {t for o in ops for t in o["outputs"] if t in ("int8", "int16")}
     float_counts = Counter(o["op"] for o in float_ops)
     return {
         "file": Path(path).name,
@@ -49,7 +51,9 @@ def audit_model(path: str | Path) -> dict[str, Any]:
         "float_compute_ops": len(float_ops),
         "float_op_counts": dict(sorted(float_counts.items())),
         "edge_quantize_ops": len(edge_ops),
-        "full_int8": not float_ops and any(t in ("int8",) for o in ops for t in o["outputs"]),
+        "activation_dtypes": sorted(activations),
+        "integer_only": not float_ops and bool(activations),
+        "full_int8": not float_ops and activations == {"int8"},
         "io": {"inputs": {tensors[i]["name"]: _dtype_name(tensors[i]["dtype"]) for i in graph_inputs},
                "outputs": {tensors[i]["name"]: _dtype_name(tensors[i]["dtype"]) for i in graph_outputs}},
         "ops": ops,

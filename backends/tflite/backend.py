@@ -64,6 +64,9 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         # whether AEQ's float REDUCE_MAX islands are folded into exact integer REDUCE_MAX ops
         "aeq_algorithm": "min_max_uniform_quantize",
         "aeq_fold_float_max": True,
+        # int8 only: op types whose activations AEQ quantizes to int16 instead (a mixed int8/int16
+        # integer graph, no float op): a list for both graphs or {"encoder": [...], "decoder": [...]}
+        "aeq_int16_ops": (),
         # quantized: a second LM head with a narrow [floor, max] int8 range. Off by default: on the
         # default model it changed identical-to-FP32 by +-1% (noise) and costs a vocab x d_model matrix
         "fine_logits": False,
@@ -94,6 +97,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             return str(self.options["precision"])
         label = {"none": "fp32", "int8": "int8", "int16x8": "int16x8", "dynamic": "int8-dynamic"}.get(
             self.quantization, self.quantization)
+        if self.uses_aeq and self._int16_ops:
+            label += "+int16"
         return label + "-mixed" if self.options.get("float_ops") and self.quantization != "none" else label
 
     @property
@@ -124,7 +129,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                       "ffn_balance", "encoder_percentile", "encoder_valid_rows"):
                 s.pop(k, None)
         if not self.uses_aeq:  # AEQ knobs do not change converter artifacts (and keep their cache keys)
-            for k in ("quantizer", "aeq_algorithm", "aeq_fold_float_max"):
+            for k in ("quantizer", "aeq_algorithm", "aeq_fold_float_max", "aeq_int16_ops"):
                 s.pop(k, None)
         else:
             from backends.tflite.aeq import AEQ_FORMAT
@@ -151,7 +156,17 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 q["float_ops"] = list(self.options["float_ops"])
             if self._symmetric_rhs != "none":
                 q["symmetric_matmul_rhs"] = self._symmetric_rhs
+            if self.uses_aeq and self._int16_ops:
+                q["int16_ops"] = self._int16_ops
         return q
+
+    @property
+    def _int16_ops(self) -> dict[str, list[str]]:
+        """``aeq_int16_ops`` per graph (empty graphs left out)."""
+        from backends.tflite.aeq import int16_ops_of
+
+        value = self.options.get("aeq_int16_ops")
+        return {r: list(int16_ops_of(value, r)) for r in ("encoder", "decoder") if int16_ops_of(value, r)}
 
     def uses_calibration(self) -> bool:
         return self.quantized
@@ -282,6 +297,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             extra["size_ratio_vs_fp32"] = sum((outdir / f).stat().st_size for f in files.values()) / ref.bytes
         extra["ops"] = {role: audit_model(outdir / rel) for role, rel in files.items()}
         extra["full_int8"] = all(a["full_int8"] for a in extra["ops"].values())
+        extra["integer_only"] = all(a["integer_only"] for a in extra["ops"].values())
         gen = self._generation_json(model, graphs, outdir, files)
         (outdir / "generation.json").write_text(json.dumps(gen, indent=1))
         files["generation"] = "generation.json"

@@ -54,6 +54,18 @@ def test_full_int8_needs_an_op_audit(report):
     assert "float ops" in sel["rejected"]["sim-int8-raw"]
 
 
+def test_integer_only_admits_int16_activations(report):
+    """A mixed int8/int16 graph is integer-only but not full INT8: the two constraints differ."""
+    rep = copy.deepcopy(report)
+    art = rep["backends"]["sim-int8"]["artifacts"]
+    art.update(full_int8=False, integer_only=True)
+    rep["backends"]["sim-int8-raw"]["artifacts"].update(full_int8=False, integer_only=False)
+    assert "non-int8 activations" in select_targets(rep, {"precision": "full-int8"})["rejected"]["sim-int8"]
+    sel = select_targets(rep, {"precision": "integer-only", "max_bleu_drop": -1})
+    assert sel["chosen"] == "sim-int8"
+    assert "integer-only required" in sel["rejected"]["sim-int8-raw"]
+
+
 def test_infeasible_limits_and_runtime_filter(report):
     sel = select_targets(report, {"runtimes": ["tflite"]})
     assert sel["chosen"] is None and all("not allowed" in r for r in sel["rejected"].values())

@@ -34,7 +34,7 @@ def prepared(tiny_model, tflite_workdir):
     cache: dict = {}
 
     def get(family: str, name: str, **options):
-        key = (family, name, tuple(sorted(options.items())))
+        key = (family, name, repr(sorted(options.items())))
         if key not in cache:
             bundle = ModelBundle.load(tiny_model(family))
             be = get_backend(name, **{**OPTS, **options})

@@ -105,3 +105,36 @@ def test_aeq_16x8_is_strict_integer(prepared):
         assert set(audit["io"]["outputs"].values()) == {"int16"}
     assert extra["full_int8"] is False  # strict integer, but 16-bit activations: not "full INT8"
     assert valid_ids(translate(bundle, be), bundle.normalized.vocab_size)
+
+
+def test_mixed_int16_norm_chain_is_integer_only_not_full_int8(prepared):
+    """aeq_int16_ops: the named op types get int16 activations, the matmuls stay int8, nothing is float."""
+    bundle, be = prepared("marian", "tflite-int8-mixed16", **AEQ)
+    extra = be.artifacts.extra
+    assert extra["integer_only"] is True and extra["full_int8"] is False
+    assert be.signature().precision == "int8+int16"
+    assert be.signature().quantization["int16_ops"]["decoder"] == ["ADD", "SUB", "MUL", "MEAN", "RSQRT"]
+    for role in ("encoder", "decoder"):
+        audit = extra["ops"][role]
+        assert audit["float_compute_ops"] == 0, audit["float_op_counts"]
+        assert audit["activation_dtypes"] == ["int16", "int8"]
+        assert any(o["op"] == "RSQRT" and o["outputs"] == ["int16"] for o in audit["ops"])
+        assert any(o["op"] == "FULLY_CONNECTED" and o["outputs"] == ["int8"] for o in audit["ops"])
+    out = translate(bundle, be)
+    assert len(out) == len(SOURCES) and valid_ids(out, bundle.normalized.vocab_size)
+
+
+def test_mixed_int16_per_graph_and_bad_ops(prepared, tiny_model, tmp_path):
+    from backends.model import ModelBundle
+    from tests.backends.tflite.conftest import CALIBRATION
+
+    _, be = prepared("marian", "tflite-int8-mixed16", aeq_int16_ops={"encoder": ["RSQRT"]}, **AEQ)
+    ops = be.artifacts.extra["ops"]
+    assert ops["decoder"]["full_int8"] is True and ops["encoder"]["activation_dtypes"] == ["int16", "int8"]
+    bundle = ModelBundle.load(tiny_model("marian"))
+    for opts, message in (({"aeq_int16_ops": ["REDUCE_MAX", "NOPE"]}, r"cannot quantize \['NOPE', 'REDUCE_MAX'\].*RSQRT"),
+                          ({"aeq_int16_ops": {"encoder": ["ADD"], "logits": ["ADD"]}}, "keys must be"),
+                          ({"quantization": "int16x8"}, "needs quantization 'int8'")):
+        bad = get_backend("tflite-int8-mixed16", **{**OPTS, **AEQ, **opts})
+        with pytest.raises(InvalidInputError, match=message):
+            bad.prepare(bundle, tmp_path, CALIBRATION)
