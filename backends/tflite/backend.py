@@ -158,6 +158,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 q["symmetric_matmul_rhs"] = self._symmetric_rhs
             if self.uses_aeq and self._int16_ops:
                 q["int16_ops"] = self._int16_ops
+                q["activations"] = "int8+int16"
         return q
 
     @property

@@ -114,6 +114,7 @@ def test_mixed_int16_norm_chain_is_integer_only_not_full_int8(prepared):
     assert extra["integer_only"] is True and extra["full_int8"] is False
     assert be.signature().precision == "int8+int16"
     assert be.signature().quantization["int16_ops"]["decoder"] == ["ADD", "SUB", "MUL", "MEAN", "RSQRT"]
+    assert be.signature().quantization["activations"] == "int8+int16"
     for role in ("encoder", "decoder"):
         audit = extra["ops"][role]
         assert audit["float_compute_ops"] == 0, audit["float_op_counts"]
