@@ -7,6 +7,8 @@ with ai-edge-quantizer's static recipes, calibrated on the same representative s
 * ``recipe="a8w8"``: int8 activations (asymmetric, per tensor), int8 per-channel symmetric
   weights, integer compute (AEQ's ``static_wi8_ai8`` / ``default_a8w8_recipe.json``);
 * ``recipe="a16w8"``: int16 symmetric activations, int8 per-channel weights (``static_wi8_ai16``).
+* ``int16_ops`` (backend option ``aeq_int16_ops``): a8w8 with a16w8's op config for the named op types,
+  a mixed int8/int16 integer graph; AEQ inserts the int8<->int16 requantizing QUANTIZE ops itself.
 
 What AEQ does with our graphs (ai-edge-quantizer 0.10, read from its source and measured):
 

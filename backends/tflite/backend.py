@@ -187,6 +187,9 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             from backends.tflite.aeq import check_options
 
             check_options(self.name, o)
+        elif o["aeq_int16_ops"]:
+            raise InvalidInputError(f"{self.name}: aeq_int16_ops needs quantizer 'ai_edge_quantizer' (TFLiteConverter "
+                                    f"has no mixed int8/int16 graphs) and quantization 'int8'")
         for key in ("calibration_method", "encoder_calibration_method"):
             if not self.uses_aeq and o[key] is not None and o[key] not in CALIBRATION_METHODS:
                 raise InvalidInputError(f"{self.name}: {key} '{o[key]}' unknown; choose one of "

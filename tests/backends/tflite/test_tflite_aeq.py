@@ -135,7 +135,8 @@ def test_mixed_int16_per_graph_and_bad_ops(prepared, tiny_model, tmp_path):
     bundle = ModelBundle.load(tiny_model("marian"))
     for opts, message in (({"aeq_int16_ops": ["REDUCE_MAX", "NOPE"]}, r"cannot quantize \['NOPE', 'REDUCE_MAX'\].*RSQRT"),
                           ({"aeq_int16_ops": {"encoder": ["ADD"], "logits": ["ADD"]}}, "keys must be"),
-                          ({"quantization": "int16x8"}, "needs quantization 'int8'")):
+                          ({"quantization": "int16x8"}, "needs quantization 'int8'"),
+                          ({"quantizer": "tflite_converter"}, "needs quantizer 'ai_edge_quantizer'")):
         bad = get_backend("tflite-int8-mixed16", **{**OPTS, **AEQ, **opts})
         with pytest.raises(InvalidInputError, match=message):
             bad.prepare(bundle, tmp_path, CALIBRATION)
