@@ -46,7 +46,7 @@ import numpy as np
 
 from backends._imports import require
 from backends.errors import ArtifactError, InvalidInputError
-from backends.tflite.convert import cast_sample
+from backends.tflite.convert import cast_sample, invoke_sample
 
 #: bump when this module's output changes for the same inputs (part of the artifact cache key)
 AEQ_FORMAT = 1
@@ -240,13 +240,7 @@ def _percentile_ranges(model: bytes, qsvs: dict[str, Any], samples, pct: float, 
     rng = np.random.default_rng(0)
     values: dict[int, list[np.ndarray]] = {i: [] for i in ranged}
     for s in samples():
-        s = cast_sample(s, names)
-        for n, arr in s.items():
-            interp.resize_tensor_input(index[n], list(arr.shape))
-        interp.allocate_tensors()
-        for n, arr in s.items():
-            interp.set_tensor(index[n], arr)
-        interp.invoke()
+        invoke_sample(interp, index, cast_sample(s, names))
         for i in ranged:
             if sum(len(v) for v in values[i]) >= cap:
                 continue

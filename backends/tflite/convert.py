@@ -43,6 +43,17 @@ def cast_sample(sample: dict[str, np.ndarray], names: list[str]) -> dict[str, np
     return out
 
 
+def invoke_sample(interp, index: dict[str, int], sample: dict[str, np.ndarray]) -> None:
+    """Resize ``interp``'s inputs (``index``: input name -> tensor index) to ``sample`` and run it once
+    (intermediate tensors are then readable when the interpreter preserves them)."""
+    for n, arr in sample.items():
+        interp.resize_tensor_input(index[n], list(arr.shape))
+    interp.allocate_tensors()
+    for n, arr in sample.items():
+        interp.set_tensor(index[n], arr)
+    interp.invoke()
+
+
 def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
             input_names: list[str] | None = None, float_ops: Iterable[str] = (), method: str = "minmax",
             percentile: float = 99.99, keep_ranges: Iterable[str] = (), valid_rows: bool = False,
@@ -171,12 +182,7 @@ def _adjusted_ranges(calibrated: bytes, samples: Iterable[dict[str, np.ndarray]]
     values: dict[int, list[np.ndarray]] = {i: [] for i in ranged}
     extent: dict[int, tuple[float, float]] = {}
     for s in samples:
-        for n, arr in s.items():
-            interp.resize_tensor_input(index[n], list(arr.shape))
-        interp.allocate_tensors()
-        for n, arr in s.items():
-            interp.set_tensor(index[n], arr)
-        interp.invoke()
+        invoke_sample(interp, index, s)
         mask = s["attention_mask"].astype(bool) if valid_rows and "attention_mask" in s else None
         for i in ranged:
             a = interp.get_tensor(i)
