@@ -32,8 +32,38 @@ QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
 #: the FP32 .tflite pair (aeq.py; int8 = its a8w8 recipe, int16x8 = a16w8)
 QUANTIZERS = ("tflite_converter", "ai_edge_quantizer")
 CALIBRATION_METHODS = tconv.CALIBRATION_METHODS
-GRAPH_OPTIONS = ("cross_kv", "mask_mode", "mask_margin")
+GRAPH_OPTIONS = ("cross_kv", "mask_mode", "mask_margin", "source_buckets")
 SYMMETRIC_RHS = ("none", "encoder", "all")
+
+
+def source_buckets(value: Any, max_length: int, who: str = "tflite") -> tuple[int, ...]:
+    """Parse the ``source_buckets`` option: ``"auto"`` (16, 32, ... up to ``max_length``), ``"none"``
+    / None / [] (a static encoder: ``()``) or a list of lengths (``max_length`` is always added)."""
+    if value is None or value == "none" or (isinstance(value, (list, tuple)) and not value):
+        return ()
+    if value == "auto":
+        out, b = [], 16
+        while b < max_length:
+            out.append(b)
+            b *= 2
+        return tuple(out) + (max_length,)
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise InvalidInputError(f"{who}: source_buckets must be 'auto', 'none' or a list of source lengths, "
+                                f"got {value!r}")
+    bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= max_length]
+    if bad:
+        raise InvalidInputError(f"{who}: source_buckets {bad} are not lengths in 1..max_source_length "
+                                f"({max_length})")
+    return tuple(sorted(set(value) | {max_length}))
+
+
+def _pad_source_axis(x: np.ndarray, dst) -> np.ndarray:
+    """Pad a boundary tensor from a bucket's source length to the decoder input's static shape,
+    with the decoder input's zero (its zero point when quantized); padded positions are masked."""
+    pad = [(0, 0)] + [(0, max(0, d - n)) if d > 0 else (0, 0) for n, d in zip(x.shape[1:], dst.shape[1:])]
+    if not any(p[1] for p in pad):
+        return x
+    return np.pad(x, pad, constant_values=dst.zero_point if dst.quantized else 0)
 
 
 def _is_cache(name: str) -> bool:
@@ -49,6 +79,11 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         "cross_kv": "encoder",  # where the cross-attention K/V projections run: encoder | decoder
         "mask_mode": "select",  # select (quantization safe) | hf (additive -1e9)
         "mask_margin": 20.0,  # select mode: masked score = row max - margin
+        # source-length buckets: the encoder graph takes any source length up to max_source_length and
+        # the host runs it at the smallest bucket that fits (the decoder stays static; the host pads the
+        # encoder's outputs). "auto" = 16, 32, ... doubling up to max_source_length; a list of lengths;
+        # "none" = one static encoder at max_source_length
+        "source_buckets": "auto",
         "calibration_recipe": "real",  # real (decoder states) | naive (BOS + zeros)
         "calibration_sources": 200,
         "positions_per_source": 6,
@@ -196,6 +231,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                                         f"{CALIBRATION_METHODS}")
         if o["boundary"] not in ("requant", "raw"):
             raise InvalidInputError(f"{self.name}: boundary must be 'requant' or 'raw', got {o['boundary']!r}")
+        self.source_buckets  # noqa: B018 - validates the option
         if int(o["calibration_sources"]) < 1:
             raise InvalidInputError(f"{self.name}: calibration_sources must be >= 1")
         if o["symmetric_matmul_rhs"] not in SYMMETRIC_RHS:
@@ -207,6 +243,14 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         return str(self.options["symmetric_matmul_rhs"]) if self.quantization == "int8" else "none"
 
     @property
+    def source_buckets(self) -> tuple[int, ...]:
+        """The encoder's source lengths, ascending and ending at max_source_length; () = static encoder."""
+        return source_buckets(self.options["source_buckets"], self.max_source_length, self.name)
+
+    def _bucket(self, width: int) -> int:
+        return next((b for b in self.source_buckets if b >= width), self.max_source_length)
+
+    @property
     def cache_length(self) -> int:
         return self.max_new_tokens + 1
 
@@ -216,7 +260,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         from backends.tflite.weights import extract_weights
 
         spec = GraphSpec(self.max_source_length, self.cache_length, self.options["mask_mode"],
-                         float(self.options["mask_margin"]), self.options["cross_kv"])
+                         float(self.options["mask_margin"]), self.options["cross_kv"],
+                         dynamic_source=bool(self.source_buckets))
         torch_model = model.load_torch_model()
         if model.normalized.model_type == "t5":
             from backends.tflite.t5 import T5Graphs, extract_t5_weights
@@ -387,6 +432,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             "precision": self.quantization if self.quantization != "none" else "fp32",
             "static": {"source_length": self.max_source_length, "cache_length": self.cache_length,
                        "max_new_tokens": self.max_new_tokens},
+            "source_buckets": list(self.source_buckets),
             "special_tokens": conv.to_dict(),
             "encoder": enc.describe(),
             "decoder_step": dec.describe(),
@@ -402,8 +448,13 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                         "logits_floor": graphs.spec.logits_floor}
                        if graphs.spec.logits_floor is not None else {"logits": "dequant(logits)"}),
             "loop": [
-                "pad input_ids (pad_token_id) and attention_mask (0) to source_length; run the encoder",
-                "convert every boundary tensor to the decoder input's domain: q_d = clamp(round(s_e/s_d*(q_e-z_e))+z_d)",
+                ("pick the smallest of source_buckets >= the source length; pad input_ids (pad_token_id) and "
+                 "attention_mask (0) to it; run the encoder (resize its inputs to that length; keep one "
+                 "interpreter per bucket)" if self.source_buckets else
+                 "pad input_ids (pad_token_id) and attention_mask (0) to source_length; run the encoder"),
+                "convert every boundary tensor to the decoder input's domain: q_d = clamp(round(s_e/s_d*(q_e-z_e))+z_d)"
+                + ("; pad its source axis to source_length with the decoder input's zero point (0 for float), "
+                   "and the encoder attention mask with 0" if self.source_buckets else ""),
                 "token = decoder_start_token_id; for position in 0..max_new_tokens-1: run decoder_step with "
                 "input_ids=[[token]], position=[position], self_attention_mask (1 for slots < position and "
                 "for the last slot, else 0), encoder_attention_mask, boundary tensors, caches",
@@ -425,6 +476,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             self._load_models()
 
     def _load_models(self) -> None:
+        self._enc_runs: dict[int, TFLiteModel] = {}
         files = self.artifacts.files
         if self._enc_q is None:  # the backend's own pair (FP32 for tflite-fp32-split)
             self._enc_q = TFLiteModel(files["encoder"], self.threads)
@@ -452,6 +504,18 @@ class TFLiteSplitBackend(Seq2SeqBackend):
 
     def deactivate_impl(self) -> None:
         self._enc_f = self._dec_f = self._enc_q = self._dec_q = self._enc = self._dec = None
+        self._enc_runs = {}
+
+    def _encoder_at(self, width: int) -> TFLiteModel:
+        """The encoder interpreter for one source-length bucket (one per bucket, so switching
+        buckets never re-plans an interpreter)."""
+        if not self.source_buckets:
+            return self._enc
+        run = self._enc_runs.get(width)
+        if run is None:
+            run = self._enc if not self._enc_runs else TFLiteModel(self._enc.path, self.threads)
+            self._enc_runs[width] = run
+        return run
 
     def encode_impl(self, input_ids, attention_mask) -> EncoderState:
         S = self.max_source_length
@@ -459,15 +523,17 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         if w > S:
             raise InvalidInputError(f"{self.name}: source length {w} exceeds the static source length {S}; "
                                     f"encode with max_length={S} or raise max_source_length")
-        ids = np.full((b, S), self.model.conventions.pad_token_id, np.int32)
+        width = self._bucket(w)
+        ids = np.full((b, width), self.model.conventions.pad_token_id, np.int32)
         mask = np.zeros((b, S), np.int32)
         ids[:, :w] = input_ids
         mask[:, :w] = attention_mask
-        out = self._enc.run({"input_ids": ids, "attention_mask": mask})
+        enc = self._encoder_at(width)
+        out = enc.run({"input_ids": ids, "attention_mask": mask[:, :width]})
         tensors: dict[str, Any] = {"encoder_attention_mask": mask}
         for name, dst in self._dec.inputs.items():
             if name in out:
-                tensors[name] = to_domain(out[name], self._enc.outputs[name], dst, raw=self._raw)
+                tensors[name] = _pad_source_axis(to_domain(out[name], enc.outputs[name], dst, raw=self._raw), dst)
         return EncoderState(tensors, attention_mask, b)
 
     def generate_impl(self, input_ids, attention_mask, max_new_tokens: int, num_beams: int):
@@ -477,12 +543,20 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 f"artifacts ({self.max_new_tokens}); create the backend with max_new_tokens={max_new_tokens}")
         return super().generate_impl(input_ids, attention_mask, max_new_tokens, num_beams)
 
+    def _cache_plan(self) -> list[tuple[str, str, Any, Any]]:
+        """(cache input, new-slot output, output info, input info) per cache tensor of the decoder."""
+        dec = self._dec
+        if getattr(self, "_plan_for", None) is not dec:
+            self._plan = [(n, "new_" + n[len("self_"):], dec.outputs["new_" + n[len("self_"):]], info)
+                          for n, info in dec.inputs.items() if _is_cache(n)]
+            self._plan_for = dec
+        return self._plan
+
     def _empty_cache(self, batch: int) -> dict[str, Any]:
         cache: dict[str, Any] = {"pos": 0}
-        for name, info in self._dec.inputs.items():
-            if _is_cache(name):
-                shape = (batch,) + tuple(info.shape[1:])
-                cache[name] = np.full(shape, info.zero_point if info.quantized else 0, info.dtype)
+        for name, _, _, info in self._cache_plan():
+            shape = (batch,) + tuple(info.shape[1:])
+            cache[name] = np.full(shape, info.zero_point if info.quantized else 0, info.dtype)
         return cache
 
     def decode_step_impl(self, state: EncoderState, decoder_input_ids, cache):
@@ -503,12 +577,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         feeds.update((k, v) for k, v in cache.items() if k != "pos")
         out = dec.run(feeds)
         new_cache = {"pos": pos + 1}
-        for name in dec.inputs:
-            if _is_cache(name):
-                new = "new_" + name[len("self_"):]
-                arr = cache[name]
-                arr[:, :, pos] = to_domain(out[new], dec.outputs[new], dec.inputs[name])[:, :, 0]
-                new_cache[name] = arr
+        for name, new, src, dst in self._cache_plan():
+            arr = cache[name]
+            arr[:, :, pos] = to_domain(out[new], src, dst)[:, :, 0]
+            new_cache[name] = arr
         info = dec.outputs["logits"]
         logits = dequantize(out["logits"], info) if info.quantized else out["logits"]
         if "logits_top" in out:  # fine head: finer bins above the floor, the coarse head below it

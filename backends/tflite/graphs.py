@@ -3,7 +3,9 @@
 Driven by :class:`backends.families.NormalizedConfig` (pre/post norm, layernorm_embedding,
 activation, final norms, positions) and the weights from :mod:`backends.tflite.weights`.
 
-Two graphs, both with a dynamic batch dimension and otherwise static shapes:
+Two graphs, both with a dynamic batch dimension and otherwise static shapes (with
+``dynamic_source`` the encoder's source length is dynamic too, up to S: the host runs it at the
+smallest source-length bucket that fits and pads its outputs to S for the static decoder):
 
 * encoder: ``input_ids`` int32 [B, S], ``attention_mask`` int32 [B, S] ->
   ``encoder_hidden_states`` [B, S, D] (``cross_kv="decoder"``) or, with
@@ -34,7 +36,7 @@ from backends.errors import InvalidInputError, UnsupportedModelError
 from backends.tflite.balance import BalancedNorm
 
 #: bump when the graphs' interface or numerics change (part of the artifact cache key)
-GRAPH_FORMAT = 3
+GRAPH_FORMAT = 4
 MASK_MODES = ("select", "bounded", "hf")
 CROSS_KV_MODES = ("decoder", "encoder")
 HF_MASK_VALUE = -1e9
@@ -50,6 +52,8 @@ class GraphSpec:
     #: when set, the decoder also outputs ``logits_top`` = relu(2*(logits - floor)): a second LM
     #: head whose int8 range covers only [floor, max], i.e. finer bins where argmax is decided
     logits_floor: float | None = None
+    #: encoder inputs [B, None]: any source length up to ``source_length`` (source-length buckets)
+    dynamic_source: bool = False
 
     def __post_init__(self) -> None:
         if self.mask_mode not in MASK_MODES:
@@ -146,7 +150,9 @@ class Seq2SeqGraphs:
     def masked_softmax(self, scores, valid):
         """Softmax over the last axis of ``scores`` [B, H, L, K]; ``valid`` is [B, K] (bool or int)."""
         tf = self.tf
-        K = scores.shape[-1]
+        # dynamic source length: the shape of the integer mask, never of a float tensor (a SHAPE op
+        # on a float tensor stays float after quantization)
+        K = scores.shape[-1] if scores.shape[-1] is not None else tf.shape(valid)[-1]
         if self.spec.mask_mode in ("hf", "bounded"):
             value = HF_MASK_VALUE if self.spec.mask_mode == "hf" else -self.spec.mask_margin
             bias = tf.reshape((1.0 - tf.cast(valid, tf.float32)) * value, [-1, 1, 1, K])
@@ -189,7 +195,8 @@ class Seq2SeqGraphs:
     def embed_source(self, ids):
         """Token + position embeddings of the source, [B*S, D]."""
         tf = self.tf
-        x = tf.reshape(tf.gather(self.embed, ids) + self.enc_pos[None], [-1, self.D])
+        x = tf.gather(self.embed, ids) + self.enc_pos[None, : self.source_width(ids)]
+        x = tf.reshape(x, [-1, self.D])
         return self.layer_norm(x, self.w.enc_ln_emb) if self.w.enc_ln_emb is not None else x
 
     def embed_target(self, ids, pos):
@@ -198,8 +205,9 @@ class Seq2SeqGraphs:
         x = tf.gather(self.embed, ids[:, 0]) + tf.gather(self.dec_pos, pos)
         return self.layer_norm(x, self.w.dec_ln_emb) if self.w.dec_ln_emb is not None else x
 
-    def encoder_score_bias(self):
-        """Added to encoder self-attention scores [B, H, S, S] (None: nothing)."""
+    def encoder_score_bias(self, S):
+        """Added to encoder self-attention scores [B, H, S, S] (None: nothing); ``S`` is the
+        source length (an int, or a scalar tensor with ``dynamic_source``)."""
         return None
 
     def decoder_score_bias(self, pos):
@@ -215,9 +223,14 @@ class Seq2SeqGraphs:
         return ["input_ids", "attention_mask"]
 
     def encoder_specs(self) -> list[Any]:
-        tf, S = self.tf, self.spec.source_length
+        tf = self.tf
+        S = None if self.spec.dynamic_source else self.spec.source_length
         return [tf.TensorSpec([None, S], tf.int32, name="input_ids"),
                 tf.TensorSpec([None, S], tf.int32, name="attention_mask")]
+
+    def source_width(self, ids):
+        """The encoder's source length: static S, or the input's length with ``dynamic_source``."""
+        return self.tf.shape(ids)[1] if self.spec.dynamic_source else self.spec.source_length
 
     def cross_kv(self, hidden2d, layer, S):
         att = layer["cross"]
@@ -225,10 +238,11 @@ class Seq2SeqGraphs:
                 self.split_heads(self.linear(hidden2d, att["v"]), S, self.H))
 
     def encoder_body(self, inputs: dict) -> dict:
-        tf, S, D = self.tf, self.spec.source_length, self.D
+        tf, D = self.tf, self.D
+        S = self.source_width(inputs["input_ids"])
         x = self.embed_source(inputs["input_ids"])  # [B*S, D]
         valid = inputs["attention_mask"]
-        bias = self.encoder_score_bias()
+        bias = self.encoder_score_bias(S)
         for layer in self.w.enc_layers:
             att = layer["self"]
 

@@ -8,6 +8,7 @@ boundary explicitly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ class TensorInfo:
     scale: float = 0.0
     zero_point: int = 0
 
-    @property
+    @cached_property
     def quantized(self) -> bool:
         return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
 
@@ -91,11 +92,24 @@ class TFLiteModel:
         self.inputs = {n: _info(n, d) for n, d in runner.get_input_details().items()}
         self.outputs = {n: _info(n, d) for n, d in runner.get_output_details().items()}
         self._shapes: dict[str, tuple[int, ...] | None] = {n: None for n in self.inputs}  # resize on first run
+        self._set = self.interp.set_tensor
+        self._get = self.interp.get_tensor
+        self._in = [(n, i.index, np.dtype(i.dtype)) for n, i in self.inputs.items()]
+        self._out = [(n, o.index) for n, o in self.outputs.items()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = set(self.inputs) - set(feeds)
+        missing = [n for n in self.inputs if n not in feeds]
         if missing:
             raise InvalidInputError(f"{self.path.name}: missing inputs {sorted(missing)}")
+        shapes = self._shapes
+        if any(shapes[n] != feeds[n].shape for n in shapes):
+            self._resize(feeds)
+        for n, index, dtype in self._in:
+            self._set(index, np.ascontiguousarray(feeds[n], dtype=dtype))
+        self.interp.invoke()
+        return {n: self._get(index) for n, index in self._out}
+
+    def _resize(self, feeds: dict[str, np.ndarray]) -> None:
         resized = False
         for n, info in self.inputs.items():
             shape = tuple(feeds[n].shape)
@@ -108,10 +122,6 @@ class TFLiteModel:
                 resized = True
         if resized:
             self.interp.allocate_tensors()
-        for n, info in self.inputs.items():
-            self.interp.set_tensor(info.index, np.ascontiguousarray(feeds[n], dtype=info.dtype))
-        self.interp.invoke()
-        return {n: self.interp.get_tensor(info.index) for n, info in self.outputs.items()}
 
     def describe(self) -> dict[str, Any]:
         return {"file": self.path.name,

@@ -126,7 +126,9 @@ class T5Graphs(Seq2SeqGraphs):
     def embed_target(self, ids, pos):
         return self.tf.gather(self.embed, ids[:, 0])
 
-    def encoder_score_bias(self):
+    def encoder_score_bias(self, S):
+        if self.spec.dynamic_source:
+            return self.enc_bias[:, :, :S, :S]
         return self.enc_bias  # [1, H, S, S]
 
     def decoder_score_bias(self, pos):

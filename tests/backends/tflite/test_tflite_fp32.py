@@ -85,3 +85,55 @@ def test_user_errors(prepared):
         with pytest.raises(InvalidInputError):
             be.generate(enc.input_ids, enc.attention_mask, max_new_tokens=be.max_new_tokens + 5)
 
+
+
+def test_source_buckets_option():
+    from backends.tflite.backend import source_buckets
+
+    assert source_buckets("auto", 64) == (16, 32, 64)
+    assert source_buckets("auto", 24) == (16, 24)
+    assert source_buckets("auto", 10) == (10,)
+    assert source_buckets("none", 64) == () and source_buckets(None, 64) == () and source_buckets([], 64) == ()
+    assert source_buckets([8, 40, 8], 64) == (8, 40, 64)
+    for bad in ([0, 8], [8, 65], ["8"], "some", 16, [True]):
+        with pytest.raises(InvalidInputError, match="source_buckets"):
+            source_buckets(bad, 64)
+    with pytest.raises(InvalidInputError, match="source_buckets"):
+        get_backend("tflite-fp32-split", source_buckets=[100])._check_options()
+
+
+LONG = ("A man in a blue shirt and a woman in a long red dress walk their three small dogs along the "
+        "sandy beach at sunset while children play.")
+
+
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_source_buckets_equal_static_encoder(prepared, family):
+    """The bucketed (dynamic-length) encoder gives the static encoder's outputs; a short and a
+    long source run at different bucket widths, each on its own interpreter."""
+    import json
+    from pathlib import Path
+
+    S = 48  # buckets 16, 32, 48 (T5's task prefix makes its sources long)
+    sources = ["Dogs run.", LONG]
+    bundle, dyn = prepared(family, "tflite-fp32-split", max_source_length=S)
+    _, static = prepared(family, "tflite-fp32-split", max_source_length=S, source_buckets="none")
+    assert dyn.source_buckets == (16, 32, 48) and static.source_buckets == ()
+    widths = [int(bundle.encode_sources([s], S).attention_mask.sum()) for s in sources]
+    buckets = [dyn._bucket(w) for w in widths]
+    assert buckets[0] < buckets[1], widths  # the two sources use different buckets
+    with dyn, static:
+        for s, w in zip(sources, widths):
+            enc = bundle.encode_sources([s], S)
+            a, b = dyn.encode(enc.input_ids, enc.attention_mask), static.encode(enc.input_ids, enc.attention_mask)
+            for name, value in b.tensors.items():
+                got, want = np.asarray(a.tensors[name]), np.asarray(value)
+                assert got.shape == want.shape, name
+                if got.ndim == 4:  # cross K/V [B, H, S, Dh]: the real positions (padding is masked)
+                    got, want = got[:, :, :w], want[:, :, :w]
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
+        assert sorted(dyn._enc_runs) == sorted(set(buckets))
+        enc = bundle.encode_sources(sources, S)
+        assert dyn.generate(enc.input_ids, enc.attention_mask) == static.generate(enc.input_ids, enc.attention_mask)
+    g = json.loads((Path(dyn.artifacts.directory) / dyn.artifacts.files["generation"]).read_text())
+    assert g["source_buckets"] == [16, 32, 48]
+    assert all(i["shape"] == [-1, -1] for i in g["encoder"]["inputs"])
