@@ -36,7 +36,7 @@ from backends.errors import InvalidInputError, UnsupportedModelError
 from backends.tflite.balance import BalancedNorm
 
 #: bump when the graphs' interface or numerics change (part of the artifact cache key)
-GRAPH_FORMAT = 4
+GRAPH_FORMAT = 5
 MASK_MODES = ("select", "bounded", "hf")
 CROSS_KV_MODES = ("decoder", "encoder")
 HF_MASK_VALUE = -1e9
