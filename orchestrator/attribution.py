@@ -14,6 +14,9 @@ Kinds (first matching rule wins, in this order):
   backend whose runtime's FP32 variant does (its INT8 numbers say nothing about quantization);
 * ``boundary`` — the split-generation boundary matrix: the raw INT8 boundary row fails the bar
   (vs the backend's own FP32 row) while the requantized row passes;
+* ``mask`` — the backend masks attention with an unbounded additive mask (``quantization.mask ==
+  "hf"``, Hugging Face's -1e9) and a same-runtime INT8 variant with a bounded or select mask
+  passes: the mask's huge values own the attention-score quantization range;
 * ``calibration`` — a quantized variant of the *same runtime* that differs in its calibration
   settings passes (e.g. ``tflite-int8-naive`` fails, decoder-calibrated ``tflite-int8`` passes);
 * ``tflite-specific`` — a TFLite INT8 backend fails while a peer INT8 runtime (CTranslate2,
@@ -41,9 +44,10 @@ from backends.errors import InvalidInputError
 
 BAR_DEFAULTS: dict[str, Any] = {"max_bleu_drop": 1.0, "min_fp32_agreement": 0.95, "fail_source_blind": True,
                                 "min_first_step_cosine": 0.0}
-KINDS = ("pass", "calibration", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
+KINDS = ("pass", "calibration", "mask", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
          "export-convention")
 CALIBRATION_KEYS = ("recipe", "calib", "method", "sources", "positions")
+UNBOUNDED_MASKS = ("hf",)
 RAW_MODE, REQUANT_MODE, FP32_MODE = "int8enc-raw-int8dec", "int8enc-requant-int8dec", "fp32enc-fp32dec"
 
 
@@ -223,6 +227,10 @@ def _decoder_rows(report: dict[str, Any], name: str, bar: dict[str, Any]):
     return None
 
 
+def _quant(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return signature(report, name).get("quantization") or {}
+
+
 def _differing_quant_keys(report: dict[str, Any], a: str, b: str) -> list[str]:
     qa = signature(report, a).get("quantization") or {}
     qb = signature(report, b).get("quantization") or {}
@@ -284,6 +292,20 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                                          f"boundary passes — requantize at the boundary", ev + bev)
             continue
         same_rt = [p for p in int8_pass if runtime_of(report, p) == rt]
+        mask = _quant(report, n).get("mask")
+        mask_peer = [p for p in same_rt if mask in UNBOUNDED_MASKS
+                     and _quant(report, p).get("mask") not in (None, *UNBOUNDED_MASKS)]
+        if mask_peer:
+            p = mask_peer[0]
+            diff = _differing_quant_keys(report, n, p)
+            others = [k for k in diff if k != "mask"]
+            verdicts[n] = _v("mask",
+                             f"{n} fails while {p} (same runtime, attention mask '{_quant(report, p)['mask']}' "
+                             f"instead of the additive {mask!r} mask) passes: the mask's huge negative values own "
+                             f"the attention-score quantization range"
+                             + (f" (other settings differ too: {', '.join(others)})" if others else ""),
+                             ev + _peer_ev(report, p, passes, n, diff))
+            continue
         calib_peer = [p for p in same_rt
                       if any(any(c in k for c in CALIBRATION_KEYS) for k in _differing_quant_keys(report, n, p))]
         if calib_peer:

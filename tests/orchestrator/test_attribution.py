@@ -158,3 +158,22 @@ def test_no_verdicts_without_a_reference(report):
     s = attribute(rep, {})
     assert s["headline"].startswith("no verdicts") and "torch-fp32" in s["headline"]
     assert all("verdict" not in b for n, b in rep["backends"].items())
+
+
+def test_mask_verdict_when_only_the_additive_mask_variant_fails(report):
+    """A failing INT8 backend with Hugging Face's -1e9 additive mask, next to a passing same-runtime
+    variant with the select mask, is a mask failure, not a calibration one."""
+    rep = copy.deepcopy(report)
+    for name, mask in (("sim-int8-naive", "hf"), ("sim-int8", "select")):
+        sig = rep["backends"][name]["signature"]
+        sig["quantization"] = {**(sig.get("quantization") or {}), "mask": mask}
+    attribute(rep, {})
+    v = rep["backends"]["sim-int8-naive"]["verdict"]
+    assert v["kind"] == "mask"
+    assert "'select'" in v["summary"] and "'hf'" in v["summary"]
+    assert any(e["metric"] == "quantization.mask" and e["value"] == "select" and e["failing_value"] == "hf"
+               for e in v["evidence"])
+    # the same pair with both masks bounded is a calibration difference again
+    rep["backends"]["sim-int8-naive"]["signature"]["quantization"]["mask"] = "bounded"
+    attribute(rep, {})
+    assert _kind(rep, "sim-int8-naive") == "calibration"
