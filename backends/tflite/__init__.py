@@ -21,13 +21,14 @@ _AEQ_CALIB = {"quantizer": "ai_edge_quantizer", "calibration_method": "percentil
 # the matmuls (FULLY_CONNECTED, BATCH_MATMUL) and attention in int8 -- integer-only, not strict INT8
 _INT16_NORM_OPS = ("ADD", "SUB", "MUL", "MEAN", "RSQRT")
 
+# tflite-int8's recipe (symmetric_matmul_rhs="encoder": XNNPACK runs the encoder's int8 attention matmuls)
+_INT8 = {"quantization": "int8", "calibration_recipe": "real", "boundary": "requant", **_CALIB, **_REWRITES,
+         "symmetric_matmul_rhs": "encoder"}
+
 BACKENDS = [
     dict(name="tflite-fp32-split", target=_T, requires=_REQ, options={"quantization": "none"},
          description="TFLite FP32: encoder + KV-cache decoder step re-implemented in TF, shared host loop"),
-    # symmetric_matmul_rhs="encoder": XNNPACK runs the encoder's int8 attention matmuls (see backend.py)
-    dict(name="tflite-int8", target=_T, requires=_REQ,
-         options={"quantization": "int8", "calibration_recipe": "real", "boundary": "requant", **_CALIB,
-                  **_REWRITES, "symmetric_matmul_rhs": "encoder"},
+    dict(name="tflite-int8", target=_T, requires=_REQ, options=_INT8,
          description="TFLite strict full INT8, decoder calibrated on real decoder states, requantized boundary"),
     dict(name="tflite-int8-aeq", target=_T, requires=_REQ + ("ai_edge_quantizer",),
          options={"quantization": "int8", "calibration_recipe": "real",
@@ -45,8 +46,9 @@ BACKENDS = [
          description="Reproducible failure: decoder calibrated on BOS + zero states, raw boundary "
                      "(source-blind decoder)"),
     dict(name="tflite-int8-hfmask", target=_T, requires=_REQ,
-         options={"quantization": "int8", "calibration_recipe": "real", "mask_mode": "hf"},
-         description="Reproducible failure: real calibration but a Hugging Face -1e9 additive mask"),
+         options={**_INT8, "mask_mode": "hf"},
+         description="Reproducible failure: tflite-int8's recipe with one change, a Hugging Face -1e9 additive "
+                     "mask"),
     dict(name="tflite-int16x8", target=_T, requires=_REQ + ("ai_edge_quantizer",),
          options={"quantization": "int16x8", "calibration_recipe": "real",
                   "boundary": "requant", **_AEQ_CALIB},
