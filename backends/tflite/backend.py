@@ -477,6 +477,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
 
     def _load_models(self) -> None:
         self._enc_runs: dict[int, TFLiteModel] = {}
+        self._plan: list[tuple[str, str, Any, Any]] | None = None
         files = self.artifacts.files
         if self._enc_q is None:  # the backend's own pair (FP32 for tflite-fp32-split)
             self._enc_q = TFLiteModel(files["encoder"], self.threads)
@@ -545,11 +546,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
 
     def _cache_plan(self) -> list[tuple[str, str, Any, Any]]:
         """(cache input, new-slot output, output info, input info) per cache tensor of the decoder."""
-        dec = self._dec
-        if getattr(self, "_plan_for", None) is not dec:
+        if self._plan is None:  # reset whenever _load_models picks the decoder
+            dec = self._dec
             self._plan = [(n, "new_" + n[len("self_"):], dec.outputs["new_" + n[len("self_"):]], info)
                           for n, info in dec.inputs.items() if _is_cache(n)]
-            self._plan_for = dec
         return self._plan
 
     def _empty_cache(self, batch: int) -> dict[str, Any]:
