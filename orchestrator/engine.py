@@ -6,12 +6,15 @@
 2. resolve backends (unknown -> error listing the available ones; extra missing -> ``skipped`` with the
    pip command) and suites (module missing -> ``skipped``);
 3. for each backend, reuse stored suite results whose fingerprint matches, and run the rest in a spawned
-   process (:mod:`orchestrator.worker`) with the backend's timeout; crashes become ``failed``;
+   process (:mod:`orchestrator.worker`) with the backend's timeout; crashes become ``failed``. When that
+   process builds the artifacts and a memory-measuring suite is pending, it stops after the build and a
+   second process runs the suites on the cached artifacts;
 4. the compare phase in this process (``Suite.compare`` over the backends whose suite succeeded);
 5. hooks (verdicts, selection, baseline) and report.json / report.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -173,7 +176,7 @@ def _run_backend(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, 
         return {**prev, "reused": True}
     rec: dict[str, Any] = {"fingerprint": p.fingerprint, "signature": prev.get("signature"),
                            "artifacts": prev.get("artifacts"), "timings": {}, "reused": False}
-    state = {"stage": "start", "child_status": None, "child_reason": None}
+    state = {"stage": "start", "child_status": None, "child_reason": None, "restart": False}
     ui.backend_started(p.name, len(p.pending))
 
     def on_message(msg):
@@ -194,9 +197,19 @@ def _run_backend(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, 
                     rec["traceback"] = info["traceback"][-4000:]
         elif kind == "suite":
             ui.backend_progress(p.name, msg[1], 1, 1, f"{msg[1]}: {msg[2]}")
+        elif kind == "restart":
+            state["restart"] = True
 
     timeout = float(p.settings["timeout"])
-    outcome = run_isolated(backend_worker, _job(cfg, v, p, store, artifact_dir), timeout, on_message)
+    job = _job(cfg, v, p, store, artifact_dir)
+    outcome = run_isolated(backend_worker, {**job, "fresh_process_after_build": True}, timeout, on_message)
+    if state["restart"] and outcome.ok and not state["child_status"]:
+        # artifacts were built: the suites run in a fresh process on them (worker.FRESH_PROCESS_SUITES)
+        rec["timings"]["build_prepare_seconds"] = rec["timings"].get("prepare_seconds")
+        rec["timings"]["build_wall_seconds"] = round(outcome.seconds, 3)
+        first = outcome.seconds
+        outcome = run_isolated(backend_worker, {**job, "force_artifacts": False}, timeout, on_message)
+        outcome = dataclasses.replace(outcome, seconds=first + outcome.seconds)
     rec["timings"]["wall_seconds"] = round(outcome.seconds, 3)
     rec["exit"] = {"exitcode": outcome.exitcode, "signal": outcome.signal, "timed_out": outcome.timed_out}
     if state["child_status"]:

@@ -1,7 +1,9 @@
 """The code that runs inside a backend's own process (see :mod:`orchestrator.isolation`).
 
 ``backend_worker(conn, job)``: preflight -> prepare (artifact cache) -> activate -> every pending
-suite, writing each suite's result atomically as soon as it finishes. Python-level failures are
+suite, writing each suite's result atomically as soon as it finishes. With ``fresh_process_after_build``
+it stops after a prepare that built (not reused) the artifacts when a suite in ``FRESH_PROCESS_SUITES`` is
+pending, and sends ``("restart", why)``: the engine runs the suites in a new process. Python-level failures are
 recorded (a suite that raises is ``failed`` with the exception, the others still run); native crashes
 kill the process and the parent records them from the exit status and the log tail.
 """
@@ -82,6 +84,10 @@ def _preflight(backend) -> list[str]:
     return [str(r) for r in reasons]
 
 
+#: suites whose measurements the memory left by a conversion would distort (peak RSS)
+FRESH_PROCESS_SUITES = ("speed",)
+
+
 def backend_worker(conn, job: dict[str, Any]) -> None:
     """Entry point of a backend process. ``job`` is plain data (see ``engine._job``)."""
     for var in THREAD_ENV:
@@ -151,6 +157,13 @@ def backend_worker(conn, job: dict[str, Any]) -> None:
         return
     timings["prepare_seconds"] = round(time.perf_counter() - t0, 3)
     info(signature=backend.signature().to_dict(), artifacts=artifacts.to_dict(), timings=dict(timings))
+    if (job.get("fresh_process_after_build") and not artifacts.reused
+            and any(s["name"] in FRESH_PROCESS_SUITES for s in job["suites"])):
+        # a conversion leaves its memory (TensorFlow, calibration data) in this process: the
+        # memory a suite measures must be the runtime's own, so the suites run in a new process
+        # that loads the artifacts just built
+        send(("restart", "fresh process for the suites after building the artifacts"))
+        return
     install_finite_guard(backend)
     t0 = time.perf_counter()
     try:
