@@ -232,8 +232,7 @@ def _quant(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _differing_quant_keys(report: dict[str, Any], a: str, b: str) -> list[str]:
-    qa = signature(report, a).get("quantization") or {}
-    qb = signature(report, b).get("quantization") or {}
+    qa, qb = _quant(report, a), _quant(report, b)
     return sorted(k for k in set(qa) | set(qb) if qa.get(k) != qb.get(k))
 
 
@@ -347,8 +346,7 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
 
 
 def _peer_ev(report, p, passes, n, diff) -> list[dict[str, Any]]:
-    qa = signature(report, n).get("quantization") or {}
-    qb = signature(report, p).get("quantization") or {}
+    qa, qb = _quant(report, n), _quant(report, p)
     return passes[p][1][:1] + [_ev(p, f"quantization.{k}", qb.get(k), failing_backend=n, failing_value=qa.get(k))
                                for k in diff]
 
