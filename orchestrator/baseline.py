@@ -99,34 +99,36 @@ def check_baseline(data: Any, where: str = "baseline") -> None:
                                 f"with `python cli.py baseline save RUN_DIR FILE`)")
 
 
-def parse_tolerance(metric: str, spec: Any) -> dict[str, Any]:
+def parse_tolerance(metric: str, spec: Any, where: str = "[tolerances]") -> dict[str, Any]:
+    """``spec`` (a number, ``"N%"`` or ``{abs, rel, direction}``) as ``{"direction", "abs"?, "rel"?}``."""
     direction = "lower" if metric in LOWER_IS_BETTER else "higher"
     if isinstance(spec, dict):
         unknown = set(spec) - {"abs", "rel", "direction"}
         if unknown:
-            raise InvalidInputError(f"[tolerances] {metric}: unknown key(s) {sorted(unknown)} (abs, rel, direction)")
+            raise InvalidInputError(f"{where} {metric}: unknown key(s) {sorted(unknown)} (abs, rel, direction)")
         direction = spec.get("direction", direction)
         if direction not in ("higher", "lower"):
-            raise InvalidInputError(f"[tolerances] {metric}: direction must be 'higher' or 'lower'")
+            raise InvalidInputError(f"{where} {metric}: direction must be 'higher' or 'lower'")
         out = {"direction": direction}
         for k in ("abs", "rel"):
             if k in spec:
                 v = spec[k]
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise InvalidInputError(f"[tolerances] {metric}.{k} must be a number")
+                    raise InvalidInputError(f"{where} {metric}.{k} must be a number")
                 out[k] = abs(float(v))
         return out
     if isinstance(spec, str) and spec.strip().endswith("%"):
         try:
             return {"direction": direction, "rel": abs(float(spec.strip()[:-1])) / 100.0}
         except ValueError as exc:
-            raise InvalidInputError(f"[tolerances] {metric}: cannot read {spec!r} as a percentage") from exc
+            raise InvalidInputError(f"{where} {metric}: cannot read {spec!r} as a percentage") from exc
     if isinstance(spec, bool) or not isinstance(spec, (int, float)):
-        raise InvalidInputError(f"[tolerances] {metric}: expected a number, 'N%' or a table, got {spec!r}")
+        raise InvalidInputError(f"{where} {metric}: expected a number, 'N%' or a table, got {spec!r}")
     return {"direction": direction, "abs": abs(float(spec))}
 
 
-def _allowed(tol: dict[str, Any], base: float) -> float:
+def allowed_delta(tol: dict[str, Any], base: float) -> float:
+    """How far from ``base`` a value may be under the parsed tolerance ``tol``."""
     allowed = []
     if "abs" in tol:
         allowed.append(tol["abs"])
@@ -195,7 +197,7 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             tol = tols.get(metric)
             if tol is not None and metric not in UNGATED:
                 worse = -d if tol["direction"] == "higher" else d
-                allowed = _allowed(tol, a)
+                allowed = allowed_delta(tol, a)
                 row["tolerance"] = {**tol, "allowed": round(allowed, 6)}
                 if worse > allowed + 1e-12:
                     row["regressed"] = True

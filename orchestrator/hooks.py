@@ -130,7 +130,12 @@ def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
 
 def write_extra_reports(report: dict[str, Any], run_dir: Path, ui=None) -> None:
     """report.html via ``orchestrator.report_html.write_html`` when that module is present."""
-    write_html = load_hook("report_html", "write_html")
+    try:
+        write_html = load_hook("report_html", "write_html")
+    except Exception as exc:  # a broken module (e.g. an import error) costs the HTML page, never the run
+        report.setdefault("hook_errors", {})["report_html"] = (f"{type(exc).__name__}: {exc}\n"
+                                                               f"{traceback.format_exc()[-2000:]}")
+        write_html = None
     if write_html is not None:
         _call(report, "report_html", write_html, report, run_dir / "report.html")
     if ui and report.get("hook_errors"):

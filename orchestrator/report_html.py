@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_tables import evidence_text, fmt
+from orchestrator.report_tables import evidence_text, fmt, ranking_text
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "boundary": "#b5651d", "tflite-specific": "#c0392b",
           "runtime-specific": "#c0392b", "model-inherent": "#7d3c98", "export-convention": "#2c6fbb",
@@ -200,7 +200,8 @@ def _selection_section(report: dict[str, Any]) -> str:
     chosen = sel.get("chosen")
     out = [f"<p>chosen: <b class=\"{'good' if chosen else 'bad'}\">{_e(chosen or 'nothing feasible')}</b>"
            f"; fallback chain: {_e(' → '.join(sel.get('fallback_chain') or []) or '–')}"
-           f" <span class=\"muted\">(ranked by {_e(', '.join(sel.get('rank_by') or []))})</span></p>"]
+           f" <span class=\"muted\">(ranked by {_e(ranking_text(sel))}"
+           f"{'; decided by ' + _e(sel['decided_by']) if sel.get('decided_by') else ''})</span></p>"]
     rej = sel.get("rejected") or {}
     if rej:
         out.append("<table><tr><th class='l'>rejected</th><th class='l'>reason</th></tr>"

@@ -131,13 +131,22 @@ def evidence_table(report: dict[str, Any]) -> Table | None:
     return ("Verdict evidence", ["backend", "verdict", "measured row"], rows) if rows else None
 
 
+def ranking_text(sel: dict[str, Any]) -> str:
+    """``latency_p90_ms (ties within 10%), bytes (ties within 5%), exact_match_vs_reference``."""
+    tol = sel.get("rank_tolerance") or {}
+    parts = [f"{m} (ties within {tol[m]})" if m in tol else str(m) for m in sel.get("rank_by") or []]
+    return ", ".join(parts) or "-"
+
+
 def selection_table(report: dict[str, Any]) -> Table | None:
     sel = report.get("selection")
     if not isinstance(sel, dict):
         return None
     rows = [["chosen", str(sel.get("chosen") or "nothing feasible")],
             ["fallback chain", " → ".join(map(str, sel.get("fallback_chain") or [])) or "-"],
-            ["ranked by", ", ".join(map(str, sel.get("rank_by") or [])) or "-"]]
+            ["ranked by", ranking_text(sel)]]
+    if sel.get("decided_by"):
+        rows.append(["decided by", str(sel["decided_by"])])
     rows += [[f"rejected: {n}", str(r)] for n, r in (sel.get("rejected") or {}).items()]
     return "Selection", ["", ""], rows
 

@@ -8,7 +8,9 @@
      "ranking": [name, ...],             # chosen + fallback_chain
      "rejected": {name: reason},         # every backend that is not feasible, and why (every
                                          # violated constraint, joined with "; ")
-     "rank_by": [...], "constraints": {...effective constraints}}
+     "decided_by": str | None,           # the rank_by metric that separated the chosen one from the
+                                         # others (None: one feasible backend; "name": all tied)
+     "rank_by": [...], "rank_tolerance": {...}, "constraints": {...effective constraints}}
 
 Constraints (``[constraints]`` in the matrix or a ``--constraints`` TOML file; defaults):
 
@@ -25,7 +27,17 @@ Constraints (``[constraints]`` in the matrix or a ``--constraints`` TOML file; d
     max_bleu_drop = 1.0        # BLEU points below the reference backend (negative = no limit)
     allow_source_blind = false # a source-blind backend is never chosen unless true
     require_verdict_pass = false  # also require attribution's verdict kind == "pass"
-    rank_by = ["latency_p90_ms", "bytes"]  # ascending; metrics missing -> ranked last; then name
+    rank_by = ["latency_p90_ms", "bytes", "exact_match_vs_reference"]
+                               # best first (lower latency/size, higher quality); metrics missing -> last
+    rank_tolerance = {latency_p90_ms = "10%", bytes = "5%"}
+                               # values this close to the best count as a tie, so the next metric
+                               # decides (a number, "N%" or {abs, rel}, as in [tolerances])
+
+Ranking picks the best remaining backend again and again: keep the candidates whose first metric is
+within its tolerance of the best value, then the same with the next metric among them, and so on;
+of what is left, the best by the exact values (then name). Without tolerances, 2-thread latency noise
+(1.3-2x between identical runs on a shared VM) flips the choice between backends that differ by a few
+percent; with them, a near-tie in speed and size is decided by agreement with the reference.
 
 A constraint whose metric was not measured rejects the backend (the reason says so), so a
 missing speed suite never silently passes a latency limit.
@@ -37,10 +49,13 @@ from typing import Any
 
 from backends.errors import InvalidInputError
 from orchestrator.attribution import bleu_drop, is_int8, is_source_blind, metrics, runtime_of, size_bytes
+from orchestrator.baseline import allowed_delta, parse_tolerance
 
 DEFAULTS: dict[str, Any] = {"runtimes": [], "backends": [], "exclude": [], "precision": "any", "max_bytes": 0,
                             "max_p90_latency_ms": 0, "max_bleu_drop": 1.0, "allow_source_blind": False,
-                            "require_verdict_pass": False, "rank_by": ["latency_p90_ms", "bytes"]}
+                            "require_verdict_pass": False,
+                            "rank_by": ["latency_p90_ms", "bytes", "exact_match_vs_reference"],
+                            "rank_tolerance": {"latency_p90_ms": "10%", "bytes": "5%"}}
 PRECISIONS = ("any", "int8-weights", "full-int8", "integer-only")
 #: precision constraint -> the op-audit flag it needs
 AUDIT_FLAGS = {"full-int8": "full_int8", "integer-only": "integer_only"}
@@ -69,6 +84,12 @@ def effective_constraints(constraints: dict[str, Any] | None) -> dict[str, Any]:
     for k in ("allow_source_blind", "require_verdict_pass"):
         if not isinstance(out[k], bool):
             raise InvalidInputError(f"[constraints] {k} must be true or false, got {out[k]!r}")
+    if not isinstance(out["rank_tolerance"], dict):
+        raise InvalidInputError(f"[constraints] rank_tolerance must be a table of metric = tolerance, "
+                                f"got {out['rank_tolerance']!r}")
+    out["rank_tolerance"] = dict(out["rank_tolerance"])
+    for metric, spec in out["rank_tolerance"].items():
+        parse_tolerance(metric, spec, "[constraints] rank_tolerance")  # validates; raises on a bad spec
     return out
 
 
@@ -147,15 +168,59 @@ def reject_reason(report: dict[str, Any], name: str, c: dict[str, Any]) -> str |
     return "; ".join(reasons) if reasons else None
 
 
+def _value(report: dict[str, Any], name: str, metric: str) -> float | None:
+    v = _size(report, name) if metric == "bytes" else metrics(report, name).get(metric)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
 def rank_key(report: dict[str, Any], name: str, rank_by: list[str]) -> tuple:
+    """The exact (tolerance-free) order: ascending, larger-is-better metrics negated, missing last."""
     key = []
     for metric in rank_by:
-        v = _size(report, name) if metric == "bytes" else metrics(report, name).get(metric)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            key.append((1, 0.0))
-        else:
-            key.append((0, -float(v) if metric in HIGHER_IS_BETTER else float(v)))
+        v = _value(report, name, metric)
+        key.append((1, 0.0) if v is None else (0, -v if metric in HIGHER_IS_BETTER else v))
     return tuple(key) + (name,)
+
+
+def _pick(report: dict[str, Any], names: list[str], rank_by: list[str],
+          tolerance: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
+    """The best of ``names``, and the metric that decided it (see the module docstring)."""
+    pool, decided = list(names), None
+    for metric in rank_by:
+        if len(pool) == 1:
+            break
+        vals = {n: _value(report, n, metric) for n in pool}
+        measured = [n for n in pool if vals[n] is not None]
+        if not measured:
+            continue
+        sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
+        best = min(sign * vals[n] for n in measured) * sign
+        slack = allowed_delta(tolerance[metric], best) if metric in tolerance else 0.0
+        kept = [n for n in measured if sign * (vals[n] - best) <= slack + 1e-12]
+        if len(kept) < len(pool):
+            pool, decided = kept, metric
+    ordered = sorted(pool, key=lambda n: rank_key(report, n, rank_by))
+    if len(ordered) > 1:  # tied within the tolerances: the exact values (then the name) decide
+        a, b = (rank_key(report, n, rank_by) for n in ordered[:2])
+        decided = next((rank_by[i] for i in range(len(rank_by)) if a[i] != b[i]), "name")
+    return ordered[0], decided
+
+
+def rank(report: dict[str, Any], names: list[str], rank_by: list[str],
+         rank_tolerance: dict[str, Any] | None = None) -> tuple[list[str], str | None]:
+    """``names`` best first, and what decided the first place (None for fewer than two names)."""
+    tolerance = {m: parse_tolerance(m, spec, "[constraints] rank_tolerance")
+                 for m, spec in (rank_tolerance or {}).items()}
+    remaining, order, first = list(names), [], None
+    while remaining:
+        name, decided = _pick(report, remaining, rank_by, tolerance)
+        if not order and len(remaining) > 1:
+            first = decided
+        order.append(name)
+        remaining.remove(name)
+    return order, first
 
 
 def select_targets(report: dict[str, Any], constraints: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -168,6 +233,7 @@ def select_targets(report: dict[str, Any], constraints: dict[str, Any] | None = 
             feasible.append(name)
         else:
             rejected[name] = reason
-    ranking = sorted(feasible, key=lambda n: rank_key(report, n, c["rank_by"]))
+    ranking, decided_by = rank(report, feasible, c["rank_by"], c["rank_tolerance"])
     return {"chosen": ranking[0] if ranking else None, "fallback_chain": ranking[1:], "ranking": ranking,
-            "rejected": rejected, "rank_by": c["rank_by"], "constraints": c}
+            "rejected": rejected, "decided_by": decided_by, "rank_by": c["rank_by"],
+            "rank_tolerance": c["rank_tolerance"], "constraints": c}

@@ -1,8 +1,11 @@
 """CTranslate2 backends: the Transformers converter + CT2's own ``translate_batch``.
 
-One class, one variant per compute type. Every variant is preflighted against
-``ctranslate2.get_supported_compute_types(device)``: an unsupported type (e.g. ``int16``
-on a CPU without the int16 GEMM backend) raises
+One class, one variant per compute type, plus int8 on each x86 GEMM library: CT2 picks
+Intel MKL on GenuineIntel CPUs and oneDNN elsewhere (``gemm_library="auto"``), and the int8
+results differ between them (see README.md), so ``ct2-int8-mkl``/``ct2-int8-dnnl`` name one
+explicitly (set through ``CT2_USE_MKL``, which CT2 reads once per process). Every variant
+is preflighted against ``ctranslate2.get_supported_compute_types(device)``: an unsupported
+type (e.g. ``int16`` without the MKL int16 GEMM) raises
 :class:`backends.ctranslate2.errors.ComputeTypeUnsupportedError` from ``preflight()``/
 ``prepare()`` so the orchestrator records a clean skip with the reason.
 
@@ -20,6 +23,11 @@ BACKENDS = [
                      "dynamic int8 activations in GEMMs; other layers float"),
     dict(name="ct2-int8-float32", target=_TARGET, requires=_REQ, options={"compute_type": "int8_float32"},
          description="CTranslate2 int8_float32: int8 GEMMs, non-quantized layers explicitly float32"),
-    dict(name="ct2-int16", target=_TARGET, requires=_REQ, options={"compute_type": "int16"},
-         description="CTranslate2 int16 weights/GEMMs (needs the MKL int16 GEMM; preflighted)"),
+    dict(name="ct2-int8-mkl", target=_TARGET, requires=_REQ, options={"compute_type": "int8", "gemm_library": "mkl"},
+         description="CTranslate2 int8 on Intel MKL's int8 GEMM (CT2's default on GenuineIntel CPUs only)"),
+    dict(name="ct2-int8-dnnl", target=_TARGET, requires=_REQ,
+         options={"compute_type": "int8", "gemm_library": "dnnl"},
+         description="CTranslate2 int8 on oneDNN's int8 GEMM (CT2's default on non-Intel x86 CPUs)"),
+    dict(name="ct2-int16", target=_TARGET, requires=_REQ, options={"compute_type": "int16", "gemm_library": "mkl"},
+         description="CTranslate2 int16 weights/GEMMs (MKL's int16 GEMM, forced on non-Intel CPUs; preflighted)"),
 ]

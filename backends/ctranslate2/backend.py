@@ -19,6 +19,8 @@ speed path is ``generate`` (CT2's native loop).
 """
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,46 @@ def _cpu_vendor() -> str:
     return m.group(1).strip() if m else "unknown"
 
 
+#: ``gemm_library`` choices: CT2's own default (Intel MKL on GenuineIntel CPUs, oneDNN elsewhere; a
+#: user's ``CT2_USE_MKL`` wins), or one forced through ``CT2_USE_MKL``
+GEMM_LIBRARIES = ("auto", "mkl", "dnnl")
+#: the library CT2 resolved in this process: CT2 reads ``CT2_USE_MKL`` once, at its first GEMM query
+_process_gemm: str | None = None
+
+
+def use_gemm_library(choice: str, device: str = "cpu") -> tuple[str | None, list[str]]:
+    """Make CT2 use GEMM library ``choice`` in this process, before its first GEMM query.
+
+    Returns ``(library, reasons)``: the library CT2 runs (``"mkl"``/``"dnnl"``; ``None`` where it
+    is neither, e.g. off x86 or on a GPU) and why ``choice`` cannot be honoured (empty: it is).
+    CT2 reads ``CT2_USE_MKL`` once, at its first GEMM query in a process (``cpu/backend.cc``), so
+    a different choice later needs a new process (the orchestrator runs every backend in its
+    own). What CT2 really runs is read back from it: only its MKL backend has an int16 GEMM.
+    """
+    global _process_gemm
+    if choice not in GEMM_LIBRARIES:
+        return None, [f"gemm_library '{choice}' is not one of {', '.join(GEMM_LIBRARIES)}"]
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+    if device != "cpu" or not x86:
+        where = f"device '{device}'" if device != "cpu" else f"a {platform.machine()} CPU"
+        return None, [] if choice == "auto" else [f"gemm_library '{choice}' applies to x86 CPUs only, not {where}"]
+    if _process_gemm is None:
+        if choice != "auto":
+            os.environ["CT2_USE_MKL"] = "1" if choice == "mkl" else "0"
+        ct2 = require("ctranslate2", "the CTranslate2 backends")
+        try:
+            supported = set(ct2.get_supported_compute_types("cpu"))
+        except (ValueError, RuntimeError) as exc:  # "This CTranslate2 binary was not compiled with Intel MKL"
+            return None, [f"CTranslate2 cannot use gemm_library '{choice}' (CT2_USE_MKL="
+                          f"{os.environ.get('CT2_USE_MKL', '')!r}): {exc}"]
+        _process_gemm = "mkl" if "int16" in supported else "dnnl"
+    if choice != "auto" and choice != _process_gemm:
+        return _process_gemm, [f"gemm_library '{choice}' cannot be used: CTranslate2 already runs "
+                               f"{_process_gemm} in this process (it reads CT2_USE_MKL once, at first use); "
+                               f"run this backend in its own process, as the compare command does"]
+    return _process_gemm, []
+
+
 def preflight_compute_type(compute_type: str, device: str = "cpu") -> list[str]:
     """Reasons ``compute_type`` cannot run on ``device`` here (empty list: it can)."""
     if compute_type not in COMPUTE_TYPES:
@@ -62,7 +104,7 @@ def preflight_compute_type(compute_type: str, device: str = "cpu") -> list[str]:
               f"{sorted(supported)})")
     if compute_type == "int16" and device == "cpu":
         reason += (f"; CT2's int16 GEMM exists only in its Intel MKL backend, which CT2 enables by default "
-                   f"on GenuineIntel CPUs only (this CPU: {_cpu_vendor()})")
+                   f"on GenuineIntel CPUs only (this CPU: {_cpu_vendor()}); gemm_library='mkl' forces it")
     elif compute_type in ("float16", "bfloat16", "int8_float16", "int8_bfloat16") and device == "cpu":
         reason += "; this CPU lacks the instructions CT2 needs for that 16-bit float type"
     return [reason]
@@ -71,7 +113,7 @@ def preflight_compute_type(compute_type: str, device: str = "cpu") -> list[str]:
 class CTranslate2Backend(Seq2SeqBackend):
     runtime = "ctranslate2"
     precision = "fp32"
-    OPTIONS = {"compute_type": "float32", "device": "cpu"}
+    OPTIONS = {"compute_type": "float32", "device": "cpu", "gemm_library": "auto"}
 
     def __init__(self, name: str | None = None, **options: Any):
         super().__init__(name, **options)
@@ -79,7 +121,11 @@ class CTranslate2Backend(Seq2SeqBackend):
         if ct not in COMPUTE_TYPES:
             raise InvalidInputError(f"Backend '{self.name}': compute_type '{ct}' is not a CTranslate2 compute "
                                     f"type; choose from {', '.join(COMPUTE_TYPES)}")
+        if self.options["gemm_library"] not in GEMM_LIBRARIES:
+            raise InvalidInputError(f"Backend '{self.name}': gemm_library '{self.options['gemm_library']}' is not "
+                                    f"one of {', '.join(GEMM_LIBRARIES)}")
         self._translator = None
+        self._gemm: str | None = None
         self._effective_compute_type: str | None = None
         self._vocab: list[str] = []
         self._tok2id: dict[str, int] = {}
@@ -104,6 +150,10 @@ class CTranslate2Backend(Seq2SeqBackend):
         q: dict[str, Any] = {"compute_type": self.compute_type, "weights_stored_as": self.compute_type}
         if self._effective_compute_type is not None:
             q["effective_compute_type"] = self._effective_compute_type
+        if self._gemm is not None:
+            # the int8 GEMM library changes results (default model, AMD EPYC: 73.7% vs 90.9% identical
+            # to FP32 with oneDNN vs MKL), so it is part of the signature
+            q["gemm_library"] = self._gemm
         if self.compute_type.startswith("int8"):
             # int8 weights of linear+embedding layers, symmetric, one scale per output row; activations
             # quantized dynamically per row inside each GEMM; all other layers run in float
@@ -115,7 +165,8 @@ class CTranslate2Backend(Seq2SeqBackend):
     # ---- preflight -----------------------------------------------------------------
     def preflight(self) -> list[str]:
         """Why this variant cannot run here (empty: it can). Call before ``prepare``."""
-        return preflight_compute_type(self.compute_type, self.device)
+        self._gemm, reasons = use_gemm_library(str(self.options["gemm_library"]), self.device)
+        return reasons + (preflight_compute_type(self.compute_type, self.device) if not reasons else [])
 
     @classmethod
     def preflight_options(cls, compute_type: str = "float32", device: str = "cpu") -> list[str]:

@@ -50,3 +50,21 @@ def test_baseline_file_errors(tmp_path):
     bad.write_text(json.dumps({"backends": {}}))
     with pytest.raises(SettingsError, match="baseline save"):
         load_baseline_file(bad)
+
+
+def test_a_broken_html_module_is_recorded_not_raised(tmp_path, monkeypatch):
+    """The HTML page is imported at the end of a run: if that import breaks, the run's report survives."""
+    import orchestrator.hooks as hooks
+
+    real = hooks.load_hook
+
+    def broken(module, func):
+        if module == "report_html":
+            raise ImportError("cannot import name 'ranking_text' from 'orchestrator.report_tables'")
+        return real(module, func)
+
+    monkeypatch.setattr(hooks, "load_hook", broken)
+    report: dict = {}
+    hooks.write_extra_reports(report, tmp_path)
+    assert "ranking_text" in report["hook_errors"]["report_html"]
+    assert not (tmp_path / "report.html").exists()

@@ -20,7 +20,7 @@ def report(tiny_model, tmp_path_factory):
 
 
 def test_default_constraints_rank_by_latency(report):
-    sel = select_targets(report, {})
+    sel = select_targets(report, {"rank_tolerance": {}})  # exact latencies decide
     feasible = {"torch-fp32", "torch-fp32-split", "sim-int8"}
     assert set(sel["ranking"]) == feasible
     assert sel["chosen"] == sel["ranking"][0] and sel["fallback_chain"] == sel["ranking"][1:]
@@ -86,6 +86,41 @@ def test_unmeasured_latency_rejects(report):
     assert "not measured" in sel["rejected"]["sim-int8"]
 
 
+def _with_metrics(report, values):
+    rep = copy.deepcopy(report)
+    for name, (p90, size, exact) in values.items():
+        rep["backends"][name]["metrics"].update(latency_p90_ms=p90, bytes=size, exact_match_vs_reference=exact)
+    return rep
+
+
+def test_rank_tolerance_turns_near_ties_into_a_quality_decision(report):
+    names = ("torch-fp32", "torch-fp32-split", "sim-int8")
+    # 5% apart in p90, 2% in size: a tie under the default tolerances, so agreement decides
+    rep = _with_metrics(report, {"torch-fp32": (20.0, 1_000_000, 0.70), "torch-fp32-split": (21.0, 1_020_000, 0.90),
+                                 "sim-int8": (40.0, 500_000, 0.99)})
+    sel = select_targets(rep, {"backends": list(names)})
+    assert sel["ranking"] == ["torch-fp32-split", "torch-fp32", "sim-int8"]
+    assert sel["decided_by"] == "exact_match_vs_reference"
+    assert sel["rank_tolerance"] == {"latency_p90_ms": "10%", "bytes": "5%"}
+    # without tolerances the exact p90 decides
+    exact = select_targets(rep, {"backends": list(names), "rank_tolerance": {}})
+    assert exact["ranking"] == ["torch-fp32", "torch-fp32-split", "sim-int8"] and exact["decided_by"] == "latency_p90_ms"
+    # a clear speed difference is never overridden by quality; size breaks a latency tie first
+    rep = _with_metrics(report, {"torch-fp32": (20.0, 1_000_000, 0.70), "torch-fp32-split": (21.0, 900_000, 0.60),
+                                 "sim-int8": (30.0, 500_000, 0.99)})
+    sel = select_targets(rep, {"backends": list(names)})
+    assert sel["ranking"] == ["torch-fp32-split", "torch-fp32", "sim-int8"] and sel["decided_by"] == "bytes"
+    # an absolute tolerance, and a full tie left to the name
+    rep = _with_metrics(report, {"torch-fp32": (20.0, 1_000_000, 0.9), "torch-fp32-split": (20.0, 1_000_000, 0.9),
+                                 "sim-int8": (22.0, 1_000_000, 0.95)})
+    sel = select_targets(rep, {"backends": list(names), "rank_tolerance": {"latency_p90_ms": {"abs": 2.5}}})
+    assert sel["chosen"] == "sim-int8" and sel["decided_by"] == "exact_match_vs_reference"
+    assert sel["fallback_chain"] == ["torch-fp32", "torch-fp32-split"]
+    sel = select_targets(rep, {"backends": ["torch-fp32", "torch-fp32-split"]})
+    assert sel["chosen"] == "torch-fp32" and sel["decided_by"] == "name"
+    assert select_targets(rep, {"backends": ["sim-int8"]})["decided_by"] is None
+
+
 def test_constraint_validation():
     with pytest.raises(InvalidInputError, match="unknown"):
         effective_constraints({"max_latency": 3})
@@ -94,6 +129,10 @@ def test_constraint_validation():
     with pytest.raises(InvalidInputError, match="list of strings"):
         effective_constraints({"runtimes": [1]})
     assert effective_constraints({"runtimes": "tflite"})["runtimes"] == ["tflite"]
+    with pytest.raises(InvalidInputError, match="rank_tolerance latency_p90_ms: cannot read 'ten%'"):
+        effective_constraints({"rank_tolerance": {"latency_p90_ms": "ten%"}})
+    with pytest.raises(InvalidInputError, match="rank_tolerance must be a table"):
+        effective_constraints({"rank_tolerance": "10%"})
 
 
 def test_mobile_matrix_constraints_load():

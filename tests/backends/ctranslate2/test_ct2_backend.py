@@ -53,11 +53,13 @@ def test_package_is_light_and_declares_all_variants():
                          text=True, check=True)
     info = json.loads(out.stdout)
     assert info["loaded"] is False  # the real library is imported lazily, never by the registry
-    assert info["names"] == ["ct2-fp32", "ct2-int8", "ct2-int8-float32", "ct2-int16"]
+    names = ["ct2-fp32", "ct2-int8", "ct2-int8-float32", "ct2-int8-mkl", "ct2-int8-dnnl", "ct2-int16"]
+    assert info["names"] == names
     from backends.registry import available_backends, get_entry
 
-    assert {"ct2-fp32", "ct2-int8", "ct2-int8-float32", "ct2-int16"} <= set(available_backends())
-    assert get_entry("ct2-int16").options == {"compute_type": "int16"}
+    assert set(names) <= set(available_backends())
+    assert get_entry("ct2-int16").options == {"compute_type": "int16", "gemm_library": "mkl"}
+    assert get_entry("ct2-int8-dnnl").options == {"compute_type": "int8", "gemm_library": "dnnl"}
 
 
 def test_preflight_matches_ctranslate2_report():
@@ -68,7 +70,8 @@ def test_preflight_matches_ctranslate2_report():
     supported = set(ctranslate2.get_supported_compute_types("cpu"))
     for name, ct in [("ct2-fp32", "float32"), ("ct2-int8", "int8"), ("ct2-int8-float32", "int8_float32"),
                      ("ct2-int16", "int16")]:
-        reasons = get_backend(name).preflight()
+        # "auto": whatever library CT2 already runs in this (test) process
+        reasons = get_backend(name, gemm_library="auto").preflight()
         assert (reasons == []) == (ct in supported), (name, reasons)
         if reasons:
             assert ct in reasons[0] and "get_supported_compute_types" in reasons[0]
@@ -87,12 +90,52 @@ def test_unsupported_compute_type_is_a_clean_explained_skip(tiny_model, tmp_path
     if not candidates:
         pytest.skip(f"this CPU supports every compute type CT2 knows: {sorted(supported)}")
     ct = candidates[0]
-    be = get_backend("ct2-int16", compute_type=ct)
+    be = get_backend("ct2-int16", compute_type=ct, gemm_library="auto")
     with pytest.raises(ComputeTypeUnsupportedError) as info:
         be.prepare(ModelBundle.load(tiny_model("marian")), tmp_path)
     assert isinstance(info.value, SeqquantError)
     assert info.value.reasons and ct in str(info.value) and "float32" in str(info.value)  # lists what works
     assert list(tmp_path.iterdir()) == []  # nothing converted
+
+
+_GEMM_PROBE = """
+import json, sys
+from backends.registry import get_backend
+first, other = sys.argv[1], sys.argv[2]
+be = get_backend("ct2-int8-" + first)
+reasons = be.preflight()
+int16 = get_backend("ct2-int16", gemm_library="auto").preflight()
+late = get_backend("ct2-int8-" + other).preflight()
+print(json.dumps({"reasons": reasons, "gemm": be.signature().quantization.get("gemm_library"),
+                  "int16_reasons": int16, "late": late}))
+"""
+
+
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="x86 GEMM libraries")
+@pytest.mark.parametrize("first,other", [("mkl", "dnnl"), ("dnnl", "mkl")])
+def test_gemm_library_is_chosen_per_process_and_read_back(first, other):
+    """CT2 reads CT2_USE_MKL once per process: the choice is applied before CT2's first use, read
+    back from CT2 (only MKL has an int16 GEMM), recorded in the signature, and a later backend
+    asking for the other library gets a clear reason instead of silently running the first."""
+    env = {k: v for k, v in os.environ.items() if k != "CT2_USE_MKL"}
+    out = subprocess.run([sys.executable, "-c", _GEMM_PROBE, first, other], cwd=REPO, capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    if info["reasons"]:  # e.g. a CT2 build without MKL: an explained skip, never a wrong library
+        assert first in info["reasons"][0]
+        pytest.skip(info["reasons"][0])
+    assert info["gemm"] == first
+    assert (info["int16_reasons"] == []) == (first == "mkl"), info["int16_reasons"]
+    assert len(info["late"]) == 1 and f"'{other}'" in info["late"][0] and f"already runs {first}" in info["late"][0]
+
+
+def test_gemm_library_option_is_validated():
+    from backends.errors import InvalidInputError
+    from backends.registry import get_backend
+
+    with pytest.raises(InvalidInputError, match="gemm_library 'openblas'.*auto, mkl, dnnl"):
+        get_backend("ct2-int8", gemm_library="openblas")
 
 
 def test_invalid_compute_type_option_is_a_user_error():
