@@ -40,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "orchestrator" / "defaults" / "model" / "marian-en-de-multi30k"
 DEFAULT_DATA = REPO / "orchestrator" / "defaults" / "data" / "multi30k"
-VARIANTS = ("torch-fp32", "ct2-fp32", "ct2-int8", "ct2-int8-float32", "ct2-int16")
+VARIANTS = ("torch-fp32", "ct2-fp32", "ct2-int8", "ct2-int8-float32", "ct2-int8-mkl", "ct2-int16")
 STOCK = "ct2-fp32-stock-converter"
 
 
