@@ -151,7 +151,7 @@ class CTranslate2Backend(Seq2SeqBackend):
         if self._effective_compute_type is not None:
             q["effective_compute_type"] = self._effective_compute_type
         if self._gemm is not None:
-            # the int8 GEMM library changes results (default model, AMD EPYC: 73.7% vs 90.9% identical
+            # the int8 GEMM library changes results (default model, AMD EPYC: 73.6% vs 90.9% identical
             # to FP32 with oneDNN vs MKL), so it is part of the signature
             q["gemm_library"] = self._gemm
         if self.compute_type.startswith("int8"):
