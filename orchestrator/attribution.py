@@ -17,6 +17,9 @@ Kinds (first matching rule wins, in this order):
 * ``mask`` — the backend masks attention with an unbounded additive mask (``quantization.mask ==
   "hf"``, Hugging Face's -1e9) and a same-runtime INT8 variant with a bounded or select mask
   passes: the mask's huge values own the attention-score quantization range;
+* ``kernel`` — a same-runtime INT8 variant that differs only in the int8 kernel library
+  (``quantization.gemm_library``, e.g. CTranslate2 on oneDNN vs MKL) passes: the same quantization
+  scheme, computed by another GEMM, keeps the quality;
 * ``calibration`` — a quantized variant of the *same runtime* that differs in its calibration
   settings passes (e.g. ``tflite-int8-naive`` fails, decoder-calibrated ``tflite-int8`` passes);
 * ``tflite-specific`` — a TFLite INT8 backend fails while a peer INT8 runtime (CTranslate2,
@@ -31,6 +34,8 @@ The bar (``[bar]`` in the matrix; defaults)::
     min_fp32_agreement = 0.95    # exact match vs reference required of an FP32 variant
     fail_source_blind = true     # a source-blind backend (source-sensitivity suite) fails the bar
     min_first_step_cosine = 0.0  # optional: first-step cosine to the reference (0 = off)
+    min_int8_agreement = 0.0     # optional: exact match vs reference required of an INT8 variant
+                                 # (0 = off; e.g. 0.8 for "80% of greedy outputs identical to FP32")
 
 A backend counts as INT8 when its signature's precision or quantization settings name an 8-bit
 integer scheme (int8, int8-dynamic, int16x8 = int8 weights, tflite dynamic-range); as FP32 when
@@ -43,11 +48,13 @@ from typing import Any
 from backends.errors import InvalidInputError
 
 BAR_DEFAULTS: dict[str, Any] = {"max_bleu_drop": 1.0, "min_fp32_agreement": 0.95, "fail_source_blind": True,
-                                "min_first_step_cosine": 0.0}
-KINDS = ("pass", "calibration", "mask", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
+                                "min_first_step_cosine": 0.0, "min_int8_agreement": 0.0}
+KINDS = ("pass", "calibration", "mask", "kernel", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
          "export-convention")
 CALIBRATION_KEYS = ("recipe", "calib", "method", "sources", "positions")
 UNBOUNDED_MASKS = ("hf",)
+#: quantization settings that choose how int8 is computed, not what is quantized (the "kernel" rule)
+KERNEL_KEYS = ("gemm_library",)
 RAW_MODE, REQUANT_MODE, FP32_MODE = "int8enc-raw-int8dec", "int8enc-requant-int8dec", "fp32enc-fp32dec"
 
 
@@ -171,6 +178,17 @@ def bar_check(report: dict[str, Any], name: str, bar: dict[str, Any]) -> tuple[b
         ok &= p
         ev.append(_ev(name, "first_step_cosine_to_reference", m["first_step_cosine_to_reference"],
                       threshold=bar["min_first_step_cosine"], passes=p))
+    if float(bar["min_int8_agreement"]) > 0 and is_int8(report, name):
+        em = m.get("exact_match_vs_reference")
+        if isinstance(em, (int, float)) and not isinstance(em, bool):
+            p = em >= float(bar["min_int8_agreement"])
+            ok &= p
+            ev.append(_ev(name, "exact_match_vs_reference", em, threshold=bar["min_int8_agreement"], passes=p,
+                          reference=ref))
+        else:
+            ok = False
+            ev.append(_ev(name, "exact_match_vs_reference", None, threshold=bar["min_int8_agreement"],
+                          passes=False, note="not measured (quality suite): cannot check min_int8_agreement"))
     return bool(ok), ev
 
 
@@ -191,6 +209,8 @@ def fp32_agreement_check(report: dict[str, Any], name: str, bar: dict[str, Any])
 
 
 def _boundary_rule(report: dict[str, Any], name: str, bar: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if _quant(report, name).get("boundary") == "requant":
+        return None  # it already requantizes: the boundary is not why it fails
     b = suite(report, name, "split-generation").get("boundary") or {}
     rows = b.get("rows") or {}
     if FP32_MODE not in rows or RAW_MODE not in rows or REQUANT_MODE not in rows:
@@ -234,6 +254,11 @@ def _quant(report: dict[str, Any], name: str) -> dict[str, Any]:
 def _differing_quant_keys(report: dict[str, Any], a: str, b: str) -> list[str]:
     qa, qb = _quant(report, a), _quant(report, b)
     return sorted(k for k in set(qa) | set(qb) if qa.get(k) != qb.get(k))
+
+
+def _differs_in_kernel_only(report: dict[str, Any], a: str, b: str) -> bool:
+    diff = _differing_quant_keys(report, a, b)
+    return bool(diff) and set(diff) <= set(KERNEL_KEYS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,15 +330,30 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                              + (f" (other settings differ too: {', '.join(others)})" if others else ""),
                              ev + _peer_ev(report, p, passes, n, diff))
             continue
+        kernel_peer = [p for p in same_rt if _differs_in_kernel_only(report, n, p)]
+        if kernel_peer:
+            p = kernel_peer[0]
+            diff = _differing_quant_keys(report, n, p)
+            qa, qb = _quant(report, n), _quant(report, p)
+            what = ", ".join(f"{k} {qb.get(k)!r} instead of {qa.get(k)!r}" for k in diff)
+            verdicts[n] = _v("kernel", f"{n} fails while {p} (same runtime and quantization scheme, {what}) passes: "
+                                       f"the int8 kernel, not the quantization, loses the accuracy",
+                             ev + _peer_ev(report, p, passes, n, diff))
+            continue
         calib_peer = [p for p in same_rt
                       if any(any(c in k for c in CALIBRATION_KEYS) for k in _differing_quant_keys(report, n, p))]
         if calib_peer:
-            p = calib_peer[0]
+            # the closest peer: one with the same activation precision first, then the fewest differences
+            p = min(calib_peer, key=lambda q: ("activations" in _differing_quant_keys(report, n, q),
+                                               len(_differing_quant_keys(report, n, q))))
             diff = _differing_quant_keys(report, n, p)
             where = _decoder_rows(report, n, bar)
+            wider = (f"; {p} also runs {_quant(report, p).get('activations')} activations (vs "
+                     f"{_quant(report, n).get('activations')}): activation precision, not only calibration, "
+                     f"may be what fails" if "activations" in diff else "")
             verdicts[n] = _v("calibration",
                              f"{n} fails while {p} (same runtime, different calibration: {', '.join(diff)}) passes"
-                             + (f"; {where[0]}" if where else ""),
+                             + (f"; {where[0]}" if where else "") + wider,
                              ev + _peer_ev(report, p, passes, n, diff) + (where[1] if where else []))
             continue
         other_rt = [p for p in int8_pass if runtime_of(report, p) != rt]

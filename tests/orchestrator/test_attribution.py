@@ -177,3 +177,45 @@ def test_mask_verdict_when_only_the_additive_mask_variant_fails(report):
     rep["backends"]["sim-int8-naive"]["signature"]["quantization"]["mask"] = "bounded"
     attribute(rep, {})
     assert _kind(rep, "sim-int8-naive") == "calibration"
+
+
+def test_int8_agreement_bar_applies_to_int8_only(report):
+    """``min_int8_agreement``: an INT8 backend must also reproduce the reference's greedy outputs."""
+    rep = copy.deepcopy(report)
+    em = rep["backends"]["sim-int8"]["metrics"]["exact_match_vs_reference"]
+    assert 0 < em <= 1
+    attribute(rep, {"min_int8_agreement": em})
+    assert _kind(rep, "sim-int8") == "pass"
+    attribute(rep, {"min_int8_agreement": em + 1e-6})
+    v = rep["backends"]["sim-int8"]["verdict"]
+    assert v["kind"] != "pass"
+    assert any(e["metric"] == "exact_match_vs_reference" and e["value"] == em and e["passes"] is False
+               for e in v["evidence"])
+    assert _kind(rep, "torch-fp32-split") == "pass"  # FP32 variants keep their own agreement rule
+    rep["backends"]["sim-int8"]["metrics"].pop("exact_match_vs_reference")
+    attribute(rep, {"min_int8_agreement": 0.5})
+    assert _kind(rep, "sim-int8") != "pass"  # not measured -> cannot pass a bar that asks for it
+
+
+def test_kernel_verdict_when_only_the_gemm_library_differs(report):
+    """Same runtime, same quantization scheme, another int8 GEMM passes: the kernel, not calibration."""
+    rep = copy.deepcopy(report)
+    good = rep["backends"]["sim-int8"]["signature"]
+    bad = rep["backends"]["sim-int8-naive"]["signature"]
+    bad["quantization"] = {**(good.get("quantization") or {}), "gemm_library": "dnnl"}
+    good["quantization"] = {**(good.get("quantization") or {}), "gemm_library": "mkl"}
+    attribute(rep, {})
+    v = rep["backends"]["sim-int8-naive"]["verdict"]
+    assert v["kind"] == "kernel" and "'mkl' instead of 'dnnl'" in v["summary"]
+    assert any(e["metric"] == "quantization.gemm_library" and e["value"] == "mkl" and e["failing_value"] == "dnnl"
+               for e in v["evidence"])
+
+
+def test_boundary_rule_only_for_a_backend_that_does_not_requantize(report):
+    rep = copy.deepcopy(report)
+    attribute(rep, {})
+    assert _kind(rep, "sim-int8-raw") == "boundary"
+    sig = rep["backends"]["sim-int8-raw"]["signature"]
+    sig["quantization"] = {**(sig.get("quantization") or {}), "boundary": "requant"}
+    attribute(rep, {})
+    assert _kind(rep, "sim-int8-raw") != "boundary"  # it already requantizes: another cause
