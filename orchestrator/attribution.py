@@ -22,6 +22,9 @@ Kinds (first matching rule wins, in this order):
   scheme, computed by another GEMM, keeps the quality;
 * ``calibration`` — a quantized variant of the *same runtime* that differs in its calibration
   settings passes (e.g. ``tflite-int8-naive`` fails, decoder-calibrated ``tflite-int8`` passes);
+* ``precision`` — no same-precision variant passes, but a same-runtime variant with wider integer
+  activations does (e.g. ``tflite-int8`` fails an agreement bar that ``tflite-int16x8`` meets) and the
+  failing decoder is not source-blind (a source-blind one is a calibration failure whatever the width);
 * ``tflite-specific`` — a TFLite INT8 backend fails while a peer INT8 runtime (CTranslate2,
   ONNX Runtime) passes; ``runtime-specific`` is the same rule for a non-TFLite runtime;
 * ``calibration`` (again) — a same-runtime INT8 variant with other quantization settings passes
@@ -43,13 +46,14 @@ its precision is fp32 and it has no quantization settings.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from backends.errors import InvalidInputError
 
 BAR_DEFAULTS: dict[str, Any] = {"max_bleu_drop": 1.0, "min_fp32_agreement": 0.95, "fail_source_blind": True,
                                 "min_first_step_cosine": 0.0, "min_int8_agreement": 0.0}
-KINDS = ("pass", "calibration", "mask", "kernel", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
+KINDS = ("pass", "calibration", "mask", "kernel", "precision", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
          "export-convention")
 CALIBRATION_KEYS = ("recipe", "calib", "method", "sources", "positions")
 UNBOUNDED_MASKS = ("hf",)
@@ -256,6 +260,13 @@ def _differing_quant_keys(report: dict[str, Any], a: str, b: str) -> list[str]:
     return sorted(k for k in set(qa) | set(qb) if qa.get(k) != qb.get(k))
 
 
+def activation_bits(report: dict[str, Any], name: str) -> int:
+    """The widest integer activation type in ``quantization.activations`` ("int8" -> 8, "int16" -> 16,
+    "int8+int16" -> 16); 0 when not recorded."""
+    bits = [int(b) for b in re.findall(r"int(\d+)", str(_quant(report, name).get("activations") or ""))]
+    return max(bits, default=0)
+
+
 def _differs_in_kernel_only(report: dict[str, Any], a: str, b: str) -> bool:
     diff = _differing_quant_keys(report, a, b)
     return bool(diff) and set(diff) <= set(KERNEL_KEYS)
@@ -342,19 +353,35 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
             continue
         calib_peer = [p for p in same_rt
                       if any(any(c in k for c in CALIBRATION_KEYS) for k in _differing_quant_keys(report, n, p))]
-        if calib_peer:
+        same_bits = [p for p in calib_peer if "activations" not in _differing_quant_keys(report, n, p)]
+        wider = [p for p in same_rt if activation_bits(report, p) > activation_bits(report, n) > 0]
+        if same_bits or (calib_peer and not wider) or (calib_peer and is_source_blind(report, n)):
             # the closest peer: one with the same activation precision first, then the fewest differences
             p = min(calib_peer, key=lambda q: ("activations" in _differing_quant_keys(report, n, q),
                                                len(_differing_quant_keys(report, n, q))))
             diff = _differing_quant_keys(report, n, p)
             where = _decoder_rows(report, n, bar)
-            wider = (f"; {p} also runs {_quant(report, p).get('activations')} activations (vs "
-                     f"{_quant(report, n).get('activations')}): activation precision, not only calibration, "
-                     f"may be what fails" if "activations" in diff else "")
+            note = ""
+            if "activations" in diff:
+                note = (f"; {p} also runs {_quant(report, p).get('activations')} activations (vs "
+                        f"{_quant(report, n).get('activations')})"
+                        + (f", but {n}'s decoder is source-blind: calibration, not bit width"
+                           if is_source_blind(report, n) else ""))
             verdicts[n] = _v("calibration",
                              f"{n} fails while {p} (same runtime, different calibration: {', '.join(diff)}) passes"
-                             + (f"; {where[0]}" if where else "") + wider,
+                             + (f"; {where[0]}" if where else "") + note,
                              ev + _peer_ev(report, p, passes, n, diff) + (where[1] if where else []))
+            continue
+        if wider:
+            p = min(wider, key=lambda q: len(_differing_quant_keys(report, n, q)))
+            diff = _differing_quant_keys(report, n, p)
+            qa, qb = _quant(report, n), _quant(report, p)
+            other = [q for q in int8_pass if runtime_of(report, q) != rt]
+            verdicts[n] = _v("precision",
+                             f"{n} fails while {p} (same runtime, {qb.get('activations')} activations instead of "
+                             f"{qa.get('activations')}) passes: {qa.get('activations')} activations lose the accuracy"
+                             + (f"; peer runtime(s) {', '.join(other)} pass too" if other else ""),
+                             ev + _peer_ev(report, p, passes, n, diff) + [e for q in other for e in passes[q][1][:1]])
             continue
         other_rt = [p for p in int8_pass if runtime_of(report, p) != rt]
         if other_rt:

@@ -14,7 +14,8 @@ from typing import Any
 
 from orchestrator.report_tables import evidence_text, fmt, ranking_text
 
-COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "boundary": "#b5651d",
+COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
+          "boundary": "#b5651d",
           "tflite-specific": "#c0392b",
           "runtime-specific": "#c0392b", "model-inherent": "#7d3c98", "export-convention": "#2c6fbb",
           None: "#888888"}

@@ -219,3 +219,24 @@ def test_boundary_rule_only_for_a_backend_that_does_not_requantize(report):
     sig["quantization"] = {**(sig.get("quantization") or {}), "boundary": "requant"}
     attribute(rep, {})
     assert _kind(rep, "sim-int8-raw") != "boundary"  # it already requantizes: another cause
+
+
+def test_precision_verdict_when_only_a_wider_activation_variant_passes(report):
+    """No same-precision variant passes but a 16-bit-activation one does: the bit width, not calibration
+    (unless the failing decoder is source-blind, which stays a calibration failure)."""
+    rep = copy.deepcopy(report)
+    q = lambda name: rep["backends"][name]["signature"].setdefault("quantization", {})  # noqa: E731
+    q("sim-int8").update(activations="int16", method="percentile")
+    q("sim-int8-raw").update(activations="int8", method="mse", boundary="requant")
+    q("sim-int8-naive").update(activations="int8", method="minmax")
+    attribute(rep, {})
+    v = rep["backends"]["sim-int8-raw"]["verdict"]
+    assert v["kind"] == "precision", v["summary"]
+    assert "int16 activations instead of int8" in v["summary"]
+    assert any(e["metric"] == "quantization.activations" and e["value"] == "int16" for e in v["evidence"])
+    naive = rep["backends"]["sim-int8-naive"]["verdict"]
+    assert naive["kind"] == "calibration" and "source-blind" in naive["summary"]
+    # a passing peer with the same activation width: calibration again
+    q("sim-int8").update(activations="int8")
+    attribute(rep, {})
+    assert _kind(rep, "sim-int8-raw") == "calibration"
