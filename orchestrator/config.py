@@ -41,7 +41,13 @@ class RunConfig:
     def backend_settings(self, name: str) -> dict[str, Any]:
         """Settings for one backend: the run's, with its ``[overrides.<name>]`` applied."""
         o = self.overrides.get(name, {})
-        return {**self.settings, **{k: v for k, v in o.items() if k != "options"}}
+        return {**self.settings, **{k: v for k, v in o.items() if k not in ("options", "suites")}}
+
+    def suite_options(self, backend: str, suite: str) -> dict[str, Any]:
+        """A suite's options for one backend: ``[suites.<suite>]`` with
+        ``[overrides.<backend>.suites.<suite>]`` applied."""
+        return {**self.matrix.suite_options.get(suite, {}),
+                **self.overrides.get(backend, {}).get("suites", {}).get(suite, {})}
 
     def backend_options(self, name: str) -> dict[str, Any]:
         s = self.backend_settings(name)

@@ -142,7 +142,7 @@ def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
         for s, skip in suites.items():
             if skip is not None:
                 continue
-            opts = cfg.matrix.suite_options.get(s, {})
+            opts = cfg.suite_options(p.name, s)
             fp = digest({"backend": p.fingerprint, "suite": s, "options": opts, "code": codes[s]})
             p.suites.append(SuitePlan(s, fp, opts, None if cfg.force else store.read_suite(p.name, s, fp)))
 

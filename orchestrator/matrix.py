@@ -35,6 +35,8 @@ Schema (every table and key optional; unknown keys are an error naming the valid
     limit = 50
     timeout = 7200
     options = { }                       # extra constructor options for the backend
+    [overrides."tflite-int16x8".suites.split-generation]
+    boundary_n = 30                     # this backend's suite options (over the [suites.*] tables)
 
     [suites.quality]                    # suite options, passed to Suite.run/compare as ctx.suite_options
     [bar]                               # quality bar for orchestrator.attribution
@@ -57,7 +59,7 @@ TOP_KEYS = {"schema", "description", "run", "data", "settings", "overrides", "su
             "tolerances"}
 RUN_KEYS = {"model", "backends", "suites", "reference", "missing_backends"}
 DATA_KEYS = {"src", "ref", "calibration_src", "calibration_ref", "calibration_size", "skip_empty"}
-OVERRIDE_KEYS = {"limit", "timeout", "threads", "num_beams", "batch_size", "options"}
+OVERRIDE_KEYS = {"limit", "timeout", "threads", "num_beams", "batch_size", "options", "suites"}
 
 # setting -> (type, min, max); None bounds are open
 SETTING_RANGES: dict[str, tuple[type, float | None, float | None]] = {
@@ -211,6 +213,11 @@ def parse_matrix(doc: dict[str, Any], path: Path | None = None) -> Matrix:
                 if not isinstance(v, dict):
                     raise MatrixError(f"{where}: 'options' must be a table of backend options")
                 o[k] = dict(v)
+            elif k == "suites":
+                if not isinstance(v, dict) or not all(isinstance(t, dict) for t in v.values()):
+                    raise MatrixError(f"{where}: 'suites' must hold one table of suite options per suite, "
+                                      f"e.g. [overrides.\"{backend}\".suites.split-generation]")
+                o[k] = {suite: dict(t) for suite, t in v.items()}
             else:
                 o[k] = check_setting(k, v, where)
         m.overrides[backend] = o

@@ -101,3 +101,37 @@ def test_constraints_file_table_or_top_level(tmp_path):
     c.write_text('runtimes = ["tflite"]\nmax_bytes = = 3\n')
     with pytest.raises(MatrixError, match="line"):
         load_constraints(c)
+
+
+def test_per_backend_suite_options(tmp_path):
+    m = tmp_path / "m.toml"
+    m.write_text('[suites.speed]\nlatency_n = 6\nwarmup = 1\n'
+                 '[overrides."torch-fp32-split"]\nlimit = 4\n[overrides."torch-fp32-split".suites.speed]\nlatency_n = 5\n')
+    cfg = resolve_config({"matrix": str(m)})
+    assert cfg.suite_options("torch-fp32-split", "speed") == {"latency_n": 5, "warmup": 1}
+    assert cfg.suite_options("torch-fp32", "speed") == {"latency_n": 6, "warmup": 1}
+    assert cfg.suite_options("torch-fp32-split", "quality") == {}
+    assert "suites" not in cfg.backend_settings("torch-fp32-split")  # not a run setting
+    assert cfg.backend_settings("torch-fp32-split")["limit"] == 4
+    m.write_text('[overrides."torch-fp32-split"]\nsuites = { speed = 5 }\n')
+    with pytest.raises(MatrixError, match=r"one table of suite options per suite"):
+        load_matrix(m)
+
+
+def test_per_backend_suite_options_reach_that_backend_only(tiny_model, tmp_path):
+    """Through the engine: the override changes what that backend's suite measures, nobody else's."""
+    import json
+
+    from orchestrator.cli_app import main
+
+    m = tmp_path / "m.toml"
+    m.write_text('[suites.speed]\nlatency_n = 6\nwarmup = 1\nthroughput_n = 4\nthroughput_batch = 2\n'
+                 '[overrides."torch-fp32-split".suites.speed]\nlatency_n = 5\n')
+    out = tmp_path / "run"
+    argv = ["compare", "--matrix", str(m), "--model", str(tiny_model("marian")), "--backends",
+            "torch-fp32,torch-fp32-split", "--limit", "8", "--max-new-tokens", "6", "--suites", "speed",
+            "--timeout", "240", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(argv) in (0, 3)
+    report = json.loads((out / "report.json").read_text())
+    speed = {n: report["backends"][n]["suites"]["speed"] for n in ("torch-fp32", "torch-fp32-split")}
+    assert speed["torch-fp32"]["latency_n"] == 6 and speed["torch-fp32-split"]["latency_n"] == 5
