@@ -267,11 +267,6 @@ def activation_bits(report: dict[str, Any], name: str) -> int:
     return max(bits, default=0)
 
 
-def _differs_in_kernel_only(report: dict[str, Any], a: str, b: str) -> bool:
-    diff = _differing_quant_keys(report, a, b)
-    return bool(diff) and set(diff) <= set(KERNEL_KEYS)
-
-
 # ---------------------------------------------------------------------------------------
 # The rules
 # ---------------------------------------------------------------------------------------
@@ -327,12 +322,14 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                                          f"boundary passes — requantize at the boundary", ev + bev)
             continue
         same_rt = [p for p in int8_pass if runtime_of(report, p) == rt]
+        other_rt = [p for p in int8_pass if runtime_of(report, p) != rt]
+        diffs = {p: _differing_quant_keys(report, n, p) for p in same_rt}  # quantization keys that differ
         mask = _quant(report, n).get("mask")
         mask_peer = [p for p in same_rt if mask in UNBOUNDED_MASKS
                      and _quant(report, p).get("mask") not in (None, *UNBOUNDED_MASKS)]
         if mask_peer:
             p = mask_peer[0]
-            diff = _differing_quant_keys(report, n, p)
+            diff = diffs[p]
             others = [k for k in diff if k != "mask"]
             verdicts[n] = _v("mask",
                              f"{n} fails while {p} (same runtime, attention mask '{_quant(report, p)['mask']}' "
@@ -341,25 +338,23 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                              + (f" (other settings differ too: {', '.join(others)})" if others else ""),
                              ev + _peer_ev(report, p, passes, n, diff))
             continue
-        kernel_peer = [p for p in same_rt if _differs_in_kernel_only(report, n, p)]
+        kernel_peer = [p for p in same_rt if diffs[p] and set(diffs[p]) <= set(KERNEL_KEYS)]
         if kernel_peer:
             p = kernel_peer[0]
-            diff = _differing_quant_keys(report, n, p)
+            diff = diffs[p]
             qa, qb = _quant(report, n), _quant(report, p)
             what = ", ".join(f"{k} {qb.get(k)!r} instead of {qa.get(k)!r}" for k in diff)
             verdicts[n] = _v("kernel", f"{n} fails while {p} (same runtime and quantization scheme, {what}) passes: "
                                        f"the int8 kernel, not the quantization, loses the accuracy",
                              ev + _peer_ev(report, p, passes, n, diff))
             continue
-        calib_peer = [p for p in same_rt
-                      if any(any(c in k for c in CALIBRATION_KEYS) for k in _differing_quant_keys(report, n, p))]
-        same_bits = [p for p in calib_peer if "activations" not in _differing_quant_keys(report, n, p)]
+        calib_peer = [p for p in same_rt if any(c in k for k in diffs[p] for c in CALIBRATION_KEYS)]
         wider = [p for p in same_rt if activation_bits(report, p) > activation_bits(report, n) > 0]
-        if same_bits or (calib_peer and not wider) or (calib_peer and is_source_blind(report, n)):
+        if calib_peer and (not wider or is_source_blind(report, n)
+                           or any("activations" not in diffs[p] for p in calib_peer)):
             # the closest peer: one with the same activation precision first, then the fewest differences
-            p = min(calib_peer, key=lambda q: ("activations" in _differing_quant_keys(report, n, q),
-                                               len(_differing_quant_keys(report, n, q))))
-            diff = _differing_quant_keys(report, n, p)
+            p = min(calib_peer, key=lambda q: ("activations" in diffs[q], len(diffs[q])))
+            diff = diffs[p]
             where = _decoder_rows(report, n, bar)
             note = ""
             if "activations" in diff:
@@ -373,22 +368,20 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                              ev + _peer_ev(report, p, passes, n, diff) + (where[1] if where else []))
             continue
         if wider:
-            p = min(wider, key=lambda q: len(_differing_quant_keys(report, n, q)))
-            diff = _differing_quant_keys(report, n, p)
+            p = min(wider, key=lambda q: len(diffs[q]))
             qa, qb = _quant(report, n), _quant(report, p)
-            other = [q for q in int8_pass if runtime_of(report, q) != rt]
             verdicts[n] = _v("precision",
                              f"{n} fails while {p} (same runtime, {qb.get('activations')} activations instead of "
                              f"{qa.get('activations')}) passes: {qa.get('activations')} activations lose the accuracy"
-                             + (f"; peer runtime(s) {', '.join(other)} pass too" if other else ""),
-                             ev + _peer_ev(report, p, passes, n, diff) + [e for q in other for e in passes[q][1][:1]])
+                             + (f"; peer runtime(s) {', '.join(other_rt)} pass too" if other_rt else ""),
+                             ev + _peer_ev(report, p, passes, n, diffs[p])
+                             + [e for q in other_rt for e in passes[q][1][:1]])
             continue
-        other_rt = [p for p in int8_pass if runtime_of(report, p) != rt]
         if other_rt:
             kind = "tflite-specific" if rt == "tflite" else "runtime-specific"
             note = ""
             if same_rt:
-                note = (f"; a {rt} INT8 variant with other settings ({', '.join(_differing_quant_keys(report, n, same_rt[0]))}) "
+                note = (f"; a {rt} INT8 variant with other settings ({', '.join(diffs[same_rt[0]])}) "
                         f"passes too: {same_rt[0]}")
             peers_ev = [e for p in other_rt for e in passes[p][1][:1]]
             verdicts[n] = _v(kind, f"{n} ({rt}) fails while peer INT8 runtime(s) {', '.join(other_rt)} pass{note}",
@@ -396,7 +389,7 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
             continue
         if same_rt:
             p = same_rt[0]
-            diff = _differing_quant_keys(report, n, p)
+            diff = diffs[p]
             verdicts[n] = _v("calibration", f"{n} fails while {p} ({rt}, settings differ: {', '.join(diff) or 'none'}) "
                                             f"passes", ev + _peer_ev(report, p, passes, n, diff))
             continue

@@ -166,7 +166,7 @@ class CTranslate2Backend(Seq2SeqBackend):
     def preflight(self) -> list[str]:
         """Why this variant cannot run here (empty: it can). Call before ``prepare``."""
         self._gemm, reasons = use_gemm_library(str(self.options["gemm_library"]), self.device)
-        return reasons + (preflight_compute_type(self.compute_type, self.device) if not reasons else [])
+        return reasons or preflight_compute_type(self.compute_type, self.device)
 
     @classmethod
     def preflight_options(cls, compute_type: str = "float32", device: str = "cpu") -> list[str]:
