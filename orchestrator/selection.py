@@ -26,7 +26,8 @@ Constraints (``[constraints]`` in the matrix or a ``--constraints`` TOML file; d
     max_p90_latency_ms = 0     # speed suite p90 latency at batch 1 (0 = no limit)
     max_bleu_drop = 1.0        # BLEU points below the reference backend (negative = no limit)
     allow_source_blind = false # a source-blind backend is never chosen unless true
-    require_verdict_pass = false  # also require attribution's verdict kind == "pass"
+    require_verdict_pass = true   # only backends whose verdict meets the run's [bar] (kind "pass"); false:
+                               # the constraints above alone decide (e.g. to rank failing variants too)
     rank_by = ["latency_p90_ms", "bytes", "exact_match_vs_reference"]
                                # best first (lower latency/size, higher quality); metrics missing -> last
     rank_tolerance = {latency_p90_ms = "10%", bytes = "5%"}
@@ -53,7 +54,7 @@ from orchestrator.baseline import allowed_delta, parse_tolerance
 
 DEFAULTS: dict[str, Any] = {"runtimes": [], "backends": [], "exclude": [], "precision": "any", "max_bytes": 0,
                             "max_p90_latency_ms": 0, "max_bleu_drop": 1.0, "allow_source_blind": False,
-                            "require_verdict_pass": False,
+                            "require_verdict_pass": True,
                             "rank_by": ["latency_p90_ms", "bytes", "exact_match_vs_reference"],
                             "rank_tolerance": {"latency_p90_ms": "10%", "bytes": "5%"}}
 PRECISIONS = ("any", "int8-weights", "full-int8", "integer-only")
@@ -156,9 +157,13 @@ def reject_reasons(report: dict[str, Any], name: str, c: dict[str, Any]) -> list
     if not c["allow_source_blind"] and is_source_blind(report, name):
         out.append(f"source-blind decoder (cross-source first-step cosine {m.get('cross_source_cosine')})")
     if c["require_verdict_pass"]:
-        kind = (b.get("verdict") or {}).get("kind")
-        if kind != "pass":
-            out.append(f"verdict '{kind}' (require_verdict_pass)")
+        verdict = b.get("verdict") or {}
+        kind = verdict.get("kind")
+        if kind is None:
+            out.append("no verdict (the quality suite or the reference backend did not run; "
+                       "require_verdict_pass = false to select without one)")
+        elif kind != "pass":
+            out.append(f"fails the [bar]: verdict '{kind}' (require_verdict_pass)")
     return out
 
 

@@ -39,7 +39,10 @@ def test_int8_only_picks_the_passing_int8(report):
 def test_source_blind_rejected_unless_allowed(report):
     sel = select_targets(report, {"max_bleu_drop": -1, "precision": "int8-weights"})
     assert "source-blind" in sel["rejected"]["sim-int8-naive"]
-    sel = select_targets(report, {"max_bleu_drop": -1, "precision": "int8-weights", "allow_source_blind": True})
+    loose = {"max_bleu_drop": -1, "precision": "int8-weights", "allow_source_blind": True}
+    sel = select_targets(report, loose)  # still fails the run's [bar], so the verdict keeps it out
+    assert "fails the [bar]: verdict 'calibration'" in sel["rejected"]["sim-int8-naive"]
+    sel = select_targets(report, {**loose, "require_verdict_pass": False})
     assert "sim-int8-naive" in sel["ranking"]
 
 
@@ -156,3 +159,23 @@ def test_size_falls_back_to_checkpoint_weights_without_speed(report):
     # an artifact that only points at the checkpoint: its weights count
     rep["backends"]["torch-fp32"]["artifacts"].update(bytes=10, weights_bytes=real)
     assert f"{real} bytes > max_bytes" in select_targets(rep, {"max_bytes": real - 1})["rejected"]["torch-fp32"]
+
+
+def test_selection_follows_the_bar_by_default(report):
+    """A stricter [bar] that sim-int8 fails keeps it out of the selection (the reason names its verdict);
+    ``require_verdict_pass = false`` ranks it on the constraints alone; a report without verdicts selects
+    nothing by default and says why."""
+    rep = copy.deepcopy(report)
+    rep["backends"]["sim-int8"]["metrics"]["exact_match_vs_reference"] = 0.7
+    attribute(rep, {"min_int8_agreement": 0.8})
+    kind = rep["backends"]["sim-int8"]["verdict"]["kind"]
+    assert kind != "pass"
+    sel = select_targets(rep, {"precision": "int8-weights"})
+    assert sel["chosen"] is None
+    assert f"fails the [bar]: verdict '{kind}'" in sel["rejected"]["sim-int8"]
+    assert select_targets(rep, {"precision": "int8-weights", "require_verdict_pass": False})["chosen"] == "sim-int8"
+    assert select_targets(rep, {})["chosen"] in {"torch-fp32", "torch-fp32-split"}  # FP32 still passes
+    for b in rep["backends"].values():
+        b.pop("verdict", None)
+    sel = select_targets(rep, {})
+    assert sel["chosen"] is None and "no verdict" in sel["rejected"]["torch-fp32"]
