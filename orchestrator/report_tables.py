@@ -132,7 +132,7 @@ def evidence_table(report: dict[str, Any]) -> Table | None:
 
 
 def ranking_text(sel: dict[str, Any]) -> str:
-    """``latency_p90_ms (ties within 10%), bytes (ties within 5%), exact_match_vs_reference``."""
+    """``latency_p50_ms (ties within 10%), bytes (ties within 5%), exact_match_vs_reference``."""
     tol = sel.get("rank_tolerance") or {}
     parts = [f"{m} (ties within {tol[m]})" if m in tol else str(m) for m in sel.get("rank_by") or []]
     return ", ".join(parts) or "-"

@@ -24,8 +24,8 @@ def test_default_constraints_rank_by_latency(report):
     feasible = {"torch-fp32", "torch-fp32-split", "sim-int8"}
     assert set(sel["ranking"]) == feasible
     assert sel["chosen"] == sel["ranking"][0] and sel["fallback_chain"] == sel["ranking"][1:]
-    p90 = [report["backends"][n]["metrics"]["latency_p90_ms"] for n in sel["ranking"]]
-    assert p90 == sorted(p90)
+    p50 = [report["backends"][n]["metrics"]["latency_p50_ms"] for n in sel["ranking"]]
+    assert p50 == sorted(p50)
     assert "BLEU drop" in sel["rejected"]["sim-int8-naive"] or "source-blind" in sel["rejected"]["sim-int8-naive"]
     assert "BLEU drop" in sel["rejected"]["sim-int8-raw"]
 
@@ -91,23 +91,23 @@ def test_unmeasured_latency_rejects(report):
 
 def _with_metrics(report, values):
     rep = copy.deepcopy(report)
-    for name, (p90, size, exact) in values.items():
-        rep["backends"][name]["metrics"].update(latency_p90_ms=p90, bytes=size, exact_match_vs_reference=exact)
+    for name, (p50, size, exact) in values.items():
+        rep["backends"][name]["metrics"].update(latency_p50_ms=p50, bytes=size, exact_match_vs_reference=exact)
     return rep
 
 
 def test_rank_tolerance_turns_near_ties_into_a_quality_decision(report):
     names = ("torch-fp32", "torch-fp32-split", "sim-int8")
-    # 5% apart in p90, 2% in size: a tie under the default tolerances, so agreement decides
+    # 5% apart in p50, 2% in size: a tie under the default tolerances, so agreement decides
     rep = _with_metrics(report, {"torch-fp32": (20.0, 1_000_000, 0.70), "torch-fp32-split": (21.0, 1_020_000, 0.90),
                                  "sim-int8": (40.0, 500_000, 0.99)})
     sel = select_targets(rep, {"backends": list(names)})
     assert sel["ranking"] == ["torch-fp32-split", "torch-fp32", "sim-int8"]
     assert sel["decided_by"] == "exact_match_vs_reference"
-    assert sel["rank_tolerance"] == {"latency_p90_ms": "10%", "bytes": "5%"}
-    # without tolerances the exact p90 decides
+    assert sel["rank_tolerance"] == {"latency_p50_ms": "10%", "bytes": "5%"}
+    # without tolerances the exact p50 decides
     exact = select_targets(rep, {"backends": list(names), "rank_tolerance": {}})
-    assert exact["ranking"] == ["torch-fp32", "torch-fp32-split", "sim-int8"] and exact["decided_by"] == "latency_p90_ms"
+    assert exact["ranking"] == ["torch-fp32", "torch-fp32-split", "sim-int8"] and exact["decided_by"] == "latency_p50_ms"
     # a clear speed difference is never overridden by quality; size breaks a latency tie first
     rep = _with_metrics(report, {"torch-fp32": (20.0, 1_000_000, 0.70), "torch-fp32-split": (21.0, 900_000, 0.60),
                                  "sim-int8": (30.0, 500_000, 0.99)})
@@ -116,7 +116,7 @@ def test_rank_tolerance_turns_near_ties_into_a_quality_decision(report):
     # an absolute tolerance, and a full tie left to the name
     rep = _with_metrics(report, {"torch-fp32": (20.0, 1_000_000, 0.9), "torch-fp32-split": (20.0, 1_000_000, 0.9),
                                  "sim-int8": (22.0, 1_000_000, 0.95)})
-    sel = select_targets(rep, {"backends": list(names), "rank_tolerance": {"latency_p90_ms": {"abs": 2.5}}})
+    sel = select_targets(rep, {"backends": list(names), "rank_tolerance": {"latency_p50_ms": {"abs": 2.5}}})
     assert sel["chosen"] == "sim-int8" and sel["decided_by"] == "exact_match_vs_reference"
     assert sel["fallback_chain"] == ["torch-fp32", "torch-fp32-split"]
     sel = select_targets(rep, {"backends": ["torch-fp32", "torch-fp32-split"]})
@@ -152,6 +152,7 @@ def test_size_falls_back_to_checkpoint_weights_without_speed(report):
     for b in rep["backends"].values():
         b["metrics"].pop("bytes", None)
         b["metrics"].pop("latency_p90_ms", None)
+        b["metrics"].pop("latency_p50_ms", None)
     real = rep["backends"]["torch-fp32"]["artifacts"]["bytes"]
     assert real > 100_000  # the artifacts' bytes are used without the speed suite
     sel = select_targets(rep, {"max_bytes": real - 1})
