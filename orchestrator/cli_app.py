@@ -166,9 +166,8 @@ def cmd_list_backends(args) -> int:
 
 def cmd_select(args) -> int:
     from orchestrator.errors import SettingsError
-    from orchestrator.hooks import load_hook, selection_infeasible
+    from orchestrator.hooks import load_hook, selection_infeasible, write_all_reports
     from orchestrator.matrix import load_constraints
-    from orchestrator.run_store import atomic_write_json
 
     path, report = _read_report(args.run_dir)
     select = load_hook("selection", "select_targets")
@@ -186,7 +185,7 @@ def cmd_select(args) -> int:
         where = args.constraints or f"{args.run_dir}/report.json [constraints]"
         raise SettingsError(f"constraints from {where}: {exc}") from exc
     report["selection"] = selection
-    atomic_write_json(path, report)
+    write_all_reports(report, path.parent)  # report.json, report.md and report.html all show the new choice
     from orchestrator.console import print_report
 
     print_report(report)

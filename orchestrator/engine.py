@@ -326,8 +326,5 @@ def _run_locked(cfg, v, ui, run_dir: Path, plans, suites, warnings: list[str], s
     report_mod.run_compare_phase(report, cfg, v, records, suites, run_dir)
     code = hooks.run_hooks(report, cfg, ui)
     report["run"]["wall_seconds"] = round(time.time() - started, 2)
-    report_mod.write_report(report, run_dir)  # first: a failing extra report never loses report.json/md
-    hooks.write_extra_reports(report, run_dir, ui)
-    if report.get("hook_errors", {}).get("report_html"):
-        report_mod.write_report(report, run_dir)  # again, with the HTML step's error recorded
+    hooks.write_all_reports(report, run_dir, ui)
     return report, code, run_dir

@@ -128,6 +128,18 @@ def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
     return code
 
 
+def write_all_reports(report: dict[str, Any], run_dir: Path, ui=None) -> None:
+    """report.json and report.md first (a failing extra report never loses them), then report.html; the
+    two first are rewritten when the HTML step failed, so its error is recorded. Used by ``compare`` and
+    by ``select`` (a re-selection must not leave report.md/html showing the old choice)."""
+    from orchestrator import report as report_mod
+
+    report_mod.write_report(report, run_dir)
+    write_extra_reports(report, run_dir, ui)
+    if report.get("hook_errors", {}).get("report_html"):
+        report_mod.write_report(report, run_dir)
+
+
 def write_extra_reports(report: dict[str, Any], run_dir: Path, ui=None) -> None:
     """report.html via ``orchestrator.report_html.write_html`` when that module is present."""
     try:

@@ -246,6 +246,16 @@ def test_compare_end_to_end_default_model(tmp_path):
         assert r3.returncode == 0, r3.stdout + r3.stderr
         assert json.loads((out / "report.json").read_text())["selection"]["chosen"] in ("torch-fp32",
                                                                                        "torch-fp32-split")
+        only_split = tmp_path / "split.toml"
+        only_split.write_text('[constraints]\nbackends = ["torch-fp32-split"]\n')
+        r3a = run_cli("select", str(out), "--constraints", str(only_split))
+        assert r3a.returncode == 0, r3a.stdout + r3a.stderr
+        assert json.loads((out / "report.json").read_text())["selection"]["chosen"] == "torch-fp32-split"
+        # report.md (and report.html when written) show the new choice and its rejection, not the old one
+        md = (out / "report.md").read_text()
+        assert "| chosen | torch-fp32-split |" in md and "rejected: torch-fp32" in md
+        if (out / "report.html").exists():
+            assert "not in the allowed backends" in (out / "report.html").read_text()
         impossible = tmp_path / "c.toml"
         impossible.write_text('[constraints]\nruntimes = ["tflite"]\n')
         r3b = run_cli("select", str(out), "--constraints", str(impossible))
