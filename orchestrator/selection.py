@@ -39,7 +39,7 @@ within its tolerance of the best value, then the same with the next metric among
 of what is left, the best by the exact values (then name). Without tolerances, 2-thread latency noise
 (1.3-2x between identical runs on a shared VM) flips the choice between backends that differ by a few
 percent; with them, a near-tie in speed and size is decided by agreement with the reference.
-Latency ranks by the median (p50), not p90: the speed suite's p90 rests on the 3 slowest of its 30
+Latency ranks by the median (p50), not p90: the speed suite's p90 rests on the 3-4 slowest of its 30
 sentences: across nine runs of the Marian matrices here, the tflite-int8 / tflite-fp32-split p90 ratio went
 above 1 once (1.18: the order flipped) while the p50 ratio stayed at or below 0.85. The tail is a constraint
 (``max_p90_latency_ms``), not the ranking key; set ``rank_by`` to rank on p90 anyway.
