@@ -21,6 +21,7 @@ from typing import Any
 
 from backends.errors import SeqquantError
 from orchestrator.errors import SettingsError
+from orchestrator.report import write_report
 
 EXIT_OK, EXIT_HOOK_ERROR, EXIT_INFEASIBLE, EXIT_REGRESSION = 0, 1, 3, 4
 
@@ -132,12 +133,10 @@ def write_all_reports(report: dict[str, Any], run_dir: Path, ui=None) -> None:
     """report.json and report.md first (a failing extra report never loses them), then report.html; the
     two first are rewritten when the HTML step failed, so its error is recorded. Used by ``compare`` and
     by ``select`` (a re-selection must not leave report.md/html showing the old choice)."""
-    from orchestrator import report as report_mod
-
-    report_mod.write_report(report, run_dir)
+    write_report(report, run_dir)
     write_extra_reports(report, run_dir, ui)
     if report.get("hook_errors", {}).get("report_html"):
-        report_mod.write_report(report, run_dir)
+        write_report(report, run_dir)
 
 
 def write_extra_reports(report: dict[str, Any], run_dir: Path, ui=None) -> None:

@@ -161,8 +161,7 @@ def reject_reasons(report: dict[str, Any], name: str, c: dict[str, Any]) -> list
     if not c["allow_source_blind"] and is_source_blind(report, name):
         out.append(f"source-blind decoder (cross-source first-step cosine {m.get('cross_source_cosine')})")
     if c["require_verdict_pass"]:
-        verdict = b.get("verdict") or {}
-        kind = verdict.get("kind")
+        kind = (b.get("verdict") or {}).get("kind")
         if kind is None:
             out.append("no verdict (the quality suite or the reference backend did not run; "
                        "require_verdict_pass = false to select without one)")
