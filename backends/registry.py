@@ -79,6 +79,21 @@ def register_backend(name: str, target: str, requires=(), description: str = "",
     _registry[name] = BackendEntry(name, target, tuple(requires), dict(options), description)
 
 
+def register_variant(name: str, base: str, description: str = "", **options: Any) -> BackendEntry:
+    """Register ``name`` as a registered backend ``base`` with some options changed (no code: same
+    target and requirements, ``{**base options, **options}``). Registering the same variant again is
+    a no-op; a different backend under that name is an error."""
+    b = get_entry(base)
+    entry = BackendEntry(name, b.target, b.requires, {**b.options, **options},
+                         description or f"{base} with {', '.join(f'{k}={v!r}' for k, v in options.items())}")
+    existing = _registry.get(name)
+    if existing is not None and existing != entry:
+        raise ValueError(f"Backend name '{name}' is already registered ({existing.target} with "
+                         f"{existing.options}); pick another name for the variant")
+    _registry[name] = entry
+    return entry
+
+
 def _load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:

@@ -23,6 +23,7 @@ from typing import Any
 
 from orchestrator.config import RunConfig
 from orchestrator.errors import SettingsError
+from orchestrator.matrix import register_variants
 from orchestrator.plan import BackendPlan, SuitePlan, backend_fingerprint, suite_available, suite_code
 from orchestrator.run_store import RunLock, RunStore, atomic_write_json, digest
 
@@ -86,6 +87,7 @@ def _resolve_backends(cfg: RunConfig, warnings: list[str]) -> list[BackendPlan]:
     from backends import registry
     from backends._imports import install_hint
 
+    register_variants(cfg.matrix)
     names = cfg.backends if cfg.backends is not None else registry.available_backends()
     plans = []
     for name in names:

@@ -38,6 +38,10 @@ Schema (every table and key optional; unknown keys are an error naming the valid
     [overrides."tflite-int16x8".suites.split-generation]
     boundary_n = 30                     # this backend's suite options (over the [suites.*] tables)
 
+    [variants."tflite-int8-ln-float"]   # a named variant of a registered backend, no code needed:
+    base = "tflite-int8"                # its target and requirements,
+    options = { float_regions = ["layer_norm"] }   # these options over the base's,
+    description = "..."                 # optional; list the name in [run] backends to run it
     [suites.quality]                    # suite options, passed to Suite.run/compare as ctx.suite_options
     [bar]                               # quality bar for orchestrator.attribution
     [constraints]                       # deployment constraints for orchestrator.selection
@@ -56,10 +60,11 @@ MATRICES_DIR = Path(__file__).resolve().parent.parent / "matrices"
 DEFAULT_MATRIX = MATRICES_DIR / "default.toml"
 
 TOP_KEYS = {"schema", "description", "run", "data", "settings", "overrides", "suites", "bar", "constraints",
-            "tolerances"}
+            "tolerances", "variants"}
 RUN_KEYS = {"model", "backends", "suites", "reference", "missing_backends"}
 DATA_KEYS = {"src", "ref", "calibration_src", "calibration_ref", "calibration_size", "skip_empty"}
 OVERRIDE_KEYS = {"limit", "timeout", "threads", "num_beams", "batch_size", "options", "suites"}
+VARIANT_KEYS = {"base", "options", "description"}
 
 # setting -> (type, min, max); None bounds are open
 SETTING_RANGES: dict[str, tuple[type, float | None, float | None]] = {
@@ -107,6 +112,8 @@ class Matrix:
     bar: dict[str, Any] = field(default_factory=dict)
     constraints: dict[str, Any] = field(default_factory=dict)
     tolerances: dict[str, Any] = field(default_factory=dict)
+    #: name -> {"base": registered backend, "options": {...}, "description": str}
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
 
     def resolve_path(self, value: str | None) -> Path | None:
@@ -122,7 +129,7 @@ class Matrix:
         return {"path": str(self.path) if self.path else None, "description": self.description,
                 "backends": self.backends, "suites": self.suites, "reference": self.reference,
                 "overrides": self.overrides, "suite_options": self.suite_options, "bar": self.bar,
-                "constraints": self.constraints, "tolerances": self.tolerances}
+                "constraints": self.constraints, "tolerances": self.tolerances, "variants": self.variants}
 
 
 def _unknown(where: str, table: dict, valid: set[str]) -> None:
@@ -221,6 +228,19 @@ def parse_matrix(doc: dict[str, Any], path: Path | None = None) -> Matrix:
             else:
                 o[k] = check_setting(k, v, where)
         m.overrides[backend] = o
+    for variant, table in _table(doc, "variants", name).items():
+        where = f"{name} [variants.\"{variant}\"]"
+        if not isinstance(table, dict):
+            raise MatrixError(f"{where}: must be a table with 'base' and 'options'")
+        _unknown(where, table, VARIANT_KEYS)
+        if not isinstance(table.get("base"), str) or not table["base"]:
+            raise MatrixError(f"{where}: 'base' must name a registered backend (see `python cli.py list-backends`)")
+        if not isinstance(table.get("options", {}), dict):
+            raise MatrixError(f"{where}: 'options' must be a table of backend options")
+        if not isinstance(table.get("description", ""), str):
+            raise MatrixError(f"{where}: 'description' must be a string")
+        m.variants[variant] = {"base": table["base"], "options": dict(table.get("options", {})),
+                               "description": table.get("description", "")}
     suites = _table(doc, "suites", name)
     for suite, table in suites.items():
         if not isinstance(table, dict):
@@ -230,6 +250,20 @@ def parse_matrix(doc: dict[str, Any], path: Path | None = None) -> Matrix:
     m.constraints = dict(_table(doc, "constraints", name))
     m.tolerances = dict(_table(doc, "tolerances", name))
     return m
+
+
+def register_variants(m: Matrix) -> None:
+    """Register the matrix's ``[variants]`` in the backend registry (before backends are resolved)."""
+    from backends import registry
+    from backends.errors import UnknownBackendError
+
+    for name, v in m.variants.items():
+        try:
+            registry.register_variant(name, v["base"], v["description"], **v["options"])
+        except UnknownBackendError as exc:  # the base is not registered
+            raise MatrixError(f"{m.path or 'matrix'} [variants.\"{name}\"]: base: {exc}") from exc
+        except ValueError as exc:  # the name is taken by another backend
+            raise MatrixError(f"{m.path or 'matrix'} [variants.\"{name}\"]: {exc}") from exc
 
 
 def load_matrix(path: str | Path | None = None) -> Matrix:

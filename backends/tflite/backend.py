@@ -24,7 +24,7 @@ from backends._imports import require, version_of
 from backends.base import BOUNDARY_MODES, CalibrationSet, EncoderState, Seq2SeqBackend
 from backends.errors import ArtifactError, InvalidInputError
 from backends.tflite import convert as tconv
-from backends.tflite.graphs import self_attention_mask
+from backends.tflite.graphs import REGIONS, self_attention_mask
 from backends.tflite.runtime import TFLiteModel, dequantize, to_domain
 
 QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
@@ -95,6 +95,9 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         "encoder_valid_rows": False,
         "boundary": "requant",  # default encoder->decoder boundary: requant | raw
         "float_ops": (),  # selective float: TFLite op types left in float (breaks strict INT8)
+        # selective float by region (graphs.REGIONS: layer_norm, attention_softmax, self_attention,
+        # cross_attention, ffn, lm_head): the ops built in those regions stay float (breaks strict INT8)
+        "float_regions": (),
         # quantizer="ai_edge_quantizer" only (backends/tflite/aeq.py): the weight algorithm, and
         # whether AEQ's float REDUCE_MAX islands are folded into exact integer REDUCE_MAX ops
         "aeq_algorithm": "min_max_uniform_quantize",
@@ -127,14 +130,15 @@ class TFLiteSplitBackend(Seq2SeqBackend):
 
     @property
     def precision_label(self) -> str:
-        """fp32 | int8 | int16x8 | int8-dynamic, and "-mixed" when op types were left in float."""
+        """fp32 | int8 | int16x8 | int8-dynamic, and "-mixed" when op types or regions were left in float."""
         if self.options.get("precision"):
             return str(self.options["precision"])
         label = {"none": "fp32", "int8": "int8", "int16x8": "int16x8", "dynamic": "int8-dynamic"}.get(
             self.quantization, self.quantization)
         if self.uses_aeq and self._int16_ops:
             label += "+int16"
-        return label + "-mixed" if self.options.get("float_ops") and self.quantization != "none" else label
+        mixed = self.options.get("float_ops") or self.options.get("float_regions")
+        return label + "-mixed" if mixed and self.quantization != "none" else label
 
     @property
     def quantized(self) -> bool:
@@ -157,6 +161,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         s = super().settings()
         s["graph_format"] = GRAPH_FORMAT
         s["float_ops"] = list(s.get("float_ops") or ())
+        if s.get("float_regions"):
+            s["float_regions"] = list(s["float_regions"])
+        else:  # not set: the cache keys of the variants that predate the option stay as they were
+            s.pop("float_regions", None)
         if self.quantization == "none":  # calibration settings do not change FP32 artifacts
             for k in ("calibration_recipe", "calibration_sources", "positions_per_source",
                       "calibration_method", "boundary", "float_ops", "fine_logits", "logits_floor_margin",
@@ -189,6 +197,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 q["rewrites"] = rewrites
             if self.options["float_ops"]:
                 q["float_ops"] = list(self.options["float_ops"])
+            if self.options["float_regions"]:
+                q["float_regions"] = list(self.options["float_regions"])
             if self._symmetric_rhs != "none":
                 q["symmetric_matmul_rhs"] = self._symmetric_rhs
             if self.uses_aeq and self._int16_ops:
@@ -229,6 +239,16 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             if not self.uses_aeq and o[key] is not None and o[key] not in CALIBRATION_METHODS:
                 raise InvalidInputError(f"{self.name}: {key} '{o[key]}' unknown; choose one of "
                                         f"{CALIBRATION_METHODS}")
+        regions = o["float_regions"] or ()
+        if isinstance(regions, str) or not all(isinstance(r, str) for r in regions):
+            raise InvalidInputError(f"{self.name}: float_regions must be a list of region names, got {regions!r}")
+        unknown = [r for r in regions if r not in REGIONS]
+        if unknown:
+            raise InvalidInputError(f"{self.name}: float region(s) {unknown} unknown; choose from "
+                                    + ", ".join(f"{k} ({v})" for k, v in REGIONS.items()))
+        if regions and (self.quantization != "int8" or self.uses_aeq):
+            raise InvalidInputError(f"{self.name}: float_regions needs quantization 'int8' with the "
+                                    f"TFLiteConverter quantizer")
         if o["boundary"] not in ("requant", "raw"):
             raise InvalidInputError(f"{self.name}: boundary must be 'requant' or 'raw', got {o['boundary']!r}")
         self.source_buckets  # noqa: B018 - validates the option
@@ -261,7 +281,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
 
         spec = GraphSpec(self.max_source_length, self.cache_length, self.options["mask_mode"],
                          float(self.options["mask_margin"]), self.options["cross_kv"],
-                         dynamic_source=bool(self.source_buckets))
+                         dynamic_source=bool(self.source_buckets),
+                         region_scopes=bool(self.options["float_regions"]) and self.quantized)
         torch_model = model.load_torch_model()
         if model.normalized.model_type == "t5":
             from backends.tflite.t5 import T5Graphs, extract_t5_weights
@@ -328,6 +349,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                     (outdir / files[role]).write_bytes(data)
             else:
                 float_ops = tuple(self.options["float_ops"] or ())
+                regions = tuple(self.options["float_regions"] or ()) if self.quantized else ()
+                found: dict[str, dict[str, int]] = {"encoder": {}, "decoder": {}}
                 method = self.options["calibration_method"] if self.quantized else "minmax"
                 enc_method = (self.options["encoder_calibration_method"] or method) if self.quantized else "minmax"
                 pct = float(self.options["percentile"])
@@ -339,10 +362,18 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                 (outdir / files["encoder"]).write_bytes(
                     tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method,
                                   enc_pct, valid_rows=bool(self.options["encoder_valid_rows"]) and self.quantized,
-                                  symmetric_matmul_rhs=sym != "none", symmetric_outputs=cross_kv))
+                                  symmetric_matmul_rhs=sym != "none", symmetric_outputs=cross_kv,
+                                  float_regions=regions, region_report=found["encoder"]))
                 (outdir / files["decoder"]).write_bytes(
                     tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct,
-                                  symmetric_matmul_rhs=sym == "all"))
+                                  symmetric_matmul_rhs=sym == "all", float_regions=regions,
+                                  region_report=found["decoder"]))
+                if regions:
+                    missing = [r for r in regions if not found["encoder"].get(r) and not found["decoder"].get(r)]
+                    if missing:
+                        raise InvalidInputError(f"{self.name}: float region(s) {missing} have no ops in this "
+                                                f"model's graphs")
+                    extra["float_regions"] = found
             extra["size_ratio_vs_fp32"] = sum((outdir / f).stat().st_size for f in files.values()) / ref.bytes
         extra["ops"] = {role: audit_model(outdir / rel) for role, rel in files.items()}
         extra["full_int8"] = all(a["full_int8"] for a in extra["ops"].values())

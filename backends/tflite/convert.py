@@ -8,11 +8,15 @@
 
 Representative samples are dicts keyed by input name (a list would be matched to inputs
 alphabetically — the pitfall that once swapped ``input_ids`` and ``attention_mask``).
-``float_ops`` (selective float) names TFLite op types left in float
-(``denylisted_ops`` of the quantization debugger path), which breaks strict INT8 on purpose.
+Selective float (the quantization debugger's path; both break strict INT8 on purpose):
+``float_ops`` names TFLite op types left in float (``denylisted_ops``), ``float_regions`` names
+regions of the network (:data:`backends.tflite.graphs.REGIONS`: layer norm, attention softmax,
+self-/cross-attention, FFN, LM head) whose ops stay float (``denylisted_nodes``: the output tensor
+names of every op built under that region's name scope).
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -57,7 +61,8 @@ def invoke_sample(interp, index: dict[str, int], sample: dict[str, np.ndarray]) 
 def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
             input_names: list[str] | None = None, float_ops: Iterable[str] = (), method: str = "minmax",
             percentile: float = 99.99, keep_ranges: Iterable[str] = (), valid_rows: bool = False,
-            symmetric_matmul_rhs: bool = False, symmetric_outputs: Iterable[str] = ()) -> bytes:
+            symmetric_matmul_rhs: bool = False, symmetric_outputs: Iterable[str] = (),
+            float_regions: Iterable[str] = (), region_report: dict[str, int] | None = None) -> bytes:
     """``method="percentile"`` re-ranges every activation to the [100-p, p] percentiles of its
     calibration values, ``method="mse"`` to the range that minimizes the int8 quantization error of
     those values (ranges only shrink; tensors named in ``keep_ranges`` keep min-max). With
@@ -65,7 +70,9 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
     positions (rows whose ``attention_mask`` is 0: their values never reach the output).
     ``symmetric_matmul_rhs`` (int8): widen the range of every BATCH_MATMUL right-hand operand to
     zero point 0 (see :func:`_symmetric_matmul_rhs`) so XNNPACK runs those matmuls; the signature
-    outputs named in ``symmetric_outputs`` get the same treatment (a matmul operand in the next graph)."""
+    outputs named in ``symmetric_outputs`` get the same treatment (a matmul operand in the next graph).
+    ``float_regions`` (int8): ops of those regions stay float; ``region_report``, if given, receives
+    the number of ops found in each region (0: the region does not occur in this graph)."""
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision '{precision}' unknown; choose one of {PRECISIONS}")
     tf, conv = _converter(concrete_fn)
@@ -85,9 +92,9 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
             raise InvalidInputError(f"{precision} conversion got an empty calibration set")
 
     conv.representative_dataset = representative
-    float_ops = tuple(float_ops)
+    float_ops, float_regions = tuple(float_ops), tuple(float_regions)
     if precision == "int8":
-        conv.target_spec.supported_ops = ([tf.lite.OpsSet.TFLITE_BUILTINS_INT8] if not float_ops else
+        conv.target_spec.supported_ops = ([tf.lite.OpsSet.TFLITE_BUILTINS_INT8] if not (float_ops or float_regions) else
                                           [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS])
         io_type = tf.int8
     else:
@@ -100,10 +107,10 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
     conv.inference_output_type = io_type
     if method not in CALIBRATION_METHODS:
         raise InvalidInputError(f"calibration method '{method}' unknown; choose one of {CALIBRATION_METHODS}")
-    if not float_ops and method == "minmax" and not valid_rows and not symmetric_matmul_rhs:
+    if not (float_ops or float_regions) and method == "minmax" and not valid_rows and not symmetric_matmul_rhs:
         return conv.convert()
     if precision != "int8":
-        raise InvalidInputError("selective float ops and percentile/mse ranges are implemented for int8 only")
+        raise InvalidInputError("selective float and percentile/mse ranges are implemented for int8 only")
     # two-step path (as the quantization debugger does): calibrate, adjust, quantize
     conv._experimental_calibrate_only = True  # noqa: SLF001
     calibrated = conv.convert()
@@ -112,12 +119,44 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
                                       method, percentile, set(keep_ranges), valid_rows)
     if symmetric_matmul_rhs:  # after the range adjustment: widening to zero point 0 must be last
         calibrated = _symmetric_matmul_rhs(calibrated, set(symmetric_outputs))
+    nodes = region_nodes(calibrated, float_regions)
+    if region_report is not None:
+        region_report.update({r: len(n) for r, n in nodes.items()})
     from tensorflow.lite.python import convert as tfl_convert  # inside TF; lazily imported
 
     return tfl_convert.mlir_quantize(
         calibrated, disable_per_channel=False, fully_quantize=True,
         input_data_type=conv.inference_input_type, output_data_type=conv.inference_output_type,
-        denylisted_ops=list(float_ops) or None, enable_whole_model_verify=False)
+        denylisted_ops=list(float_ops) or None,
+        denylisted_nodes=sorted({n for names in nodes.values() for n in names}) or None,
+        enable_whole_model_verify=False)
+
+
+def region_nodes(model_bytes: bytes, regions: Iterable[str]) -> dict[str, list[str]]:
+    """For each region, the output tensor names of the ops built under its name scope (a converted
+    tensor's name lists the TF ops fused into it, ``;``-separated; one of them in the scope counts)."""
+    from backends.tflite.graphs import REGION_OUTPUTS, REGION_SCOPE, REGIONS
+
+    regions = tuple(regions)
+    unknown = [r for r in regions if r not in REGIONS]
+    if unknown:
+        raise InvalidInputError(f"float region(s) {unknown} unknown; choose from {sorted(REGIONS)}")
+    if not regions:
+        return {}
+    from tensorflow.lite.tools import flatbuffer_utils as fbu  # inside TF; lazily imported
+
+    model = fbu.convert_bytearray_to_object(bytearray(model_bytes))
+    graph = model.subgraphs[0]
+    produced = [graph.tensors[int(t)].name.decode() for op in graph.operators or [] for t in op.outputs]
+    outputs = {t.name.decode(): graph.tensors[int(t.tensorIndex)].name.decode()
+               for sig in model.signatureDefs or [] for t in sig.outputs or []}
+    out = {}
+    for r in regions:
+        scope = re.compile(rf"(^|/){re.escape(REGION_SCOPE + r)}(_\d+)?/")
+        names = {n for n in produced if any(scope.search(part) for part in n.split(";"))}
+        names |= {outputs[o] for o in REGION_OUTPUTS.get(r, ()) if o in outputs}
+        out[r] = sorted(names)
+    return out
 
 
 def _valid_part(a: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -26,6 +26,7 @@ scores; ``"hf"`` adds ``-1e9`` like Hugging Face (exact in float, destroys int8 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -40,6 +41,20 @@ GRAPH_FORMAT = 5
 MASK_MODES = ("select", "bounded", "hf")
 CROSS_KV_MODES = ("decoder", "encoder")
 HF_MASK_VALUE = -1e9
+#: named regions of both graphs, each built under its own TF name scope (``REGION_SCOPE`` + name), so
+#: that selective float (``float_regions``) can leave exactly that part of the network in float
+REGIONS = {
+    "layer_norm": "every layer norm (RMS norm for T5): mean, centering, variance, rsqrt, scale and shift",
+    "attention_softmax": "the masked softmax of every attention (scores in, probabilities out)",
+    "self_attention": "self-attention from the scores to the context: Q.K^T, bias, mask, softmax, P.V",
+    "cross_attention": "cross-attention from the scores to the context: Q.K^T, mask, softmax, P.V",
+    "ffn": "the feed-forward blocks: both linears and the activation",
+    "lm_head": "the LM head: the projection to the vocabulary and its bias",
+}
+REGION_SCOPE = "sqr_"
+#: signature outputs a region produces: the converter renames a graph output's tensor, so its op is
+#: found by the output's name instead of the scope
+REGION_OUTPUTS = {"lm_head": ("logits", "logits_top")}
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,10 @@ class GraphSpec:
     logits_floor: float | None = None
     #: encoder inputs [B, None]: any source length up to ``source_length`` (source-length buckets)
     dynamic_source: bool = False
+    #: build each of :data:`REGIONS` under its name scope (for ``float_regions``). Off by default: op
+    #: names change the converter's tensor order and with it the calibration subsample
+    #: (``convert._adjusted_ranges``), so strict builds keep the names they were measured with
+    region_scopes: bool = False
 
     def __post_init__(self) -> None:
         if self.mask_mode not in MASK_MODES:
@@ -128,6 +147,18 @@ class Seq2SeqGraphs:
         tf = self.tf
         return tf.matmul(x, self.c(lin[0])) + self.c(lin[1])
 
+    def region(self, name: str):
+        """The TF name scope of one of :data:`REGIONS` (op names then carry it into the .tflite), when
+        ``spec.region_scopes`` is set."""
+        if name not in REGIONS:
+            raise ValueError(f"region '{name}' is not one of {sorted(REGIONS)}")
+        return self.tf.name_scope(REGION_SCOPE + name) if self.spec.region_scopes else contextlib.nullcontext()
+
+    def norm(self, x, norm):
+        """``layer_norm`` inside the ``layer_norm`` region (call this, override ``layer_norm``)."""
+        with self.region("layer_norm"):
+            return self.layer_norm(x, norm)
+
     def layer_norm(self, x, norm):
         if isinstance(norm, BalancedNorm):
             return self.balanced_layer_norm(x, norm)
@@ -149,6 +180,10 @@ class Seq2SeqGraphs:
 
     def masked_softmax(self, scores, valid):
         """Softmax over the last axis of ``scores`` [B, H, L, K]; ``valid`` is [B, K] (bool or int)."""
+        with self.region("attention_softmax"):
+            return self._masked_softmax(scores, valid)
+
+    def _masked_softmax(self, scores, valid):
         tf = self.tf
         # dynamic source length: the shape of the integer mask, never of a float tensor (a SHAPE op
         # on a float tensor stays float after quantization)
@@ -175,8 +210,15 @@ class Seq2SeqGraphs:
 
     def residual_block(self, x, norm, fn):
         if self.cfg.norm == "pre":
-            return x + fn(self.layer_norm(x, norm))
-        return self.layer_norm(x + fn(x), norm)
+            return x + fn(self.norm(x, norm))
+        return self.norm(x + fn(x), norm)
+
+    def scoped(self, name: str, fn: Callable) -> Callable:
+        """``fn`` run inside region ``name``."""
+        def run(*args):
+            with self.region(name):
+                return fn(*args)
+        return run
 
     def ffn(self, layer):
         if "ffn_scale" in layer:  # balanced intermediate (balance.balance_ffn): fc1 gives z / s
@@ -197,13 +239,13 @@ class Seq2SeqGraphs:
         tf = self.tf
         x = tf.gather(self.embed, ids) + self.enc_pos[None, : self.source_width(ids)]
         x = tf.reshape(x, [-1, self.D])
-        return self.layer_norm(x, self.w.enc_ln_emb) if self.w.enc_ln_emb is not None else x
+        return self.norm(x, self.w.enc_ln_emb) if self.w.enc_ln_emb is not None else x
 
     def embed_target(self, ids, pos):
         """Embedding of this step's token at ``pos``, [B, D]."""
         tf = self.tf
         x = tf.gather(self.embed, ids[:, 0]) + tf.gather(self.dec_pos, pos)
-        return self.layer_norm(x, self.w.dec_ln_emb) if self.w.dec_ln_emb is not None else x
+        return self.norm(x, self.w.dec_ln_emb) if self.w.dec_ln_emb is not None else x
 
     def encoder_score_bias(self, S):
         """Added to encoder self-attention scores [B, H, S, S] (None: nothing); ``S`` is the
@@ -250,13 +292,15 @@ class Seq2SeqGraphs:
                 q = self.split_heads(self.linear(h, att["q"]), S, self.He)
                 k = self.split_heads(self.linear(h, att["k"]), S, self.He)
                 v = self.split_heads(self.linear(h, att["v"]), S, self.He)
-                p = self.masked_softmax(self.add_bias(tf.matmul(q, k, transpose_b=True), bias), valid)
-                return self.linear(self.merge_heads(tf.matmul(p, v), S, self.He), att["o"])
+                with self.region("self_attention"):
+                    p = self.masked_softmax(self.add_bias(tf.matmul(q, k, transpose_b=True), bias), valid)
+                    ctx = self.merge_heads(tf.matmul(p, v), S, self.He)
+                return self.linear(ctx, att["o"])
 
             x = self.residual_block(x, layer["ln_self"], attn)
-            x = self.residual_block(x, layer["ln_ffn"], self.ffn(layer))
+            x = self.residual_block(x, layer["ln_ffn"], self.scoped("ffn", self.ffn(layer)))
         if self.w.enc_final_ln is not None:
-            x = self.layer_norm(x, self.w.enc_final_ln)
+            x = self.norm(x, self.w.enc_final_ln)
         if self.spec.cross_kv == "decoder":
             return {"encoder_hidden_states": tf.reshape(x, [-1, S, D])}
         out = {}
@@ -309,10 +353,13 @@ class Seq2SeqGraphs:
                 k_new = tf.reshape(self.linear(h, att["k"]), [-1, H, 1, Dh])
                 v_new = tf.reshape(self.linear(h, att["v"]), [-1, H, 1, Dh])
                 out[f"new_k_{i}"], out[f"new_v_{i}"] = k_new, v_new
-                k = tf.concat([inputs[f"self_k_{i}"], k_new], axis=2)  # [B, H, T+1, Dh]
-                v = tf.concat([inputs[f"self_v_{i}"], v_new], axis=2)
-                p = self.masked_softmax(self.add_bias(tf.matmul(q, k, transpose_b=True), self_bias), self_valid)
-                return self.linear(tf.reshape(tf.matmul(p, v), [-1, H * Dh]), att["o"])
+                with self.region("self_attention"):
+                    k = tf.concat([inputs[f"self_k_{i}"], k_new], axis=2)  # [B, H, T+1, Dh]
+                    v = tf.concat([inputs[f"self_v_{i}"], v_new], axis=2)
+                    p = self.masked_softmax(self.add_bias(tf.matmul(q, k, transpose_b=True), self_bias),
+                                            self_valid)
+                    ctx = tf.reshape(tf.matmul(p, v), [-1, H * Dh])
+                return self.linear(ctx, att["o"])
 
             def cross_attn(h, catt=catt, i=i, layer=layer):
                 q = tf.reshape(self.linear(h, catt["q"]), [-1, H, 1, Dh])
@@ -320,22 +367,25 @@ class Seq2SeqGraphs:
                     k, v = self.cross_kv(enc2d, layer, S)
                 else:
                     k, v = inputs[f"cross_k_{i}"], inputs[f"cross_v_{i}"]
-                p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), enc_valid)
-                return self.linear(tf.reshape(tf.matmul(p, v), [-1, H * Dh]), catt["o"])
+                with self.region("cross_attention"):
+                    p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), enc_valid)
+                    ctx = tf.reshape(tf.matmul(p, v), [-1, H * Dh])
+                return self.linear(ctx, catt["o"])
 
             x = self.residual_block(x, layer["ln_self"], self_attn)
             x = self.residual_block(x, layer["ln_cross"], cross_attn)
-            x = self.residual_block(x, layer["ln_ffn"], self.ffn(layer))
+            x = self.residual_block(x, layer["ln_ffn"], self.scoped("ffn", self.ffn(layer)))
         if self.w.dec_final_ln is not None:
-            x = self.layer_norm(x, self.w.dec_final_ln)
-        logits = tf.matmul(x, self.lm_head)
-        if self.cfg.lm_head_scale != 1.0:
-            logits = logits * self.cfg.lm_head_scale
-        out["logits"] = logits + self.logits_bias
-        if self.spec.logits_floor is not None:
-            # doubled weights: an exact rescale that also keeps the two heads from being merged
-            top = tf.matmul(x, self.c(self.w.lm_head * 2.0 * self.cfg.lm_head_scale))
-            out["logits_top"] = tf.nn.relu(top + self.c(2.0 * (self.w.logits_bias - self.spec.logits_floor)))
+            x = self.norm(x, self.w.dec_final_ln)
+        with self.region("lm_head"):
+            logits = tf.matmul(x, self.lm_head)
+            if self.cfg.lm_head_scale != 1.0:
+                logits = logits * self.cfg.lm_head_scale
+            out["logits"] = logits + self.logits_bias
+            if self.spec.logits_floor is not None:
+                # doubled weights: an exact rescale that also keeps the two heads from being merged
+                top = tf.matmul(x, self.c(self.w.lm_head * 2.0 * self.cfg.lm_head_scale))
+                out["logits_top"] = tf.nn.relu(top + self.c(2.0 * (self.w.logits_bias - self.spec.logits_floor)))
         return out
 
     # ---- concrete functions ----------------------------------------------------------

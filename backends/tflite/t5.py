@@ -112,7 +112,7 @@ class T5Graphs(Seq2SeqGraphs):
         return x * tf.math.rsqrt(var + self.cfg.layer_norm_eps) * self.c(norm[0])
 
     def residual_block(self, x, norm, fn):
-        return x + fn(self.layer_norm(x, norm))
+        return x + fn(self.norm(x, norm))
 
     def ffn(self, layer):
         if "fc1_gate" not in layer:

@@ -1,4 +1,6 @@
 """Matrix files: the shipped ones parse; invalid ones name the file, line or key and the valid keys."""
+import re
+
 import pytest
 
 from orchestrator.config import resolve_config
@@ -135,3 +137,63 @@ def test_per_backend_suite_options_reach_that_backend_only(tiny_model, tmp_path)
     report = json.loads((out / "report.json").read_text())
     speed = {n: report["backends"][n]["suites"]["speed"] for n in ("torch-fp32", "torch-fp32-split")}
     assert speed["torch-fp32"]["latency_n"] == 6 and speed["torch-fp32-split"]["latency_n"] == 5
+
+
+def test_variants_parse_and_register(tmp_path):
+    from backends import registry
+    from orchestrator.matrix import register_variants
+
+    m = tmp_path / "m.toml"
+    m.write_text('[variants."torch-split-v"]\nbase = "torch-fp32-split"\noptions = { batch_hint = 3 }\n')
+    matrix = load_matrix(m)
+    assert matrix.variants == {"torch-split-v": {"base": "torch-fp32-split", "options": {"batch_hint": 3},
+                                                 "description": ""}}
+    register_variants(matrix)
+    register_variants(matrix)  # the same variant again: a no-op
+    entry, base = registry.get_entry("torch-split-v"), registry.get_entry("torch-fp32-split")
+    assert entry.target == base.target and entry.requires == base.requires
+    assert entry.options == {**base.options, "batch_hint": 3} and "torch-fp32-split" in entry.description
+    # a registered name with other options, or an unknown base: clear errors naming the table
+    m.write_text('[variants."tflite-int8"]\nbase = "torch-fp32"\n')
+    with pytest.raises(MatrixError, match=r'\[variants."tflite-int8"\].*already registered'):
+        register_variants(load_matrix(m))
+    m.write_text('[variants."x-v"]\nbase = "no-such-backend"\n')
+    with pytest.raises(MatrixError, match=r'\[variants."x-v"\]: base: Unknown backend'):
+        register_variants(load_matrix(m))
+
+
+@pytest.mark.parametrize("body,needle", [
+    ('[variants."v"]\noptions = {}\n', "'base' must name a registered backend"),
+    ('[variants."v"]\nbase = "torch-fp32"\noptions = 3\n', "'options' must be a table"),
+    ('[variants."v"]\nbase = "torch-fp32"\nopts = {}\n', "unknown key(s) 'opts'"),
+    ('[variants]\nv = 1\n', "must be a table with 'base'"),
+])
+def test_bad_variants(tmp_path, body, needle):
+    m = tmp_path / "m.toml"
+    m.write_text(body)
+    with pytest.raises(MatrixError, match=re.escape(needle)):
+        load_matrix(m)
+
+
+def test_variant_runs_through_the_engine(tiny_model, tmp_path):
+    """A matrix-defined variant (tflite-int8 with its layer norms in float) runs like a registered backend."""
+    import json
+
+    from orchestrator.cli_app import main
+
+    m = tmp_path / "m.toml"
+    m.write_text('[run]\nbackends = ["torch-fp32", "tflite-int8-lnfloat"]\nsuites = ["quality"]\n'
+                 '[variants."tflite-int8-lnfloat"]\nbase = "tflite-int8"\ndescription = "layer norms in float"\n'
+                 'options = { float_regions = ["layer_norm"], calibration_sources = 8 }\n')
+    out = tmp_path / "run"
+    argv = ["compare", "--matrix", str(m), "--model", str(tiny_model("marian")), "--limit", "4",
+            "--max-new-tokens", "6", "--max-source-length", "24", "--timeout", "600", "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(argv) in (0, 3)
+    report = json.loads((out / "report.json").read_text())
+    rec = report["backends"]["tflite-int8-lnfloat"]
+    assert rec["status"] == "ok", rec.get("reason")
+    assert rec["signature"]["quantization"]["float_regions"] == ["layer_norm"]
+    assert rec["signature"]["precision"] == "int8-mixed"
+    assert rec["artifacts"]["full_int8"] is False
+    assert rec["artifacts"]["float_regions"]["encoder"]["layer_norm"] > 0

@@ -130,3 +130,47 @@ def test_fine_logits_head(prepared):
     assert "logits_top" in outs and outs["logits_top"]["scale"] < outs["logits"]["scale"]
     assert gen["logits"]["logits_floor"] == be.artifacts.extra["logits_floor"]
     assert valid_ids(translate(bundle, be), bundle.normalized.vocab_size)
+
+
+#: where each region's float ops must show up (op types of the float ops left by the region)
+_REGION_FLOAT_OPS = {"layer_norm": {"MEAN", "RSQRT", "FULLY_CONNECTED"},  # balanced norms take the mean by matmul
+                     "attention_softmax": {"SOFTMAX"},
+                     "cross_attention": {"SOFTMAX", "BATCH_MATMUL"}, "lm_head": {"FULLY_CONNECTED", "BATCH_MATMUL"},
+                     "ffn": {"FULLY_CONNECTED"}}
+
+
+@pytest.mark.parametrize("family,region", [("marian", "layer_norm"), ("marian", "cross_attention"),
+                                           ("marian", "lm_head"), ("t5", "layer_norm"), ("bart", "ffn")])
+def test_float_regions_leave_exactly_that_region_float(prepared, family, region):
+    """Selective float by region: the region's ops run in float, everything else stays int8."""
+    bundle, strict = prepared(family, "tflite-int8", **INT8)
+    _, be = prepared(family, "tflite-int8", float_regions=[region], **INT8)
+    extra = be.artifacts.extra
+    assert extra["full_int8"] is False and be.precision_label == "int8-mixed"
+    assert be.quantization_settings()["float_regions"] == [region]
+    found = extra["float_regions"]
+    assert found["encoder"].get(region, 0) + found["decoder"].get(region, 0) > 0
+    if region in ("cross_attention", "lm_head"):  # decoder-only regions
+        assert found["encoder"][region] == 0 and extra["ops"]["encoder"]["float_compute_ops"] == 0
+    float_types = set()
+    for role in ("encoder", "decoder"):
+        float_types |= set(extra["ops"][role]["float_op_counts"])
+        # the int8 rest of the graph: still int8 FULLY_CONNECTED outside the region
+        assert any(o["op"] == "FULLY_CONNECTED" and o["outputs"] == ["int8"] for o in extra["ops"][role]["ops"])
+    assert float_types & _REGION_FLOAT_OPS[region], float_types
+    # float outside the region would show as other float op types
+    assert float_types <= _REGION_FLOAT_OPS[region] | {"MUL", "ADD", "SUB", "SQUARED_DIFFERENCE", "DEQUANTIZE",
+                                                        "QUANTIZE", "RESHAPE", "TRANSPOSE", "CONCATENATION",
+                                                        "SELECT_V2", "REDUCE_MAX", "LOGISTIC", "GELU", "RELU"}, float_types
+    out = translate(bundle, be)
+    assert len(out) == len(SOURCES) and valid_ids(out, bundle.normalized.vocab_size)
+    assert strict.artifacts.extra["full_int8"] is True
+
+
+def test_float_regions_reject_bad_names(prepared):
+    with pytest.raises(InvalidInputError, match="unknown; choose from"):
+        prepared("marian", "tflite-int8", float_regions=["softmax_everything"], **INT8)
+    with pytest.raises(InvalidInputError, match="list of region names"):
+        prepared("marian", "tflite-int8", float_regions="layer_norm", **INT8)
+    with pytest.raises(InvalidInputError, match="needs quantization 'int8'"):
+        prepared("marian", "tflite-int16x8", float_regions=["layer_norm"], **INT8)
