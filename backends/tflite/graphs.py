@@ -70,8 +70,8 @@ class GraphSpec:
     #: encoder inputs [B, None]: any source length up to ``source_length`` (source-length buckets)
     dynamic_source: bool = False
     #: build each of :data:`REGIONS` under its name scope (for ``float_regions``). Off by default: op
-    #: names change the converter's tensor order and with it the calibration subsample
-    #: (``convert._adjusted_ranges``), so strict builds keep the names they were measured with
+    #: names change the converter's tensor order, which the range pass (``convert._adjusted_ranges``)
+    #: subsamples in, so strict builds keep the names they were measured with
     region_scopes: bool = False
 
     def __post_init__(self) -> None:
