@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate everything and print what would run / be reused / be skipped; run nothing")
     lb = sub.add_parser("list-backends", help="registered backends, whether they are installed, and how to install")
     lb.add_argument("--json", action="store_true", help="machine-readable output")
+    lb.add_argument("--matrix", help="also list the [variants] this matrix file defines")
     s = sub.add_parser("select", help="pick a deployable backend from an existing run under constraints")
     s.add_argument("run_dir")
     s.add_argument("--constraints", help="TOML file with constraints (default: the run's matrix [constraints])")
@@ -137,6 +138,10 @@ def cmd_list_backends(args) -> int:
     from backends import registry
     from backends._imports import install_hint
 
+    if args.matrix:
+        from orchestrator.matrix import load_matrix, register_variants
+
+        register_variants(load_matrix(args.matrix))
     rows = []
     for name in registry.available_backends():
         e = registry.get_entry(name)

@@ -60,6 +60,17 @@ def test_list_backends_shows_install_hint_for_missing_extra(capsys):
     assert "pip install nonexistent_pkg_xyz" in err_of(capsys)
 
 
+def test_list_backends_with_a_matrix_shows_its_variants(capsys):
+    from orchestrator.matrix import MATRICES_DIR
+
+    assert main(["list-backends", "--json", "--matrix", str(MATRICES_DIR / "rescue.toml")]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["tflite-int8-float-lm_head"] == {"name": "tflite-int8-float-lm_head", "available": True,
+                                                 "description": "tflite-int8, LM head in float", "install": None}
+    assert main(["list-backends", "--matrix", "no-such-matrix.toml"]) == 2
+    assert "does not exist" in err_of(capsys)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: exit code 2 and a message that says what to do
 # ---------------------------------------------------------------------------------------------
