@@ -24,7 +24,7 @@ from backends._imports import require, version_of
 from backends.base import BOUNDARY_MODES, CalibrationSet, EncoderState, Seq2SeqBackend
 from backends.errors import ArtifactError, InvalidInputError
 from backends.tflite import convert as tconv
-from backends.tflite.graphs import REGIONS, self_attention_mask
+from backends.tflite.graphs import check_regions, self_attention_mask
 from backends.tflite.runtime import TFLiteModel, dequantize, to_domain
 
 QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
@@ -239,13 +239,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             if not self.uses_aeq and o[key] is not None and o[key] not in CALIBRATION_METHODS:
                 raise InvalidInputError(f"{self.name}: {key} '{o[key]}' unknown; choose one of "
                                         f"{CALIBRATION_METHODS}")
-        regions = o["float_regions"] or ()
-        if isinstance(regions, str) or not all(isinstance(r, str) for r in regions):
-            raise InvalidInputError(f"{self.name}: float_regions must be a list of region names, got {regions!r}")
-        unknown = [r for r in regions if r not in REGIONS]
-        if unknown:
-            raise InvalidInputError(f"{self.name}: float region(s) {unknown} unknown; choose from "
-                                    + ", ".join(f"{k} ({v})" for k, v in REGIONS.items()))
+        regions = check_regions(o["float_regions"], self.name)
         if regions and (self.quantization != "int8" or self.uses_aeq):
             raise InvalidInputError(f"{self.name}: float_regions needs quantization 'int8' with the "
                                     f"TFLiteConverter quantizer")
@@ -282,7 +276,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         spec = GraphSpec(self.max_source_length, self.cache_length, self.options["mask_mode"],
                          float(self.options["mask_margin"]), self.options["cross_kv"],
                          dynamic_source=bool(self.source_buckets),
-                         region_scopes=bool(self.options["float_regions"]) and self.quantized)
+                         region_scopes=bool(self.options["float_regions"]))  # int8 only (_check_options)
         torch_model = model.load_torch_model()
         if model.normalized.model_type == "t5":
             from backends.tflite.t5 import T5Graphs, extract_t5_weights
@@ -349,7 +343,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                     (outdir / files[role]).write_bytes(data)
             else:
                 float_ops = tuple(self.options["float_ops"] or ())
-                regions = tuple(self.options["float_regions"] or ()) if self.quantized else ()
+                regions = tuple(self.options["float_regions"] or ())  # int8 only (_check_options)
                 found: dict[str, dict[str, int]] = {"encoder": {}, "decoder": {}}
                 method = self.options["calibration_method"] if self.quantized else "minmax"
                 enc_method = (self.options["encoder_calibration_method"] or method) if self.quantized else "minmax"

@@ -135,12 +135,9 @@ def convert(concrete_fn, precision: str, samples: Callable[[], Iterable[dict[str
 def region_nodes(model_bytes: bytes, regions: Iterable[str]) -> dict[str, list[str]]:
     """For each region, the output tensor names of the ops built under its name scope (a converted
     tensor's name lists the TF ops fused into it, ``;``-separated; one of them in the scope counts)."""
-    from backends.tflite.graphs import REGION_OUTPUTS, REGION_SCOPE, REGIONS
+    from backends.tflite.graphs import REGION_OUTPUTS, REGION_SCOPE, check_regions
 
-    regions = tuple(regions)
-    unknown = [r for r in regions if r not in REGIONS]
-    if unknown:
-        raise InvalidInputError(f"float region(s) {unknown} unknown; choose from {sorted(REGIONS)}")
+    regions = check_regions(tuple(regions), "selective float")
     if not regions:
         return {}
     from tensorflow.lite.tools import flatbuffer_utils as fbu  # inside TF; lazily imported

@@ -57,6 +57,18 @@ REGION_SCOPE = "sqr_"
 REGION_OUTPUTS = {"lm_head": ("logits", "logits_top")}
 
 
+def check_regions(regions: Any, who: str) -> tuple[str, ...]:
+    """``regions`` as a tuple of :data:`REGIONS` names, or InvalidInputError saying what is wrong."""
+    regions = regions or ()
+    if isinstance(regions, str) or not all(isinstance(r, str) for r in regions):
+        raise InvalidInputError(f"{who}: float_regions must be a list of region names, got {regions!r}")
+    unknown = [r for r in regions if r not in REGIONS]
+    if unknown:
+        raise InvalidInputError(f"{who}: float region(s) {unknown} unknown; choose from "
+                                + ", ".join(f"{k} ({v})" for k, v in REGIONS.items()))
+    return tuple(regions)
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     source_length: int  # S
