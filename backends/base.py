@@ -95,8 +95,9 @@ class Signature:
 
     def short(self) -> str:
         q = ",".join(f"{k}={v}" for k, v in sorted(self.quantization.items())) or "none"
+        kernels = f"|k:{self.settings['kernels']}" if self.settings.get("kernels") else ""
         return (f"be:{self.backend}|rt:{self.runtime}-{self.runtime_version}|p:{self.precision}|q:{q}"
-                f"|thr:{self.threads}|v:{self.seqquant}")
+                f"|thr:{self.threads}{kernels}|v:{self.seqquant}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -140,6 +141,9 @@ class Seq2SeqBackend(abc.ABC):
     OPTIONS: ClassVar[dict[str, Any]] = {}
     #: options shared by every backend
     COMMON_OPTIONS: ClassVar[dict[str, Any]] = {"threads": 2, "max_source_length": 64, "max_new_tokens": 64}
+    #: options that change how artifacts run, not what they are: left out of the cache key (the
+    #: results' fingerprint still has them; the signature records them)
+    RUN_OPTIONS: ClassVar[tuple[str, ...]] = ("threads",)
 
     def __init__(self, name: str | None = None, **options: Any):
         self.name = name or type(self).__name__
@@ -180,7 +184,7 @@ class Seq2SeqBackend(abc.ABC):
 
     def settings(self) -> dict[str, Any]:
         """Everything that determines the artifacts (part of the cache key)."""
-        return {k: v for k, v in sorted(self.options.items()) if k != "threads"}
+        return {k: v for k, v in sorted(self.options.items()) if k not in self.RUN_OPTIONS}
 
     def signature(self) -> Signature:
         versions = self.runtime_versions()
@@ -188,7 +192,8 @@ class Seq2SeqBackend(abc.ABC):
         return Signature(backend=self.name, runtime=self.runtime, runtime_version=main,
                          precision=self.precision_label, threads=self.threads,
                          quantization=self.quantization_settings(),
-                         settings={**self.settings(), "versions": versions})
+                         settings={**self.settings(), **{k: self.options[k] for k in self.RUN_OPTIONS
+                                                         if k != "threads"}, "versions": versions})
 
     def cache_key(self, model) -> str:
         payload = {"model": model.content_hash, "class": f"{type(self).__module__}.{type(self).__qualname__}",
@@ -209,10 +214,13 @@ class Seq2SeqBackend(abc.ABC):
         workdir = Path(workdir)
         target = workdir / f"{self.name}-{key[:16]}"
         if not force:
-            reused = self._load_manifest(target, key)
-            if reused is not None:
-                self.artifacts = reused
-                return reused
+            # the same key under another backend name (a variant differing only in run options,
+            # e.g. LiteRT kernels or threads) is the same artifacts: reuse them
+            for cand in [target, *sorted(p for p in workdir.glob(f"*-{key[:16]}") if p != target)]:
+                reused = self._load_manifest(cand, key)
+                if reused is not None:
+                    self.artifacts = reused
+                    return reused
         if target.exists():
             shutil.rmtree(target)
         tmp = workdir / f".tmp-{self.name}-{key[:16]}-{os.getpid()}"

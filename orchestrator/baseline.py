@@ -178,6 +178,9 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             a, c = (bb.get("signature") or {}).get(f), (cb.get("signature") or {}).get(f)
             if a != c:
                 changes[f] = [a, c]
+        a, c = (((b.get("signature") or {}).get("settings") or {}).get("kernels") for b in (bb, cb))
+        if a != c:  # which kernels ran the same artifacts (tflite)
+            changes["kernels"] = [a, c]
         if changes:
             sig_changes[name] = changes
         bm, cm = bb.get("metrics") or {}, cb.get("metrics") or {}

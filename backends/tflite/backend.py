@@ -25,7 +25,7 @@ from backends.base import BOUNDARY_MODES, CalibrationSet, EncoderState, Seq2SeqB
 from backends.errors import ArtifactError, InvalidInputError
 from backends.tflite import convert as tconv
 from backends.tflite.graphs import check_regions, self_attention_mask
-from backends.tflite.runtime import TFLiteModel, dequantize, to_domain
+from backends.tflite.runtime import TFLiteModel, check_kernels, dequantize, to_domain
 
 QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
 #: tflite_converter: TFLiteConverter on the TF functions (convert.py); ai_edge_quantizer: AEQ on
@@ -121,7 +121,11 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         # ... and FFN intermediates divided by per-channel scales (relu/swish)
         "ffn_balance": False,
         "precision": None,
+        # which LiteRT kernels run the artifacts (runtime.KERNELS): xnnpack (LiteRT's default) | builtin |
+        # reference. A run option: the artifacts and their cache key do not change
+        "kernels": "xnnpack",
     }
+    RUN_OPTIONS = ("threads", "kernels")
 
     # ---- identity ------------------------------------------------------------------
     @property
@@ -139,6 +143,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             label += "+int16"
         mixed = self.options.get("float_ops") or self.options.get("float_regions")
         return label + "-mixed" if mixed and self.quantization != "none" else label
+
+    @property
+    def kernels(self) -> str:
+        return check_kernels(self.options["kernels"], self.name)
 
     @property
     def quantized(self) -> bool:
@@ -243,6 +251,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         if regions and (self.quantization != "int8" or self.uses_aeq):
             raise InvalidInputError(f"{self.name}: float_regions needs quantization 'int8' with the "
                                     f"TFLiteConverter quantizer")
+        check_kernels(o["kernels"], self.name)
         if o["boundary"] not in ("requant", "raw"):
             raise InvalidInputError(f"{self.name}: boundary must be 'requant' or 'raw', got {o['boundary']!r}")
         self.source_buckets  # noqa: B018 - validates the option
@@ -505,8 +514,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         self._plan: list[tuple[str, str, Any, Any]] | None = None
         files = self.artifacts.files
         if self._enc_q is None:  # the backend's own pair (FP32 for tflite-fp32-split)
-            self._enc_q = TFLiteModel(files["encoder"], self.threads)
-            self._dec_q = TFLiteModel(files["decoder"], self.threads)
+            self._enc_q = TFLiteModel(files["encoder"], self.threads, self.kernels)
+            self._dec_q = TFLiteModel(files["decoder"], self.threads, self.kernels)
         mode = self._mode
         if not self.quantized:
             self._enc, self._dec, self._raw = self._enc_q, self._dec_q, False
@@ -514,8 +523,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         enc_fp32, dec_fp32 = mode.startswith("fp32enc"), mode.endswith("fp32dec")
         if (enc_fp32 or dec_fp32) and self._enc_f is None:
             art = self._fp32_reference().prepare(self.model, Path(self.artifacts.directory).parent)
-            self._enc_f = TFLiteModel(art.files["encoder"], self.threads)
-            self._dec_f = TFLiteModel(art.files["decoder"], self.threads)
+            self._enc_f = TFLiteModel(art.files["encoder"], self.threads, self.kernels)
+            self._dec_f = TFLiteModel(art.files["decoder"], self.threads, self.kernels)
         self._enc = self._enc_f if enc_fp32 else self._enc_q
         self._dec = self._dec_f if dec_fp32 else self._dec_q
         self._raw = mode == "int8enc-raw-int8dec"
@@ -539,7 +548,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             return self._enc
         run = self._enc_runs.get(width)
         if run is None:
-            run = self._enc if not self._enc_runs else TFLiteModel(self._enc.path, self.threads)
+            run = self._enc if not self._enc_runs else TFLiteModel(self._enc.path, self.threads, self.kernels)
             self._enc_runs[width] = run
         return run
 

@@ -75,14 +75,30 @@ def to_domain(x: np.ndarray, src: TensorInfo | None, dst: TensorInfo, raw: bool 
     return dequantize(x, src) if src_q else np.asarray(x, np.float32)
 
 
+#: which LiteRT kernels run a model: ``xnnpack`` (LiteRT's default: the XNNPACK delegate takes the
+#: ops it supports, the built-in kernels the rest), ``builtin`` (the built-in optimized kernels only,
+#: no default delegate) or ``reference`` (the built-in reference kernels: slow, the spec). The
+#: artifacts are the same; int8 kernels differ in rounding, so their outputs may differ.
+KERNELS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
+
+
+def check_kernels(kernels: Any, who: str) -> str:
+    if kernels not in KERNELS:
+        raise InvalidInputError(f"{who}: kernels must be one of {sorted(KERNELS)}, got {kernels!r}")
+    return str(kernels)
+
+
 class TFLiteModel:
     """One .tflite file with a single signature, run by the LiteRT interpreter."""
 
-    def __init__(self, path: str | Path, threads: int):
+    def __init__(self, path: str | Path, threads: int, kernels: str = "xnnpack"):
         litert = require("ai_edge_litert.interpreter", "running TFLite models")
         self.path = Path(path)
+        self.kernels = check_kernels(kernels, str(self.path))
+        resolver = getattr(litert.OpResolverType, KERNELS[self.kernels])
         try:
-            self.interp = litert.Interpreter(model_path=str(self.path), num_threads=int(threads))
+            self.interp = litert.Interpreter(model_path=str(self.path), num_threads=int(threads),
+                                             experimental_op_resolver_type=resolver)
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(f"LiteRT could not load {self.path}: {exc}") from exc
         sigs = self.interp.get_signature_list()

@@ -75,6 +75,10 @@ def test_signature_changes_recorded(report, tmp_path):
     cur["backends"]["sim-int8"]["signature"]["runtime_version"] = "99.0"
     res = compare_to_baseline(cur, base, {})
     assert res["ok"] and res["signature_changes"]["sim-int8"]["runtime_version"][1] == "99.0"
+    # the same artifacts run by other LiteRT kernels: a signature change too
+    cur["backends"]["sim-int8"]["signature"].setdefault("settings", {})["kernels"] = "reference"
+    res = compare_to_baseline(cur, base, {})
+    assert res["signature_changes"]["sim-int8"]["kernels"] == [None, "reference"]
 
 
 def test_tolerance_parsing_and_bad_files(tmp_path):

@@ -23,6 +23,13 @@ def test_shipped_matrices_parse():
     assert {v["base"] for v in rescue.variants.values()} == {"tflite-int8"}
     singles = [v["options"]["float_regions"] for v in rescue.variants.values() if len(v["options"]["float_regions"]) == 1]
     assert sorted(r for regions in singles for r in regions) == sorted(REGIONS)
+    kernels = load_matrix(MATRICES_DIR / "kernels.toml")  # every LiteRT kernel choice, on int8 and fp32
+    from backends.tflite.runtime import KERNELS
+
+    assert set(kernels.variants) <= set(kernels.backends)
+    ran = {(v["base"], v["options"]["kernels"]) for v in kernels.variants.values()}
+    assert {k for _, k in ran} | {"xnnpack"} == set(KERNELS)
+    assert {"tflite-int8", "tflite-fp32-split"} <= set(kernels.backends)
 
 
 def test_toml_syntax_error_names_file_and_line(tmp_path):
