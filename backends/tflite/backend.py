@@ -179,6 +179,9 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                       "percentile", "encoder_calibration_method", "symmetric_matmul_rhs", "stream_balance",
                       "ffn_balance", "encoder_percentile", "encoder_valid_rows"):
                 s.pop(k, None)
+        methods = {self.options["calibration_method"], self.options["encoder_calibration_method"]}
+        if self.quantized and not self.uses_aeq and methods & {"percentile", "mse"}:
+            s["range_pass"] = tconv.RANGE_PASS_FORMAT
         if not self.uses_aeq:  # AEQ knobs do not change converter artifacts (and keep their cache keys)
             for k in ("quantizer", "aeq_algorithm", "aeq_fold_float_max", "aeq_int16_ops"):
                 s.pop(k, None)

@@ -194,8 +194,15 @@ def mse_range(v: np.ndarray, lo: float, hi: float, steps: int = 81) -> tuple[flo
     return best[1], best[2]
 
 
+#: version of the percentile/mse range pass (part of the cache key of the builds that use it).
+#: 2: each tensor's subsample drawn independently of the converter's tensor order
+RANGE_PASS_FORMAT = 2
+#: values kept per tensor for the percentile/mse search (spread over the calibration samples)
+RANGE_SAMPLE_CAP = 262144
+
+
 def _adjusted_ranges(calibrated: bytes, samples: Iterable[dict[str, np.ndarray]], method: str, pct: float,
-                     keep: set[str], valid_rows: bool = False, cap: int = 262144) -> bytes:
+                     keep: set[str], valid_rows: bool = False) -> bytes:
     """Re-range each activation from its values on the calibration samples (percentile or mse; with
     ``valid_rows`` over non-padding rows only). Ranges only shrink; graph inputs/outputs keep theirs."""
     litert = require("ai_edge_litert.interpreter", "range calibration")
@@ -213,11 +220,10 @@ def _adjusted_ranges(calibrated: bytes, samples: Iterable[dict[str, np.ndarray]]
     outputs = {d["index"] for d in runner.get_output_details().values()}
     del runner  # a live signature runner blocks resize_tensor_input
     ranged -= outputs | set(index.values())  # never clip graph inputs/outputs (logits decide argmax)
-    per_sample = max(256, cap // max(1, len(samples)))  # spread over all samples
-    rng = np.random.default_rng(0)
+    per_sample = max(256, RANGE_SAMPLE_CAP // max(1, len(samples)))  # spread over all samples
     values: dict[int, list[np.ndarray]] = {i: [] for i in ranged}
     extent: dict[int, tuple[float, float]] = {}
-    for s in samples:
+    for k, s in enumerate(samples):
         invoke_sample(interp, index, s)
         mask = s["attention_mask"].astype(bool) if valid_rows and "attention_mask" in s else None
         for i in ranged:
@@ -229,7 +235,10 @@ def _adjusted_ranges(calibrated: bytes, samples: Iterable[dict[str, np.ndarray]]
                 continue
             lo, hi = extent.get(i, (np.inf, -np.inf))
             extent[i] = (min(lo, float(flat.min())), max(hi, float(flat.max())))
-            values[i].append(flat if flat.size <= per_sample else rng.choice(flat, per_sample, replace=False))
+            if flat.size > per_sample:  # drawn from (sample, size) alone: the ranges do not depend on the
+                # order or the names of the converter's tensors (op names reorder them)
+                flat = np.random.default_rng((k, flat.size)).choice(flat, per_sample, replace=False)
+            values[i].append(flat)
     for i in ranged:
         if not values[i]:
             continue

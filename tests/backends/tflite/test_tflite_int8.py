@@ -174,3 +174,38 @@ def test_float_regions_reject_bad_names(prepared):
         prepared("marian", "tflite-int8", float_regions="layer_norm", **INT8)
     with pytest.raises(InvalidInputError, match="needs quantization 'int8'"):
         prepared("marian", "tflite-int16x8", float_regions=["layer_norm"], **INT8)
+
+
+def _quant_params(path) -> list:
+    """Every tensor's (shape, dtype, quantization), sorted: the build's ranges, whatever the tensor order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(path)).get_tensor_details()
+    return sorted((tuple(d["shape"]), str(d["dtype"]), d["quantization"]) for d in details)
+
+
+def test_range_pass_does_not_depend_on_op_names(tiny_model, tmp_path, monkeypatch):
+    """The mse/percentile range pass subsamples each tensor's values. Op names (the region name scopes)
+    reorder the converter's tensors; the subsample, hence every range, must not change with them."""
+    import dataclasses
+
+    from backends.model import ModelBundle
+    from backends.tflite import backend as tb
+    from backends.tflite import convert as tconv
+
+    monkeypatch.setattr(tconv, "RANGE_SAMPLE_CAP", 300)  # force subsampling on the tiny model
+    bundle = ModelBundle.load(tiny_model("marian"))
+    built = {}
+    plain_graphs = tb.TFLiteSplitBackend._graphs
+    for scoped in (False, True):
+        def graphs(self, model, scoped=scoped):
+            g = plain_graphs(self, model)
+            return type(g)(g.w, g.cfg, dataclasses.replace(g.spec, region_scopes=scoped))
+
+        monkeypatch.setattr(tb.TFLiteSplitBackend, "_graphs", graphs)
+        be = get_backend("tflite-int8", **OPTS, **INT8)
+        assert be.options["calibration_method"] in ("mse", "percentile")
+        be.prepare(bundle, tmp_path / str(scoped), CALIBRATION)
+        built[scoped] = be.artifacts.files
+    for role in ("encoder", "decoder"):
+        assert _quant_params(built[False][role]) == _quant_params(built[True][role]), role
