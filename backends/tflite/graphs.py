@@ -81,9 +81,9 @@ class GraphSpec:
     logits_floor: float | None = None
     #: encoder inputs [B, None]: any source length up to ``source_length`` (source-length buckets)
     dynamic_source: bool = False
-    #: build each of :data:`REGIONS` under its name scope (for ``float_regions``). Off by default: op
-    #: names change the converter's tensor order, which the range pass (``convert._adjusted_ranges``)
-    #: subsamples in, so strict builds keep the names they were measured with
+    #: build each of :data:`REGIONS` under its name scope (for ``float_regions``). Off otherwise, so
+    #: strict builds keep their op names; the scopes reorder the converter's tensors but no longer
+    #: change the quantization (the range pass's subsample ignores tensor order, RANGE_PASS_FORMAT 2)
     region_scopes: bool = False
 
     def __post_init__(self) -> None:
