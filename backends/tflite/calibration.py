@@ -52,7 +52,7 @@ class CalibrationRecorder:
         self.model, self.graphs, self.enc_fn, self.dec_fn = model, graphs, enc_fn, dec_fn
         self.S, self.T = graphs.spec.source_length, graphs.spec.cache_length
         self.batch = batch
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def _encode(self, ids, mask) -> dict[str, np.ndarray]:
         out = self.enc_fn(input_ids=ids, attention_mask=mask)
@@ -70,13 +70,17 @@ class CalibrationRecorder:
 
     def decoder_samples(self, calib: CalibrationSet, n: int, recipe: str = "real",
                         positions_per_source: int = 6) -> Iterator[dict[str, np.ndarray]]:
-        """Yields fixed-size batches, recorded 32 sources at a time (bounded memory)."""
+        """Yields fixed-size batches, recorded 32 sources at a time (bounded memory). Every call yields
+        the same samples (the random positions and order restart from ``seed``): the converter's
+        min-max calibration and the percentile/mse range pass each iterate the set once and must
+        see the same states."""
         if recipe not in RECIPES:
             raise InvalidInputError(f"calibration recipe '{recipe}' unknown; choose one of {RECIPES}")
         sources, targets = calib.sources[:n], calib.targets[:n]
         if recipe == "naive":
             yield from self._naive(sources)
             return
+        rng = np.random.default_rng(self.seed)
         start = self.model.conventions.decoder_start_token_id
         tgt_ids = self.model.encode_targets(targets)
         for i in range(0, len(sources), 32):
@@ -84,11 +88,11 @@ class CalibrationRecorder:
             enc = self._encode(ids, mask)
             # teacher forcing: the decoder input at step t is ([start] + target)[t]
             forced = [([start] + list(t))[: self.T] for t in tgt_ids[i:i + 32]]
-            rows = self._teacher_force(enc, mask, forced, positions_per_source)
+            rows = self._teacher_force(enc, mask, forced, positions_per_source, rng)
             # the FP32 model's own greedy outputs: the states inference will actually see
             generated = self._greedy(enc, mask)
-            rows += self._teacher_force(enc, mask, generated, max(2, positions_per_source // 2))
-            order = self.rng.permutation(len(rows))
+            rows += self._teacher_force(enc, mask, generated, max(2, positions_per_source // 2), rng)
+            order = rng.permutation(len(rows))
             yield from _rows_to_batches([rows[j] for j in order], self.batch)
 
     def top_logits(self, calib: CalibrationSet, n: int) -> np.ndarray:
@@ -110,11 +114,11 @@ class CalibrationRecorder:
             self._step = orig
         return np.asarray(tops, np.float32)
 
-    def _pick(self, length: int, k: int) -> set[int]:
+    def _pick(self, length: int, k: int, rng: np.random.Generator) -> set[int]:
         """BOS, early, middle, near-EOS, plus random positions of one sequence."""
         last = max(0, length - 1)
         chosen = {0, min(1, last), min(3, last), last // 2, max(0, last - 1), last}
-        extra = self.rng.integers(0, last + 1, size=max(0, k - len(chosen)))
+        extra = rng.integers(0, last + 1, size=max(0, k - len(chosen)))
         return chosen | {int(x) for x in extra}
 
     def _step(self, enc, mask, tokens, t, cache, record=(), rows=None):
@@ -147,11 +151,12 @@ class CalibrationRecorder:
                 break
         return [s[:-1] if len(s) > 1 else s for s in seqs]  # inputs: drop the last produced token
 
-    def _teacher_force(self, enc, mask, forced: list[list[int]], k: int) -> list[dict[str, np.ndarray]]:
+    def _teacher_force(self, enc, mask, forced: list[list[int]], k: int,
+                       rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
         pad = self.model.conventions.pad_token_id
         n = mask.shape[0]
         cache = self._empty_cache(n)
-        picks = [self._pick(len(f), k) for f in forced]
+        picks = [self._pick(len(f), k, rng) for f in forced]
         rows = []
         for t in range(max(len(f) for f in forced)):
             cur = np.array([f[t] if t < len(f) else pad for f in forced], np.int64)

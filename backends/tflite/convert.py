@@ -196,7 +196,8 @@ def mse_range(v: np.ndarray, lo: float, hi: float, steps: int = 81) -> tuple[flo
 
 #: version of the percentile/mse range pass (part of the cache key of the builds that use it).
 #: 2: each tensor's subsample drawn independently of the converter's tensor order
-RANGE_PASS_FORMAT = 2
+#: 3: the pass sees the same decoder samples as the min-max calibration (CalibrationRecorder reseeds per call)
+RANGE_PASS_FORMAT = 3
 #: values kept per tensor for the percentile/mse search (spread over the calibration samples)
 RANGE_SAMPLE_CAP = 262144
 

@@ -83,7 +83,7 @@ class GraphSpec:
     dynamic_source: bool = False
     #: build each of :data:`REGIONS` under its name scope (for ``float_regions``). Off otherwise, so
     #: strict builds keep their op names; the scopes reorder the converter's tensors but no longer
-    #: change the quantization (the range pass's subsample ignores tensor order, RANGE_PASS_FORMAT 2)
+    #: change the quantization (the range pass's subsample ignores tensor order since RANGE_PASS_FORMAT 2)
     region_scopes: bool = False
 
     def __post_init__(self) -> None:
