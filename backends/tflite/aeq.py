@@ -48,8 +48,9 @@ from backends._imports import require
 from backends.errors import ArtifactError, InvalidInputError
 from backends.tflite.convert import cast_sample, invoke_sample
 
-#: bump when this module's output changes for the same inputs (part of the artifact cache key)
-AEQ_FORMAT = 1
+#: bump when this module's output changes for the same inputs (part of the artifact cache key).
+#: 2: the percentile pass sees the same decoder samples as the calibration (CalibrationRecorder reseeds per call)
+AEQ_FORMAT = 2
 RECIPES = ("a8w8", "a16w8")
 RANGE_UPDATES = ("ema", "minmax")
 #: the backend's calibration_method under AEQ: its own moving-average min/max, a global min/max,
