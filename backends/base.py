@@ -208,19 +208,14 @@ class Seq2SeqBackend(abc.ABC):
         if self._active:
             raise BackendStateError(f"{self.name}: prepare() called while active; deactivate() first")
         self.model = model
-        key = self.cache_key(model)
-        if calibration is not None and self.uses_calibration():
-            key = hashlib.sha256((key + calibration.fingerprint()).encode()).hexdigest()
+        key = self._artifact_key(model, calibration)
         workdir = Path(workdir)
         target = workdir / f"{self.name}-{key[:16]}"
         if not force:
-            # the same key under another backend name (a variant differing only in run options,
-            # e.g. LiteRT kernels or threads) is the same artifacts: reuse them
-            for cand in [target, *sorted(p for p in workdir.glob(f"*-{key[:16]}") if p != target)]:
-                reused = self._load_manifest(cand, key)
-                if reused is not None:
-                    self.artifacts = reused
-                    return reused
+            reused = self.find_artifacts(model, workdir, calibration)
+            if reused is not None:
+                self.artifacts = reused
+                return reused
         if target.exists():
             shutil.rmtree(target)
         tmp = workdir / f".tmp-{self.name}-{key[:16]}-{os.getpid()}"
@@ -248,6 +243,27 @@ class Seq2SeqBackend(abc.ABC):
         os.replace(tmp, target)
         self.artifacts = self._load_manifest(target, key, verify=False, reused=False)
         return self.artifacts
+
+    def _artifact_key(self, model, calibration: CalibrationSet | None) -> str:
+        key = self.cache_key(model)
+        if calibration is not None and self.uses_calibration():
+            key = hashlib.sha256((key + calibration.fingerprint()).encode()).hexdigest()
+        return key
+
+    def find_artifacts(self, model, workdir: str | os.PathLike,
+                       calibration: CalibrationSet | None = None) -> Artifacts | None:
+        """The cached artifacts ``prepare`` would reuse (checksums verified), or None: it would build.
+        Cheap (no runtime import), so the orchestrator can ask before starting a build process."""
+        key = self._artifact_key(model, calibration)
+        workdir = Path(workdir)
+        target = workdir / f"{self.name}-{key[:16]}"
+        # the same key under another backend name (a variant differing only in run options,
+        # e.g. LiteRT kernels or threads) is the same artifacts: reuse them
+        for cand in [target, *sorted(p for p in workdir.glob(f"*-{key[:16]}") if p != target)]:
+            found = self._load_manifest(cand, key)
+            if found is not None:
+                return found
+        return None
 
     def uses_calibration(self) -> bool:
         """True when the artifacts depend on the calibration data (static quantization)."""

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--source-prefix", help="task prefix prepended to every source (e.g. for T5)")
     c.add_argument("--threads", type=_pos_int("--threads"), help="threads per backend")
     c.add_argument("--timeout", type=float, help="seconds per backend process before it is killed")
+    c.add_argument("--build-jobs", type=int, help="artifact builds run at once before the suites, each in its own "
+                                                  "process (0 = auto: one per core, at most 4, one per 6 GB; 1 = "
+                                                  "build each backend just before its suites)")
     c.add_argument("--out", help="run directory (default: runs/<model>-<hash8>/, reused on re-run)")
     c.add_argument("--cache-dir", help="artifact cache directory (default: runs/.artifacts, or OUT/artifacts)")
     c.add_argument("--force", action="store_true", help="recompute every result and rebuild every artifact")

@@ -13,7 +13,7 @@ from orchestrator.matrix import DEFAULT_SETTINGS, Matrix, check_setting, load_ma
 FLAG_FOR = {"limit": "--limit", "num_beams": "--num-beams", "batch_size": "--batch-size",
             "max_source_length": "--max-source-length", "max_new_tokens": "--max-new-tokens",
             "threads": "--threads", "timeout": "--timeout", "strict_length": "--strict-length",
-            "source_prefix": "--source-prefix"}
+            "source_prefix": "--source-prefix", "build_jobs": "--build-jobs"}
 
 
 @dataclass

@@ -48,7 +48,9 @@ class RichUI(NullUI):
 
     def backend_started(self, name: str, n_suites: int) -> None:
         prog = self._ensure()
-        if prog is not None:
+        if prog is not None and name in self._tasks:  # built in the build phase: its row goes on
+            prog.update(self._tasks[name], description="starting", completed=0, total=None)
+        elif prog is not None:
             self._tasks[name] = prog.add_task("starting", total=None, backend=name)
 
     def backend_progress(self, name: str, stage: str, done: int, total: int, label: str) -> None:

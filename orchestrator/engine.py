@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator.config import RunConfig
 from orchestrator.errors import SettingsError
-from orchestrator.matrix import register_variants
+from orchestrator.matrix import RUN_ONLY_SETTINGS, register_variants
 from orchestrator.plan import BackendPlan, SuitePlan, backend_fingerprint, suite_available, suite_code
 from orchestrator.run_store import RunLock, RunStore, atomic_write_json, digest
 
@@ -124,7 +124,8 @@ def _resolve_suites(cfg: RunConfig) -> dict[str, str | None]:
 
 def default_run_dir(cfg: RunConfig, v: Validated) -> Path:
     key = digest({"model": v.model.content_hash, "data": v.data.fingerprint, "cal": v.calibration.fingerprint(),
-                  "settings": {k: val for k, val in cfg.settings.items() if k not in ("timeout", "threads")}}, 8)
+                  "settings": {k: val for k, val in cfg.settings.items()
+                               if k not in ("threads", *RUN_ONLY_SETTINGS)}}, 8)
     return Path("runs") / f"{cfg.model_path.resolve().name}-{key}"
 
 
@@ -166,9 +167,130 @@ def _job(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact
                                "options": dict(e.options), "description": e.description}}
 
 
+class _Messages:
+    """Collects what a backend process reports (signature, artifacts, timings, skip/failure) into
+    ``rec`` and relays progress to the UI; one per process run."""
+
+    def __init__(self, name: str, rec: dict[str, Any], ui: NullUI):
+        self.name, self.rec, self.ui = name, rec, ui
+        self.stage, self.child_status, self.child_reason, self.restart = "start", None, None, False
+
+    def __call__(self, msg) -> None:
+        kind = msg[0]
+        if kind == "progress":
+            _, stage, done, total, label = msg
+            self.stage = stage
+            self.ui.backend_progress(self.name, stage, done, total, label)
+        elif kind == "backend":
+            info = msg[1]
+            for k in ("signature", "artifacts"):
+                if k in info:
+                    self.rec[k] = info[k]
+            self.rec["timings"].update(info.get("timings", {}))
+            if info.get("status") in ("skipped", "failed"):
+                self.child_status, self.child_reason = info["status"], info.get("reason")
+                if info.get("traceback"):
+                    self.rec["traceback"] = info["traceback"][-4000:]
+        elif kind == "suite":
+            self.ui.backend_progress(self.name, msg[1], 1, 1, f"{msg[1]}: {msg[2]}")
+        elif kind == "restart":
+            self.restart = True
+
+    def finish(self, outcome, timeout: float, store: RunStore) -> None:
+        """Status, reason and exit of the process into ``rec``."""
+        rec = self.rec
+        rec["exit"] = {"exitcode": outcome.exitcode, "signal": outcome.signal, "timed_out": outcome.timed_out}
+        if self.child_status:
+            rec["status"], rec["reason"] = self.child_status, self.child_reason
+            rec["process"] = "ok" if outcome.ok else "died"
+        elif not outcome.ok:
+            where = "" if self.stage == "start" else f" during '{self.stage}'"
+            rec["status"], rec["reason"], rec["process"] = "failed", outcome.describe(timeout) + where, "died"
+            rec["log_tail"] = store.log_tail(self.name)
+        else:
+            rec["status"], rec["reason"], rec["process"] = "ok", None, "ok"
+        if rec["status"] == "failed" and "log_tail" not in rec:
+            rec["log_tail"] = store.log_tail(self.name)
+
+
+def build_jobs(setting: int) -> int:
+    """How many artifact builds run at once: ``setting``, or for 0 (auto) one per core, at most 4 and
+    one per 6 GB of memory (a TFLite INT8 conversion with its calibration peaks at ~4 GB)."""
+    if setting > 0:
+        return setting
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume enough for two
+        mem_gb = 12.0
+    return max(1, min(cores, 4, int(mem_gb // 6)))
+
+
+def _needs_build(cfg: RunConfig, v: Validated, p: BackendPlan, artifact_dir: Path) -> bool:
+    """Whether the backend's worker would build artifacts (asked in this process: no runtime import)."""
+    if cfg.force:
+        return True
+    from backends import registry
+
+    try:
+        backend = registry.get_backend(p.name, **p.options)
+        return backend.find_artifacts(v.model, artifact_dir, v.calibration) is None
+    except Exception:  # noqa: BLE001 - the worker reports whatever is wrong with this backend
+        return True
+
+
+def _build_phase(cfg: RunConfig, v: Validated, plans: list[BackendPlan], store: RunStore, artifact_dir: Path,
+                 ui: NullUI) -> dict[str, dict[str, Any]]:
+    """Build the artifacts of every backend that needs them, ``build_jobs`` at a time, each in its own
+    process; the suites then run one backend at a time (timings are never measured next to a build).
+    Returns name -> the build's record (timings, artifacts, and status/reason when it failed)."""
+    import concurrent.futures as cf
+    import threading
+
+    from orchestrator.isolation import run_isolated
+    from orchestrator.worker import backend_worker
+
+    jobs = build_jobs(int(cfg.settings.get("build_jobs") or 0))
+    todo = [p for p in plans if not p.skip_reason and p.pending and _needs_build(cfg, v, p, artifact_dir)]
+    if jobs < 2 or len(todo) < 2:
+        return {}
+    ui.info(f"building the artifacts of {len(todo)} backends, {min(jobs, len(todo))} at a time")
+    stop = threading.Event()
+    for p in todo:  # progress rows in the main thread; the build threads only update them
+        ui.backend_started(p.name, len(p.pending))
+
+    def build(p: BackendPlan) -> dict[str, Any]:
+        rec: dict[str, Any] = {"timings": {}}
+        msgs = _Messages(p.name, rec, ui)
+        timeout = float(p.settings["timeout"])
+        outcome = run_isolated(backend_worker, {**_job(cfg, v, p, store, artifact_dir), "build_only": True},
+                               timeout, msgs, stop=stop)
+        msgs.finish(outcome, timeout, store)
+        rec["timings"]["build_wall_seconds"] = round(outcome.seconds, 3)
+        rec["timings"]["build_prepare_seconds"] = rec["timings"].pop("prepare_seconds", None)
+        return rec
+
+    pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="seqquant-build")
+    futures = {pool.submit(build, p): p.name for p in todo}
+    built: dict[str, dict[str, Any]] = {}
+    try:
+        for fut in cf.as_completed(futures):
+            built[futures[fut]] = fut.result()
+    except BaseException:  # Ctrl-C: stop the builds now, start no other
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return built
+
+
 def _run_backend(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact_dir: Path,
-                 ui: NullUI) -> dict[str, Any]:
-    """Run (or reuse) one backend; return its backend record (also written to backend.json)."""
+                 ui: NullUI, built: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or reuse) one backend; return its backend record (also written to backend.json).
+    ``built``: its record from the build phase, when its artifacts were built there."""
     from orchestrator.isolation import run_isolated
     from orchestrator.worker import backend_worker
 
@@ -178,55 +300,36 @@ def _run_backend(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, 
         return {**prev, "reused": True}
     rec: dict[str, Any] = {"fingerprint": p.fingerprint, "signature": prev.get("signature"),
                            "artifacts": prev.get("artifacts"), "timings": {}, "reused": False}
-    state = {"stage": "start", "child_status": None, "child_reason": None, "restart": False}
+    if built is not None and built.get("status") != "ok":  # the build failed or was skipped: no second try
+        rec.update({k: val for k, val in built.items() if k != "timings"})
+        rec["timings"].update(built["timings"], wall_seconds=built["timings"]["build_wall_seconds"])
+        store.write_backend(p.name, rec)
+        ui.backend_finished(p.name, rec["status"], rec["reason"], reused=False)
+        return rec
+    msgs = _Messages(p.name, rec, ui)
     ui.backend_started(p.name, len(p.pending))
-
-    def on_message(msg):
-        kind = msg[0]
-        if kind == "progress":
-            _, stage, done, total, label = msg
-            state["stage"] = stage
-            ui.backend_progress(p.name, stage, done, total, label)
-        elif kind == "backend":
-            info = msg[1]
-            for k in ("signature", "artifacts"):
-                if k in info:
-                    rec[k] = info[k]
-            rec["timings"].update(info.get("timings", {}))
-            if info.get("status") in ("skipped", "failed"):
-                state["child_status"], state["child_reason"] = info["status"], info.get("reason")
-                if info.get("traceback"):
-                    rec["traceback"] = info["traceback"][-4000:]
-        elif kind == "suite":
-            ui.backend_progress(p.name, msg[1], 1, 1, f"{msg[1]}: {msg[2]}")
-        elif kind == "restart":
-            state["restart"] = True
-
     timeout = float(p.settings["timeout"])
     job = _job(cfg, v, p, store, artifact_dir)
-    outcome = run_isolated(backend_worker, {**job, "fresh_process_after_build": True}, timeout, on_message)
-    if state["restart"] and outcome.ok and not state["child_status"]:
+    if built is not None:
+        rec["artifacts"] = built.get("artifacts", rec["artifacts"])
+        job["force_artifacts"] = False  # built (and forced, with --force) by the build phase
+    outcome = run_isolated(backend_worker, {**job, "fresh_process_after_build": True}, timeout, msgs)
+    if msgs.restart and outcome.ok and not msgs.child_status:
         # artifacts were built: the suites run in a fresh process on them (worker.FRESH_PROCESS_SUITES)
         rec["timings"]["build_prepare_seconds"] = rec["timings"].get("prepare_seconds")
         rec["timings"]["build_wall_seconds"] = round(outcome.seconds, 3)
         first = outcome.seconds
-        outcome = run_isolated(backend_worker, {**job, "force_artifacts": False}, timeout, on_message)
+        outcome = run_isolated(backend_worker, {**job, "force_artifacts": False}, timeout, msgs)
         outcome = dataclasses.replace(outcome, seconds=first + outcome.seconds)
+    elif built is not None:
+        rec["timings"].update(build_prepare_seconds=built["timings"]["build_prepare_seconds"],
+                              build_wall_seconds=built["timings"]["build_wall_seconds"])
+        outcome = dataclasses.replace(outcome, seconds=built["timings"]["build_wall_seconds"] + outcome.seconds)
+    if "build_wall_seconds" in rec["timings"] and rec.get("artifacts"):
+        # built in this run (by the build phase, or before a fresh suite process that then found them)
+        rec["artifacts"] = {**rec["artifacts"], "reused": False}
     rec["timings"]["wall_seconds"] = round(outcome.seconds, 3)
-    rec["exit"] = {"exitcode": outcome.exitcode, "signal": outcome.signal, "timed_out": outcome.timed_out}
-    if state["child_status"]:
-        rec["status"], rec["reason"] = state["child_status"], state["child_reason"]
-        rec["process"] = "ok" if outcome.ok else "died"
-    elif not outcome.ok:
-        where = "" if state["stage"] == "start" else f" during '{state['stage']}'"
-        rec["status"] = "failed"
-        rec["reason"] = outcome.describe(timeout) + where
-        rec["process"] = "died"
-        rec["log_tail"] = store.log_tail(p.name)
-    else:
-        rec["status"], rec["reason"], rec["process"] = "ok", None, "ok"
-    if rec["status"] == "failed" and "log_tail" not in rec:
-        rec["log_tail"] = store.log_tail(p.name)
+    msgs.finish(outcome, timeout, store)
     store.write_backend(p.name, rec)
     ui.backend_finished(p.name, rec["status"], rec["reason"], reused=False)
     return rec
@@ -311,13 +414,14 @@ def _run_locked(cfg, v, ui, run_dir: Path, plans, suites, warnings: list[str], s
     procs: dict[str, dict[str, Any]] = {}
     records: dict[str, dict[str, dict[str, Any]]] = {}
     try:
+        built = _build_phase(cfg, v, plans, store, artifact_dir, ui)
         for p in plans:
             if p.skip_reason:
                 procs[p.name] = {"status": "skipped", "reason": p.skip_reason}
                 ui.backend_finished(p.name, "skipped", p.skip_reason, reused=False)
                 records[p.name] = {}
                 continue
-            procs[p.name] = _run_backend(cfg, v, p, store, artifact_dir, ui)
+            procs[p.name] = _run_backend(cfg, v, p, store, artifact_dir, ui, built.get(p.name))
             records[p.name] = _suite_records(p, store, procs[p.name])
     except KeyboardInterrupt:
         ui.close()

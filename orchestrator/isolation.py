@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,8 +26,11 @@ class Outcome:
     timed_out: bool = False
     seconds: float = 0.0
     messages: int = 0
+    interrupted: bool = False
 
     def describe(self, timeout: float | None = None) -> str:
+        if self.interrupted:
+            return "interrupted (process stopped)"
         if self.timed_out:
             return f"timed out after {timeout:g} s (no result; process killed). Raise the timeout " \
                    f"([settings] timeout, [overrides.<backend>] timeout or --timeout) if it is just slow"
@@ -65,8 +69,11 @@ def _child_entry(target, conn, payload, parent_pid: int) -> None:
 
 
 def run_isolated(target: Callable[[Any, Any], None], payload: Any, timeout: float | None,
-                 on_message: Callable[[Any], None] | None = None, poll: float = 0.2) -> Outcome:
-    """Run ``target(conn, payload)`` in a spawned process; ``conn.send(msg)`` reaches ``on_message``."""
+                 on_message: Callable[[Any], None] | None = None, poll: float = 0.2,
+                 stop: threading.Event | None = None) -> Outcome:
+    """Run ``target(conn, payload)`` in a spawned process; ``conn.send(msg)`` reaches ``on_message``.
+    ``stop`` (when several run at once from threads): once set, the process is stopped and the outcome
+    says ``interrupted``."""
     ctx = multiprocessing.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_entry, args=(target, send, payload, os.getpid()), daemon=True)
@@ -74,7 +81,7 @@ def run_isolated(target: Callable[[Any, Any], None], payload: Any, timeout: floa
     proc.start()
     send.close()  # the child holds the only writer: EOF when it dies
     n = 0
-    timed_out = False
+    timed_out = interrupted = False
     pipe_open = True
     try:
         while True:
@@ -85,7 +92,8 @@ def run_isolated(target: Callable[[Any, Any], None], payload: Any, timeout: floa
                         n += 1
                         if on_message is not None:
                             on_message(msg)
-                        if timeout is not None and time.monotonic() - start > timeout:
+                        if timeout is not None and time.monotonic() - start > timeout \
+                                or stop is not None and stop.is_set():
                             break
                 except (EOFError, OSError):
                     pipe_open = False
@@ -94,6 +102,10 @@ def run_isolated(target: Callable[[Any, Any], None], payload: Any, timeout: floa
             else:
                 proc.join(poll)
             if not proc.is_alive() and not (pipe_open and recv.poll(0)):
+                break
+            if stop is not None and stop.is_set():
+                interrupted = True
+                _stop(proc)
                 break
             if timeout is not None and time.monotonic() - start > timeout:
                 timed_out = True
@@ -106,9 +118,9 @@ def run_isolated(target: Callable[[Any, Any], None], payload: Any, timeout: floa
         recv.close()
     proc.join()
     code = proc.exitcode
-    return Outcome(ok=(code == 0 and not timed_out), exitcode=code,
-                   signal=None if timed_out else signal_name(code), timed_out=timed_out,
-                   seconds=time.monotonic() - start, messages=n)
+    return Outcome(ok=(code == 0 and not timed_out and not interrupted), exitcode=code,
+                   signal=None if timed_out or interrupted else signal_name(code), timed_out=timed_out,
+                   seconds=time.monotonic() - start, messages=n, interrupted=interrupted)
 
 
 def _stop(proc) -> None:

@@ -28,6 +28,7 @@ Schema (every table and key optional; unknown keys are an error naming the valid
     max_new_tokens = 64
     threads = 2
     timeout = 3600                      # seconds per backend process (prepare + every suite)
+    build_jobs = 0                      # artifact builds at once before the suites (0 = auto: cores, memory)
     strict_length = false
     source_prefix = ""                  # e.g. "translate English to German: " for T5
 
@@ -75,11 +76,14 @@ SETTING_RANGES: dict[str, tuple[type, float | None, float | None]] = {
     "max_new_tokens": (int, 1, 4096),
     "threads": (int, 1, 256),
     "timeout": (float, 1, None),
+    "build_jobs": (int, 0, 64),
     "strict_length": (bool, None, None),
     "source_prefix": (str, None, None),
 }
+#: settings that change how a run is executed, never its results: not part of any fingerprint
+RUN_ONLY_SETTINGS = ("timeout", "build_jobs")
 DEFAULT_SETTINGS: dict[str, Any] = {"limit": 0, "num_beams": 1, "batch_size": 32, "max_source_length": 64,
-                                    "max_new_tokens": 64, "threads": 2, "timeout": 3600.0,
+                                    "max_new_tokens": 64, "threads": 2, "timeout": 3600.0, "build_jobs": 0,
                                     "strict_length": False, "source_prefix": None}
 
 

@@ -5,6 +5,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.matrix import RUN_ONLY_SETTINGS
 from orchestrator.run_store import code_digest, digest
 
 #: modules whose code shapes every backend's results (changing them invalidates stored results)
@@ -76,5 +77,5 @@ def backend_fingerprint(name: str, entry, base: dict[str, Any], options: dict[st
     module = entry.target.partition(":")[0]
     module = module.rpartition(".")[0] or module  # the backend's whole package
     return digest({**base, "backend": name, "target": entry.target, "entry_options": entry.options,
-                   "options": options, "settings": {k: v for k, v in settings.items() if k != "timeout"},
+                   "options": options, "settings": {k: v for k, v in settings.items() if k not in RUN_ONLY_SETTINGS},
                    "versions": runtime_versions(entry.requires), "code": code_digest(module, *CORE_MODULES)})

@@ -12,7 +12,7 @@ Schema, ``schema_version`` 1 (fields are only ever added within a version)::
                "max_source_length", "truncated_sources", "longest_source_tokens",
                "calibration": {"src", "ref", "n_sentences", "fingerprint"}},
       "settings": {"limit", "num_beams", "batch_size", "max_source_length", "max_new_tokens", "threads",
-                   "timeout", "strict_length", "source_prefix", "backends": [...], "suites": [...],
+                   "timeout", "build_jobs", "strict_length", "source_prefix", "backends": [...], "suites": [...],
                    "matrix": {path, description, overrides, suite_options, bar, constraints, tolerances}},
       "reference_backend": "torch-fp32",
       "suites": {"<suite>": {"status": "ok" | "skipped", "reason"}},

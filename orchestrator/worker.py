@@ -3,7 +3,8 @@
 ``backend_worker(conn, job)``: preflight -> prepare (artifact cache) -> activate -> every pending
 suite, writing each suite's result atomically as soon as it finishes. With ``fresh_process_after_build``
 it stops after a prepare that built (not reused) the artifacts when a suite in ``FRESH_PROCESS_SUITES`` is
-pending, and sends ``("restart", why)``: the engine runs the suites in a new process. Python-level failures are
+pending, and sends ``("restart", why)``: the engine runs the suites in a new process. With ``build_only``
+it stops after prepare (the engine's parallel build phase). Python-level failures are
 recorded (a suite that raises is ``failed`` with the exception, the others still run); native crashes
 kill the process and the parent records them from the exit status and the log tail.
 """
@@ -157,6 +158,9 @@ def backend_worker(conn, job: dict[str, Any]) -> None:
         return
     timings["prepare_seconds"] = round(time.perf_counter() - t0, 3)
     info(signature=backend.signature().to_dict(), artifacts=artifacts.to_dict(), timings=dict(timings))
+    if job.get("build_only"):  # the engine's parallel build phase: the suites run later, in their own process
+        info(status="built", timings=dict(timings))
+        return
     if (job.get("fresh_process_after_build") and not artifacts.reused
             and any(s["name"] in FRESH_PROCESS_SUITES for s in job["suites"])):
         # a conversion leaves its memory (TensorFlow, calibration data) in this process: the
