@@ -95,6 +95,7 @@ def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:
             "verdict_headline": (report.get("verdict") or {}).get("headline"),
             "selection": (report.get("selection") or {}).get("chosen"),
             "wall_seconds": wall, "warm": warm, "run_kind": kind, "artifacts_built": built,
+            "parallel_builds": run.get("parallel_builds"),
             "backends_with_artifacts": with_artifacts, "time_target_seconds": target,
             "time_target_met": (wall <= target) if isinstance(wall, (int, float)) and target is not None else None}
 
@@ -155,6 +156,8 @@ def format_summary(s: dict[str, Any]) -> str:
         else:
             lines += ["", f"wall time {s['wall_seconds']:.0f} s ({s['run_kind']} target "
                           f"{s['time_target_seconds']} s): {'met' if s['time_target_met'] else 'MISSED'}"]
+        if (s.get("parallel_builds") or 1) > 1:
+            lines[-1] += f"; artifacts built {s['parallel_builds']} at a time"
     return "\n".join(lines)
 
 

@@ -243,10 +243,11 @@ def _needs_build(cfg: RunConfig, v: Validated, p: BackendPlan, artifact_dir: Pat
 
 
 def _build_phase(cfg: RunConfig, v: Validated, plans: list[BackendPlan], store: RunStore, artifact_dir: Path,
-                 ui: NullUI) -> dict[str, dict[str, Any]]:
+                 ui: NullUI) -> tuple[dict[str, dict[str, Any]], int]:
     """Build the artifacts of every backend that needs them, ``build_jobs`` at a time, each in its own
     process; the suites then run one backend at a time (timings are never measured next to a build).
-    Returns name -> the build's record (timings, artifacts, and status/reason when it failed)."""
+    Returns (name -> the build's record: timings, artifacts, and status/reason when it failed; how many
+    builds ran at once, 1 when there was no build phase)."""
     import concurrent.futures as cf
     import threading
 
@@ -256,7 +257,7 @@ def _build_phase(cfg: RunConfig, v: Validated, plans: list[BackendPlan], store: 
     jobs = build_jobs(int(cfg.settings.get("build_jobs") or 0))
     todo = [p for p in plans if not p.skip_reason and p.pending and _needs_build(cfg, v, p, artifact_dir)]
     if jobs < 2 or len(todo) < 2:
-        return {}
+        return {}, 1
     ui.info(f"building the artifacts of {len(todo)} backends, {min(jobs, len(todo))} at a time")
     stop = threading.Event()
     for p in todo:  # progress rows in the main thread; the build threads only update them
@@ -284,7 +285,7 @@ def _build_phase(cfg: RunConfig, v: Validated, plans: list[BackendPlan], store: 
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    return built
+    return built, min(jobs, len(todo))
 
 
 def _run_backend(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact_dir: Path,
@@ -414,7 +415,7 @@ def _run_locked(cfg, v, ui, run_dir: Path, plans, suites, warnings: list[str], s
     procs: dict[str, dict[str, Any]] = {}
     records: dict[str, dict[str, dict[str, Any]]] = {}
     try:
-        built = _build_phase(cfg, v, plans, store, artifact_dir, ui)
+        built, parallel_builds = _build_phase(cfg, v, plans, store, artifact_dir, ui)
         for p in plans:
             if p.skip_reason:
                 procs[p.name] = {"status": "skipped", "reason": p.skip_reason}
@@ -432,5 +433,6 @@ def _run_locked(cfg, v, ui, run_dir: Path, plans, suites, warnings: list[str], s
     report_mod.run_compare_phase(report, cfg, v, records, suites, run_dir)
     code = hooks.run_hooks(report, cfg, ui)
     report["run"]["wall_seconds"] = round(time.time() - started, 2)
+    report["run"]["parallel_builds"] = parallel_builds
     hooks.write_all_reports(report, run_dir, ui)
     return report, code, run_dir

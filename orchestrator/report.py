@@ -39,7 +39,8 @@ Schema, ``schema_version`` 1 (fields are only ever added within a version)::
       "hook_errors": {"<step>": "traceback"},                  # when a step raised
       "compare_errors": {"<suite>": "traceback"},              # when a Suite.compare raised
       "warnings": ["..."],
-      "run": {"dir", "artifact_dir", "wall_seconds", "backends_run", "backends_reused"}
+      "run": {"dir", "artifact_dir", "wall_seconds", "backends_run", "backends_reused",
+              "parallel_builds": how many artifact builds ran at once (1: none or one at a time)}
     }
 """
 from __future__ import annotations

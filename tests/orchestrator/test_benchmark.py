@@ -28,6 +28,12 @@ def test_all_built_is_cold():
     assert "cold target" in format_summary(s) and "met" in format_summary(s)
 
 
+def test_parallel_builds_are_reported():
+    rep = _report({"a": _built("k1"), "b": _built("k2")}, 10, ["a", "b"], [])
+    rep["run"]["parallel_builds"] = 2
+    assert format_summary(benchmark_summary(rep)).endswith("artifacts built 2 at a time")
+
+
 def test_cold_over_target_is_missed():
     s = benchmark_summary(_report({"a": _built("k1")}, COLD_TARGET_S + 1, ["a"], []))
     assert s["time_target_met"] is False and "MISSED" in format_summary(s)

@@ -42,6 +42,7 @@ def test_built_in_the_build_phase_then_suites_in_their_own_process(runs):
         assert t["build_wall_seconds"] > 0 and t["wall_seconds"] >= t["build_wall_seconds"]
         assert b["metrics"]["bleu"] is not None
     assert runs["first"]["backends"]["ct2-fp32"]["metrics"]["exact_match_vs_reference"] == 1.0
+    assert runs["first"]["run"]["parallel_builds"] == 2
 
 
 def test_one_build_process_and_one_suite_process(runs):
@@ -65,7 +66,7 @@ def test_build_jobs_is_not_part_of_any_fingerprint(runs):
     run = runs["second"]["run"]
     assert set(GOOD) <= set(run["backends_reused"])
     assert {"test-raise-prepare", "test-segfault-prepare"} <= set(run["backends_run"])
-    assert runs["second"]["settings"]["build_jobs"] == 1
+    assert runs["second"]["settings"]["build_jobs"] == 1 and runs["second"]["run"]["parallel_builds"] == 1
 
 
 def test_build_jobs_setting():
