@@ -250,17 +250,17 @@ class Seq2SeqBackend(abc.ABC):
             key = hashlib.sha256((key + calibration.fingerprint()).encode()).hexdigest()
         return key
 
-    def find_artifacts(self, model, workdir: str | os.PathLike,
-                       calibration: CalibrationSet | None = None) -> Artifacts | None:
-        """The cached artifacts ``prepare`` would reuse (checksums verified), or None: it would build.
-        Cheap (no runtime import), so the orchestrator can ask before starting a build process."""
+    def find_artifacts(self, model, workdir: str | os.PathLike, calibration: CalibrationSet | None = None,
+                       verify: bool = True) -> Artifacts | None:
+        """The cached artifacts ``prepare`` would reuse (with ``verify``, checksums checked), or None: it
+        would build. No runtime import, so the orchestrator can ask before starting a build process."""
         key = self._artifact_key(model, calibration)
         workdir = Path(workdir)
         target = workdir / f"{self.name}-{key[:16]}"
         # the same key under another backend name (a variant differing only in run options,
         # e.g. LiteRT kernels or threads) is the same artifacts: reuse them
         for cand in [target, *sorted(p for p in workdir.glob(f"*-{key[:16]}") if p != target)]:
-            found = self._load_manifest(cand, key)
+            found = self._load_manifest(cand, key, verify=verify)
             if found is not None:
                 return found
         return None

@@ -104,9 +104,9 @@ def run_kind(report: dict[str, Any]) -> tuple[str, list[str], int]:
     """``("warm" | "cold" | "mixed", backends that built their artifacts in this run, backends with
     artifacts)``. Warm: every result was reused (the same command run again). Cold: every backend
     that has artifacts built them in this run (an empty artifact cache). Mixed: some artifacts came
-    from the cache while suites ran — neither time target describes such a run. A backend that
-    built its artifacts and then ran its suites in a fresh process reports the artifacts as reused
-    by that process; ``timings.build_wall_seconds`` records the build."""
+    from the cache while suites ran — neither time target describes such a run. Reports written before
+    the engine marked artifacts built in a separate process as not reused show them as reused; their
+    ``timings.build_wall_seconds`` still records the build, so it counts too."""
     run = report.get("run") or {}
     if not run.get("backends_run") and run.get("backends_reused"):
         return "warm", [], 0

@@ -206,7 +206,6 @@ class _Messages:
         elif not outcome.ok:
             where = "" if self.stage == "start" else f" during '{self.stage}'"
             rec["status"], rec["reason"], rec["process"] = "failed", outcome.describe(timeout) + where, "died"
-            rec["log_tail"] = store.log_tail(self.name)
         else:
             rec["status"], rec["reason"], rec["process"] = "ok", None, "ok"
         if rec["status"] == "failed" and "log_tail" not in rec:
@@ -237,7 +236,8 @@ def _needs_build(cfg: RunConfig, v: Validated, p: BackendPlan, artifact_dir: Pat
 
     try:
         backend = registry.get_backend(p.name, **p.options)
-        return backend.find_artifacts(v.model, artifact_dir, v.calibration) is None
+        # no checksums here: the worker verifies them before it loads anything (and rebuilds on a mismatch)
+        return backend.find_artifacts(v.model, artifact_dir, v.calibration, verify=False) is None
     except Exception:  # noqa: BLE001 - the worker reports whatever is wrong with this backend
         return True
 

@@ -159,7 +159,6 @@ def backend_worker(conn, job: dict[str, Any]) -> None:
     timings["prepare_seconds"] = round(time.perf_counter() - t0, 3)
     info(signature=backend.signature().to_dict(), artifacts=artifacts.to_dict(), timings=dict(timings))
     if job.get("build_only"):  # the engine's parallel build phase: the suites run later, in their own process
-        info(status="built", timings=dict(timings))
         return
     if (job.get("fresh_process_after_build") and not artifacts.reused
             and any(s["name"] in FRESH_PROCESS_SUITES for s in job["suites"])):
