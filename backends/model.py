@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from backends._imports import require
-from backends.errors import ConfigurationChecker, InputTooLongError, InvalidInputError, UnsupportedModelError
+from backends.errors import ConfigurationChecker, InputTooLongError, InvalidInputError
 from backends.families import GenerationConventions, NormalizedConfig, resolve_family
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -39,11 +39,24 @@ def _check_safetensors(path: Path) -> str | None:
             header = json.loads(fh.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return f"{path.name}: unreadable header ({exc}); the file is corrupt"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+        return f"{path.name}: malformed header (no tensor data_offsets); the file is corrupt"
     if 8 + header_len + end != size:
         return (f"{path.name} is {size} bytes but its header describes {8 + header_len + end} bytes: "
                 f"truncated or corrupt (re-copy the checkpoint)")
     return None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path} must hold a JSON object {{...}}, not {type(data).__name__} {data!r:.40}")
+    return data
 
 
 def _file_sha256(path: Path, h: "hashlib._Hash") -> None:
@@ -81,30 +94,20 @@ class ModelBundle:
         cfg_path = path / "config.json"
         if not cfg_path.exists():
             raise InvalidInputError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
-        try:
-            config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInputError(f"{cfg_path} is not valid JSON: {exc}") from exc
+        config = _read_json_object(cfg_path)
         gen_path = path / "generation_config.json"
-        generation = {}
-        if gen_path.exists():
-            try:
-                generation = json.loads(gen_path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InvalidInputError(f"{gen_path} is not valid JSON: {exc}") from exc
-        family = resolve_family(config, where=f"Model {path}")
-        checker = ConfigurationChecker(f"Checkpoint {path}")
+        generation = _read_json_object(gen_path) if gen_path.exists() else {}
+        checker = ConfigurationChecker(f"Model {path}")
+        family = resolve_family(config, where=f"Model {path}", generation_config=generation, checker=checker)
         weights = [path / w for w in WEIGHT_FILES if (path / w).exists()]
         checker.check(bool(weights), f"no weights file ({' or '.join(WEIGHT_FILES)})")
         for w in weights:
             if w.suffix == ".safetensors":
                 reason = _check_safetensors(w)
                 checker.check(reason is None, reason or "")
-        present = [f for f in family.tokenizer_files if (path / f).exists()]
-        checker.check(bool(present), f"no tokenizer files: expected one of {', '.join(family.tokenizer_files)} "
-                                     f"for the {family.name} family")
-        if checker.reasons:
-            raise UnsupportedModelError(f"Checkpoint {path}", checker.reasons)
+        if family is not None:
+            family.check_tokenizer_files(path, checker)
+        checker.validate()
         return cls(path=path, config=config, generation_config=generation, family=family,
                    source_prefix=source_prefix)
 

@@ -14,4 +14,4 @@ class BartFamily(ModelFamily):
     position_offset = 2
     norm = "post"
     layernorm_embedding = True
-    tokenizer_files = ("tokenizer.json", "vocab.json")
+    tokenizer_files = (("tokenizer.json",), ("vocab.json", "merges.txt"))  # BartTokenizer[Fast]

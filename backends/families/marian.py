@@ -12,10 +12,10 @@ class MarianFamily(ModelFamily):
     hf_model_class = "MarianMTModel"
     positions = "sinusoidal"
     norm = "post"
-    tokenizer_files = ("source.spm",)
+    tokenizer_files = (("source.spm", "target.spm", "vocab.json"),)  # MarianTokenizer (there is no fast one)
 
-    def check(self, config, checker):
-        super().check(config, checker)
+    def check(self, config, checker, generation_config=None):
+        super().check(config, checker, generation_config)
         checker.check(not config.get("normalize_before", False),
                       "Marian with normalize_before=true (pre-norm) is not a layout seqquant knows")
         dvs = config.get("decoder_vocab_size")

@@ -12,4 +12,4 @@ class MBartFamily(BartFamily):
     hf_model_class = "MBartForConditionalGeneration"
     norm = "pre"
     final_layer_norm = True
-    tokenizer_files = ("tokenizer.json", "sentencepiece.bpe.model")
+    tokenizer_files = (("tokenizer.json",), ("sentencepiece.bpe.model",))

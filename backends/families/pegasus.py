@@ -13,4 +13,4 @@ class PegasusFamily(ModelFamily):
     positions = "sinusoidal"
     norm = "pre"
     final_layer_norm = True
-    tokenizer_files = ("tokenizer.json", "spiece.model")
+    tokenizer_files = (("tokenizer.json",), ("spiece.model",))

@@ -26,15 +26,18 @@ class T5Family(ModelFamily):
         "activation": "dense_act_fn",
         "max_positions": "n_positions",
     }
+    FIELD_KINDS = {**ModelFamily.FIELD_KINDS, "layer_norm_epsilon": "float", "relative_attention_num_buckets": "size",
+                   "relative_attention_max_distance": "size"}
     positions = "relative"
     norm = "rms-pre"
     final_layer_norm = True
     layer_norm_eps = 1e-6
     final_logits_bias = False
-    tokenizer_files = ("tokenizer.json", "spiece.model")
+    decoder_start_from_pad = True
+    tokenizer_files = (("tokenizer.json",), ("spiece.model",))  # T5TokenizerFast or T5Tokenizer
 
-    def check(self, config, checker):
-        super().check(config, checker)
+    def check(self, config, checker, generation_config=None):
+        super().check(config, checker, generation_config)
         proj = str(config.get("feed_forward_proj", "relu"))
         act = proj.split("-")[-1]
         checker.check(act in ("relu", "gelu", "gelu_new", "silu"),
@@ -53,20 +56,14 @@ class T5Family(ModelFamily):
             activation=act,
             gated_ffn=gated,
             scale_embedding=False,
-            layer_norm_eps=float(config.get("layer_norm_epsilon", 1e-6)),
+            layer_norm_eps=float(self._field(config, "layer_norm_epsilon", 1e-6)),
             tie_word_embeddings=tie,
             lm_head_scale=base.d_model ** -0.5 if tie else 1.0,
-            relative_attention_num_buckets=int(config.get("relative_attention_num_buckets", 32)),
-            relative_attention_max_distance=int(config.get("relative_attention_max_distance", 128)),
+            relative_attention_num_buckets=int(self._field(config, "relative_attention_num_buckets", 32)),
+            relative_attention_max_distance=int(self._field(config, "relative_attention_max_distance", 128)),
             attention_scale=False,
             max_positions=int(config.get("n_positions") or 512),
         )
-
-    def conventions(self, config, generation_config, source_prefix=None):
-        conv = super().conventions(config, generation_config, source_prefix)
-        if config.get("decoder_start_token_id") is None:
-            conv = replace(conv, decoder_start_token_id=conv.pad_token_id)
-        return conv
 
     def default_source_prefix(self, config) -> str:
         """The task prefix when the checkpoint names exactly one translation task."""
