@@ -42,14 +42,7 @@ def is_available(module: str) -> bool:
             return False
     except (ImportError, ValueError):
         return False
-    aliases = KNOWN_DEPENDENCIES.get(top, ((top,), None))[0]
-    for dist in aliases:
-        try:
-            importlib.metadata.version(dist)
-            return True
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return True  # importable but installed without metadata (e.g. a source tree)
+    return True
 
 
 def require(module: str, purpose: str = "") -> ModuleType:

@@ -52,11 +52,14 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _strip(seq: np.ndarray, conv: GenerationConventions) -> list[int]:
+    """The generated tokens up to EOS, without pad tokens (as Hugging Face ``generate`` and CTranslate2
+    return them: a pad id a model emits mid-sequence must not make two backends' outputs differ)."""
     out = []
     for t in seq.tolist()[1:]:
         if t == conv.eos_token_id:
             break
-        out.append(int(t))
+        if t != conv.pad_token_id:
+            out.append(int(t))
     return out
 
 

@@ -61,7 +61,10 @@ def _fingerprints(report: dict[str, Any]) -> dict[str, Any]:
 
 def make_baseline(report: dict[str, Any]) -> dict[str, Any]:
     backends = {}
-    for name, b in (report.get("backends") or {}).items():
+    if not isinstance(report.get("backends"), dict) or not report["backends"]:
+        raise InvalidInputError("the report has no backends: a baseline of it would gate nothing; save the "
+                                "report of a `python cli.py compare` run")
+    for name, b in report["backends"].items():
         backends[name] = {"status": b.get("status"), "signature": b.get("signature"),
                           "metrics": dict(b.get("metrics") or {}),
                           "verdict": (b.get("verdict") or {}).get("kind")}
@@ -72,24 +75,43 @@ def make_baseline(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_baseline(report: dict[str, Any], path) -> dict[str, Any]:
-    base = make_baseline(report)
+    """Write the baseline of ``report`` to ``path``. An existing file is replaced only when it is a seqquant
+    baseline (updating a baseline is the normal flow; clobbering e.g. a report.json given by mistake is not)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InvalidInputError(f"baseline file {path} is a directory; give a file name (e.g. {path / 'baseline.json'})")
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict) or old.get("schema") != SCHEMA:
+            raise InvalidInputError(f"{path} exists and is not a seqquant baseline: not overwriting it; remove it "
+                                    f"or choose another file name")
+    base = make_baseline(report)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(base, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(base, indent=1, sort_keys=True, default=str), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write baseline {path}: {exc}") from exc
     return base
 
 
-def load_baseline(path) -> dict[str, Any]:
+def load_baseline(path, where: str | None = None) -> dict[str, Any]:
+    """Read and check a baseline file (``compare --baseline FILE``); ``where`` names it in errors."""
     path = Path(path)
+    where = where or f"baseline {path}"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise InvalidInputError(f"baseline {path} does not exist") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"baseline {path} is not JSON: {exc}") from exc
-    check_baseline(data, str(path))
+        raise InvalidInputError(f"{where} does not exist; create one with "
+                                f"`python cli.py baseline save RUN_DIR {path}`") from exc
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
+        raise InvalidInputError(f"{where} is not a JSON baseline file ({exc}); create one with "
+                                f"`python cli.py baseline save RUN_DIR {path}`") from exc
+    check_baseline(data, where)
     return data
 
 
@@ -97,6 +119,9 @@ def check_baseline(data: Any, where: str = "baseline") -> None:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("backends"), dict):
         raise InvalidInputError(f"{where} is not a seqquant baseline (expected schema '{SCHEMA}'; create one "
                                 f"with `python cli.py baseline save RUN_DIR FILE`)")
+    if not data["backends"]:
+        raise InvalidInputError(f"{where} has no backends, so it would pass any run; save a new one with "
+                                f"`python cli.py baseline save RUN_DIR FILE`")
 
 
 def parse_tolerance(metric: str, spec: Any, where: str = "[tolerances]") -> dict[str, Any]:

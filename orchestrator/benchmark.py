@@ -2,13 +2,20 @@
 
 The benchmark is ``python cli.py compare --matrix matrices/benchmark.toml --out RUN`` followed by
 ``python -m orchestrator.benchmark RUN`` (or ``RUN/report.json``); ``--json`` prints the numbers
-as JSON. ``benchmark_summary(report)`` returns the same numbers for a ``cli.py bench`` command.
+as JSON (``benchmark_summary(report)`` returns them as a dict). A file that is not a seqquant
+report is an error (exit code 2).
 
 Printed: per backend BLEU, ΔBLEU vs the reference, identical-to-FP32 rate (exact match vs the
 reference), p50/p90 latency, size and verdict; ratios between named pairs (latency, size, BLEU
 delta: e.g. tflite-int8 vs tflite-fp32-split, vs ct2-int8); whether the verdicts come out as the
-issue expects on the default model; the run's wall time against the 15 min cold / 5 min warm target (neither, for a run that reused
-some artifacts and built others).
+issue expects on the default model; the run's wall time against the 15 min cold / 5 min warm target.
+
+A target is judged only when the run has what it is defined for, else it says "not judged" and why:
+the verdict expectations need the quality suite and the reference backend (:func:`verdict_gaps`; on
+another model than the default they are judged with a note: they are the default model's); the time
+targets need the whole benchmark (:func:`time_target_gaps`: the default model and test set, every
+sentence, its beam size, every backend and suite of ``matrices/benchmark.toml`` finished ok), and
+neither applies to a run that reused some artifacts and built others.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backends.errors import InvalidInputError
+from backends.errors import InvalidInputError, SeqquantError
 from orchestrator.report_tables import fmt
 
 #: (numerator, denominator): "a vs b"
@@ -34,16 +41,122 @@ EXPECTED = {"tflite-int8-naive": "calibration", "tflite-int8-hfmask": "mask", "t
 COLD_TARGET_S, WARM_TARGET_S = 15 * 60, 5 * 60
 
 
+def report_problems(report: Any) -> list[str]:
+    """Why ``report`` cannot be summarized (empty: it can). The printer reads less than ``show`` does
+    (:func:`orchestrator.report.report_problems`): the backends with their status and metrics, the
+    reference, the run's wall time; a report without a ``schema_version`` (written by the suites'
+    helpers, not by ``compare``) is read too, one with another version is not."""
+    from orchestrator.report import BACKEND_STATUSES
+    from orchestrator.report import SCHEMA_VERSION
+
+    if not isinstance(report, dict):
+        return [f"expected a JSON object, got {type(report).__name__}"]
+    version = report.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        return [f"schema_version {version!r}; this seqquant reads schema_version {SCHEMA_VERSION}"]
+    problems = [f"{k} is not an object" for k in ("model", "data", "settings", "suites", "run")
+                if k in report and not isinstance(report[k], dict)]
+    if "reference_backend" not in report:
+        problems.append("no reference_backend")
+    backends = report.get("backends")
+    if not isinstance(backends, dict) or not backends:
+        problems.append("no backends")
+    else:
+        for name, b in backends.items():
+            if not isinstance(b, dict) or b.get("status") not in BACKEND_STATUSES:
+                problems.append(f"backends.{name} has no status ({' / '.join(BACKEND_STATUSES)})")
+            elif not isinstance(b.get("metrics") or {}, dict):
+                problems.append(f"backends.{name}.metrics is not an object")
+    wall = (report.get("run") or {}).get("wall_seconds") if isinstance(report.get("run"), dict) else None
+    if wall is not None and (isinstance(wall, bool) or not isinstance(wall, (int, float))):
+        problems.append(f"run.wall_seconds {wall!r} is not a number")
+    return problems
+
+
 def load_report(path) -> dict[str, Any]:
+    """A run directory's (or a path's) report.json, checked (:func:`report_problems`)."""
     p = Path(path)
     if p.is_dir():
         p = p / "report.json"
-    if not p.exists():
+    if not p.is_file():
         raise InvalidInputError(f"{p} does not exist: pass a run directory or its report.json")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{p} is not a report.json: {exc}") from exc
+        report = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
+        raise InvalidInputError(f"{p} is not a report.json ({exc}); pass the run directory of "
+                                f"`python cli.py compare --matrix matrices/benchmark.toml`") from exc
+    problems = report_problems(report)
+    if problems:
+        raise InvalidInputError(f"{p} is not a seqquant report ({'; '.join(problems)}); pass the run directory "
+                                f"of `python cli.py compare --matrix matrices/benchmark.toml`")
+    return report
+
+
+def _bench_matrix():
+    from orchestrator.matrix import MATRICES_DIR, load_matrix
+
+    return load_matrix(MATRICES_DIR / "benchmark.toml")
+
+
+def _other_model(report: dict[str, Any]) -> str | None:
+    """The run's model when it is not the default model the targets are for, else None."""
+    from orchestrator.data import DEFAULT_MODEL
+
+    path = str((report.get("model") or {}).get("path") or "")
+    return None if Path(path).name == DEFAULT_MODEL.name else (path or "?")
+
+
+def verdict_gaps(report: dict[str, Any]) -> list[str]:
+    """Why the expected verdicts (:data:`EXPECTED`) cannot be judged on this run (empty: they can): the
+    verdicts rest on the quality suite's BLEU against the reference backend."""
+    gaps = []
+    suites = report.get("suites")
+    if isinstance(suites, dict):  # compare's report: the run's suites
+        quality = (suites.get("quality") or {}).get("status") == "ok"
+    else:
+        quality = any("quality" in (b.get("suites") or {}) for b in (report.get("backends") or {}).values())
+    if not quality:
+        gaps.append("the quality suite did not run (the verdicts rest on BLEU vs the reference)")
+    ref = report.get("reference_backend")
+    if ((report.get("backends") or {}).get(ref) or {}).get("status") != "ok":
+        gaps.append(f"the reference backend {ref} is not ok in this run")
+    return gaps
+
+
+def time_target_gaps(report: dict[str, Any]) -> list[str]:
+    """Why the wall-time targets (the whole benchmark, cold or warm) do not apply to this run (empty: they
+    do). The targets are for ``matrices/benchmark.toml`` as it stands: the default model and test set,
+    every sentence, its beam size, every one of its backends finished ok and every one of its suites."""
+    from orchestrator.data import DEFAULT_MODEL, DEFAULT_SRC
+
+    m = _bench_matrix()
+    other = _other_model(report)
+    gaps = [f"model {other} is not the default model ({DEFAULT_MODEL.name})"] if other else []
+    data = report.get("data") or {}
+    src = str(data.get("src") or "")
+    if Path(src).name != DEFAULT_SRC.name:
+        gaps.append(f"test set {src or '?'} is not the default ({DEFAULT_SRC.name})")
+    n, total = data.get("n_sentences"), data.get("lines_in_files")
+    if not isinstance(n, int) or not isinstance(total, int):
+        gaps.append("the report does not say how many of the test set's sentences ran")
+    elif n + (data.get("skipped_empty_lines") or 0) < total:
+        gaps.append(f"{n} of {total} sentences (the benchmark runs every one)")
+    beams, want = (report.get("settings") or {}).get("num_beams"), m.settings.get("num_beams", 1)
+    if beams != want:
+        gaps.append(f"beam size {beams} (the benchmark's is {want})")
+    suites = report.get("suites") or {}
+    no_suite = [s for s in m.suites if (suites.get(s) or {}).get("status") != "ok"]
+    if no_suite:
+        gaps.append(f"suite(s) not run: {', '.join(no_suite)}")
+    backends = report.get("backends") or {}
+    absent = [b for b in m.backends or () if b not in backends]
+    if absent:
+        gaps.append(f"{len(absent)} of the benchmark's {len(m.backends)} backends not in the run: {', '.join(absent)}")
+    not_ok = [f"{b} {backends[b].get('status')}" for b in m.backends or ()
+              if b in backends and backends[b].get("status") != "ok"]
+    if not_ok:
+        gaps.append(f"backend(s) not ok: {', '.join(not_ok)}")
+    return gaps
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -80,24 +193,31 @@ def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:
         ratios.append({"a": a, "b": b, "p50_latency_ratio": _ratio(ra["p50_ms"], rb["p50_ms"]),
                        "p90_latency_ratio": _ratio(ra["p90_ms"], rb["p90_ms"]),
                        "size_ratio": _ratio(ra["bytes"], rb["bytes"]), "bleu_delta": bd})
+    verdicts_not_judged = verdict_gaps(report)
     expect = []
     for name, kind in EXPECTED.items():
         if name in rows and rows[name]["status"] == "ok":
             expect.append({"backend": name, "expected": kind, "got": rows[name]["verdict"],
-                           "met": rows[name]["verdict"] == kind})
+                           "met": None if verdicts_not_judged else rows[name]["verdict"] == kind})
     run = report.get("run") or {}
     wall = run.get("wall_seconds")
     kind, built, with_artifacts = run_kind(report)
     warm = kind == "warm"
     target = {"warm": WARM_TARGET_S, "cold": COLD_TARGET_S}.get(kind)
+    time_not_judged = time_target_gaps(report)
     return {"reference": report.get("reference_backend"), "n_sentences": (report.get("data") or {}).get("n_sentences"),
             "backends": rows, "ratios": ratios, "verdict_expectations": expect,
+            "verdict_expectations_not_judged": verdicts_not_judged,
+            "model_note": (f"the expectations are the default model's; this run's model is {_other_model(report)}"
+                           if _other_model(report) else None),
             "verdict_headline": (report.get("verdict") or {}).get("headline"),
             "selection": (report.get("selection") or {}).get("chosen"),
             "wall_seconds": wall, "warm": warm, "run_kind": kind, "artifacts_built": built,
             "parallel_builds": run.get("parallel_builds"),
             "backends_with_artifacts": with_artifacts, "time_target_seconds": target,
-            "time_target_met": (wall <= target) if isinstance(wall, (int, float)) and target is not None else None}
+            "time_target_not_judged": time_not_judged,
+            "time_target_met": (wall <= target) if isinstance(wall, (int, float)) and target is not None
+            and not time_not_judged else None}
 
 
 def run_kind(report: dict[str, Any]) -> tuple[str, list[str], int]:
@@ -137,9 +257,13 @@ def format_summary(s: dict[str, Any]) -> str:
         for r in s["ratios"]:
             lines.append(f"  {r['a']} vs {r['b']}: p50 latency x{fmt(r['p50_latency_ratio'], 3)}, p90 x"
                          f"{fmt(r['p90_latency_ratio'], 3)}, size x{fmt(r['size_ratio'], 3)}, BLEU {fmt(r['bleu_delta'])}")
-    if s["verdict_expectations"]:
+    if s["verdict_expectations"] and s.get("verdict_expectations_not_judged"):
+        lines += ["", f"verdicts as expected: not judged: {'; '.join(s['verdict_expectations_not_judged'])}"]
+    elif s["verdict_expectations"]:
         met = sum(e["met"] for e in s["verdict_expectations"])
         lines += ["", f"verdicts as expected: {met}/{len(s['verdict_expectations'])}"]
+        if s.get("model_note"):
+            lines[-1] += f" ({s['model_note']})"
         for e in s["verdict_expectations"]:
             lines.append(f"  [{'ok' if e['met'] else 'MISS'}] {e['backend']}: expected {e['expected']}, got {e['got']}")
     if s.get("verdict_headline"):
@@ -147,7 +271,11 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("selection") is not None:
         lines.append(f"selection: {s['selection']}")
     if s["wall_seconds"] is not None:
-        if s["time_target_seconds"] is None:
+        if s.get("time_target_not_judged"):
+            lines += ["", f"wall time {s['wall_seconds']:.0f} s: time targets (cold {COLD_TARGET_S} s, warm "
+                          f"{WARM_TARGET_S} s, for the whole benchmark) not judged: "
+                          f"{'; '.join(s['time_target_not_judged'])}"]
+        elif s["time_target_seconds"] is None:
             lines += ["", f"wall time {s['wall_seconds']:.0f} s: {len(s['artifacts_built'])} of "
                           f"{s['backends_with_artifacts']} backends built their artifacts in this run "
                           f"({', '.join(s['artifacts_built']) or 'none'}), the others reused cached ones: neither "
@@ -168,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         s = benchmark_summary(load_report(args.run))
-    except InvalidInputError as exc:
+    except SeqquantError as exc:  # not a report
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(s, indent=1) if args.json else format_summary(s))

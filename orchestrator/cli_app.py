@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print the result table of an existing run")
     sh.add_argument("run_dir")
     b = sub.add_parser("baseline", help="regression baselines")
+    b.set_defaults(baseline_help=b.print_help)
     bsub = b.add_subparsers(dest="baseline_cmd", metavar="ACTION")
     bs = bsub.add_parser("save", help="save a run's metrics as a baseline file")
     bs.add_argument("run_dir")
@@ -82,18 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_report(run_dir: str) -> tuple[Path, dict[str, Any]]:
-    import json
-
     from orchestrator.errors import RunDirError
 
     path = Path(run_dir) / "report.json"
-    if not path.exists():
+    if not path.is_file():
         raise RunDirError(f"{run_dir} has no report.json; pass the directory a `compare` run wrote "
                           f"(e.g. runs/<model>-<hash>/)")
-    try:
-        return path, json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise RunDirError(f"{path} is not valid JSON ({exc}); re-run compare to rewrite it") from exc
+    from orchestrator.report import read_report_file
+
+    return path, read_report_file(path)
 
 
 def _terminate_as_interrupt():
@@ -174,13 +172,11 @@ def cmd_list_backends(args) -> int:
 
 def cmd_select(args) -> int:
     from orchestrator.errors import SettingsError
-    from orchestrator.hooks import load_hook, selection_infeasible, write_all_reports
+    from orchestrator.hooks import selection_infeasible, write_all_reports
     from orchestrator.matrix import load_constraints
+    from orchestrator.selection import select_targets as select
 
-    path, report = _read_report(args.run_dir)
-    select = load_hook("selection", "select_targets")
-    if select is None:
-        raise SettingsError("`select` needs orchestrator/selection.py (select_targets), not in this checkout")
+    path, report = _read_report(args.run_dir)  # checked before anything is written
     if args.constraints:
         constraints = load_constraints(args.constraints)
     else:
@@ -208,18 +204,14 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_baseline(args, parser) -> int:
+def cmd_baseline(args) -> int:
     if args.baseline_cmd != "save":
-        parser.parse_args(["baseline", "--help"])
+        args.baseline_help()
         return EXIT_USAGE
-    from orchestrator.errors import SettingsError
-    from orchestrator.hooks import load_hook
+    from orchestrator.baseline import save_baseline
 
     _, report = _read_report(args.run_dir)
-    save = load_hook("baseline", "save_baseline")
-    if save is None:
-        raise SettingsError("`baseline save` needs orchestrator/baseline.py (save_baseline), not in this checkout")
-    save(report, Path(args.file))
+    save_baseline(report, Path(args.file))
     print(f"baseline saved to {args.file}")
     return 0
 
@@ -244,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "show":
             return cmd_show(args)
         if args.cmd == "baseline":
-            return cmd_baseline(args, parser)
+            return cmd_baseline(args)
     except SeqquantError as exc:
         from orchestrator.console import print_error
 

@@ -37,6 +37,18 @@ class RunConfig:
     cache_dir: Path | None = None
     command: str = ""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: settings given as command-line flags (they win over the matrix's [settings], not over [overrides])
+    from_cli: frozenset[str] = frozenset()
+
+    def setting_source(self, name: str, key: str) -> str:
+        """Where one backend's value of setting ``key`` came from, for messages."""
+        if key in self.overrides.get(name, {}):
+            return f'[overrides."{name}"] {key}'
+        if key in self.from_cli:
+            return FLAG_FOR[key]
+        if key in self.matrix.settings:
+            return f"[settings] {key}"
+        return f"the default {key} ([settings] {key} or {FLAG_FOR[key]})"
 
     def backend_settings(self, name: str) -> dict[str, Any]:
         """Settings for one backend: the run's, with its ``[overrides.<name>]`` applied."""
@@ -59,14 +71,21 @@ def resolve_config(args: dict[str, Any]) -> RunConfig:
     """``args``: the parsed ``compare`` flags (None = not given)."""
     matrix = load_matrix(args.get("matrix"))
     settings = {**DEFAULT_SETTINGS, **matrix.settings}
+    from_cli = set()
     for key, flag in FLAG_FOR.items():
         value = args.get(key)
         if value is None or (key == "strict_length" and value is False):
             continue
         settings[key] = check_setting(key, value, flag, exc=SettingsError)
-    if args.get("src") and not args.get("ref") or args.get("ref") and not args.get("src"):
-        raise SettingsError("--src and --ref go together: give both the source file and its reference "
-                            "translations (one sentence per line, line-aligned)")
+        from_cli.add(key)
+    for a, b, what in (("src", "ref", "the source file and its reference translations"),
+                       ("calibration_src", "calibration_ref",
+                        "the calibration sources and their reference translations")):
+        if bool(args.get(a)) != bool(args.get(b)):
+            raise SettingsError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} go together: give both "
+                                f"{what} (one sentence per line, line-aligned)")
+    if args.get("out") and Path(args["out"]).expanduser().exists() and not Path(args["out"]).expanduser().is_dir():
+        raise SettingsError(f"--out {args['out']} is a file; give a directory for the run (it is created if missing)")
     d = matrix.data
 
     def path(cli_key, data_key, default):
@@ -79,17 +98,20 @@ def resolve_config(args: dict[str, Any]) -> RunConfig:
     model = Path(args["model"]).expanduser() if args.get("model") else (
         matrix.resolve_path(matrix.model) if matrix.model else data_mod.DEFAULT_MODEL)
     backends = None
-    from_cli = False
-    if args.get("backends"):
+    backends_from_cli = False
+    if args.get("backends") is not None:
         backends = list(dict.fromkeys(b.strip() for b in args["backends"].split(",") if b.strip()))
         if not backends:
             raise SettingsError("--backends is empty; give comma-separated names (see `python cli.py list-backends`)")
-        from_cli = True
+        backends_from_cli = True
     elif matrix.backends is not None:
         backends = matrix.backends
     suites = matrix.suites
-    if args.get("suites"):
+    if args.get("suites") is not None:
         suites = list(dict.fromkeys(s.strip() for s in args["suites"].split(",") if s.strip()))
+        if not suites:
+            raise SettingsError("--suites is empty; give comma-separated names (quality, source-sensitivity, "
+                                "speed, split-generation)")
     return RunConfig(
         matrix=matrix, model_path=model,
         src=path("src", "src", data_mod.DEFAULT_SRC), ref=path("ref", "ref", data_mod.DEFAULT_REF),
@@ -97,9 +119,10 @@ def resolve_config(args: dict[str, Any]) -> RunConfig:
         cal_ref=path("calibration_ref", "calibration_ref", data_mod.DEFAULT_CAL_REF),
         cal_size=int(d.get("calibration_size", 200)),
         skip_empty=bool(args.get("skip_empty") or d.get("skip_empty", False)),
-        backends=backends, backends_from_cli=from_cli, suites=suites,
+        backends=backends, backends_from_cli=backends_from_cli, suites=suites,
         reference=args.get("reference") or matrix.reference, settings=settings,
         out=Path(args["out"]) if args.get("out") else None, force=bool(args.get("force")),
         baseline=Path(args["baseline"]) if args.get("baseline") else None,
         cache_dir=Path(args["cache_dir"]) if args.get("cache_dir") else None,
-        command=args.get("command", ""), overrides=matrix.overrides)
+        command=args.get("command", ""), overrides=matrix.overrides,
+        from_cli=frozenset(from_cli))

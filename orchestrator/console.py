@@ -125,9 +125,35 @@ def print_report(report: dict[str, Any], console=None, run_dir=None) -> None:
     if isinstance(base, dict):
         console.print(f"[bold]baseline:[/bold] {'REGRESSION' if base.get('regressions') else 'no regression'}"
                       f" vs {_esc(base.get('file', ''))}")
+    print_step_errors(report, console)
     if run_dir is not None:
-        console.print(f"report: {_esc(run_dir)}/report.json, {run_dir}/report.md  "
-                      f"({report['run'].get('wall_seconds', 0):.1f} s)")
+        from pathlib import Path
+
+        files = ["report.json", "report.md"] + (["report.html"] if (Path(run_dir) / "report.html").is_file() else [])
+        wall = (report.get("run") or {}).get("wall_seconds")
+        console.print("report: " + ", ".join(_esc(f"{run_dir}/{f}") for f in files)
+                      + (f"  ({wall:.1f} s)" if isinstance(wall, (int, float)) else ""))
+
+
+def print_step_errors(report: dict[str, Any], console) -> None:
+    """Steps that raised after the backends ran: a suite's compare step (``compare_errors``: the
+    cross-backend numbers it computes, e.g. agreement with the reference, are missing) and the post-compare
+    steps (``hook_errors``). Printed as errors, first line each; the tracebacks are in report.json."""
+    compare_errors, hook_errors = (e if isinstance(e := report.get(k), dict) else {}
+                                   for k in ("compare_errors", "hook_errors"))
+    for suite, err in compare_errors.items():
+        console.print(f"[bold red]error:[/] suite {_esc(suite)}: its compare step failed, so its cross-backend "
+                      f"metrics are missing: {_esc(_first_line(err))}")
+    for step, err in hook_errors.items():
+        console.print(f"[bold red]error:[/] the {_esc(step)} step failed: {_esc(_first_line(err))}")
+    keys = [k for k, errors in (("compare_errors", compare_errors), ("hook_errors", hook_errors)) if errors]
+    if keys:
+        console.print(f"[red]  (tracebacks: {' and '.join(keys)} in report.json)[/]")
+
+
+def _first_line(err: Any) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else "(no message)"
 
 
 def print_error(msg: str) -> None:

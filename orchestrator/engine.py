@@ -27,7 +27,7 @@ from orchestrator.matrix import RUN_ONLY_SETTINGS, register_variants
 from orchestrator.plan import BackendPlan, SuitePlan, backend_fingerprint, suite_available, suite_code
 from orchestrator.run_store import RunLock, RunStore, atomic_write_json, digest
 
-EXIT_OK, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 class NullUI:
@@ -54,38 +54,51 @@ class Validated:
         self.data = load_parallel(cfg.src, cfg.ref, limit=s["limit"] or None, skip_empty=cfg.skip_empty)
         self.calibration, self.cal_data = load_calibration(cfg.cal_src, cfg.cal_ref, cfg.cal_size)
         self.truncated = 0
+        self.truncated_by: dict[str, int] = {}
         self.longest = 0
 
-    def check_lengths(self, cache: Path) -> None:
-        """Count sources longer than S (or fail with --strict-length). The tokenizer (and the torch import
-        transformers drags in) is only loaded when ``cache`` does not already hold the answer."""
+    def check_lengths(self, cache: Path | None, limits: dict[str, int] | None = None) -> None:
+        """Count sources longer than S (or fail with --strict-length). ``limits``: backend -> its static
+        source length, when a backend's options set one other than the run's. The tokenizer (and the torch
+        import transformers drags in) is only loaded when ``cache`` does not already hold the answer;
+        ``cache`` None (a dry run): nothing is written."""
         from backends.errors import InputTooLongError
         from orchestrator.run_store import read_json
 
         s = self.cfg.settings
         limit = int(s["max_source_length"])
-        key = digest({"model": self.model.content_hash, "data": self.data.fingerprint, "S": limit,
+        key = digest({"model": self.model.content_hash, "data": self.data.fingerprint,
                       "prefix": self.model.conventions.source_prefix})
-        stored = read_json(cache)
+        stored = read_json(cache) if cache is not None else None
         if isinstance(stored, dict) and stored.get("key") == key:
             lengths = stored["lengths"]
         else:
             texts = [self.model.conventions.source_prefix + t for t in self.data.sources]
             lengths = [len(x) for x in self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
-            atomic_write_json(cache, {"key": key, "lengths": lengths})
-        over = [i for i, n in enumerate(lengths) if n > limit]
-        self.truncated = len(over)
+            if cache is not None:
+                atomic_write_json(cache, {"key": key, "lengths": lengths})
         self.longest = max(lengths) if lengths else 0
-        if over and s["strict_length"]:
-            raise InputTooLongError(
-                f"{len(over)} source(s) exceed the static source length {limit} tokens (first: line "
-                f"{self.data.line_numbers[over[0]]} of {self.data.src_path}, {lengths[over[0]]} tokens). Raise --max-source-length "
-                f"or drop --strict-length to truncate them with a counted warning.")
+        self.truncated = sum(n > limit for n in lengths)
+        self.truncated_by = {b: sum(n > S for n in lengths) for b, S in (limits or {}).items() if S != limit}
+        if not s["strict_length"]:
+            return
+        problems = []
+        for who, S in [("", limit), *((f" of {b}", S) for b, S in (limits or {}).items() if S != limit)]:
+            over = [i for i, n in enumerate(lengths) if n > S]
+            if over:
+                problems.append(f"{len(over)} source(s) exceed the static source length{who} {S} tokens (first: "
+                                f"line {self.data.line_numbers[over[0]]} of {self.data.src_path}, "
+                                f"{lengths[over[0]]} tokens)")
+        if problems:
+            raise InputTooLongError("; ".join(problems) + ". Raise --max-source-length (or the backend's "
+                                    "max_source_length option) or drop --strict-length to truncate them with "
+                                    "a counted warning.")
 
 
 def _resolve_backends(cfg: RunConfig, warnings: list[str]) -> list[BackendPlan]:
     from backends import registry
     from backends._imports import install_hint
+    from backends.errors import UnknownBackendError
 
     register_variants(cfg.matrix)
     names = cfg.backends if cfg.backends is not None else registry.available_backends()
@@ -93,7 +106,7 @@ def _resolve_backends(cfg: RunConfig, warnings: list[str]) -> list[BackendPlan]:
     for name in names:
         try:
             entry = registry.get_entry(name)
-        except Exception as exc:  # UnknownBackendError
+        except UnknownBackendError as exc:
             if cfg.backends_from_cli or cfg.matrix.missing_backends == "error":
                 where = "--backends" if cfg.backends_from_cli else f"matrix {cfg.matrix.path}"
                 raise type(exc)(f"{exc} (from {where})") from exc
@@ -111,6 +124,61 @@ def _resolve_backends(cfg: RunConfig, warnings: list[str]) -> list[BackendPlan]:
     if not plans:
         raise SettingsError("no backends to run: the matrix lists none and none were given with --backends")
     return plans
+
+
+def check_inputs(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites: dict[str, str | None]) -> None:
+    """Everything a backend process would otherwise find too late, checked here and reported at once:
+    the reference's name, ``[overrides]`` naming no backend, every suite option table, every backend's
+    options (the backend is built here, no runtime import), and static lengths beyond the model's
+    position table."""
+    from backends import registry
+    from backends.errors import SeqquantError
+    from orchestrator.suites.base import SUITES, get_suite, known_metrics
+
+    problems: list[str] = []
+    registered = set(registry.available_backends())
+    if cfg.reference not in registered:
+        problems.append(f"reference backend '{cfg.reference}' is not a registered backend (--reference / "
+                        f"[run] reference; see `python cli.py list-backends`)")
+    if cfg.matrix.missing_backends == "error":
+        for name in sorted(set(cfg.overrides) - registered):
+            problems.append(f'[overrides."{name}"]: no backend of that name is registered (see `python cli.py '
+                            f'list-backends`, or a [variants] table)')
+    tables = [(f"[suites.{s}]", s, t) for s, t in cfg.matrix.suite_options.items()]
+    tables += [(f'[overrides."{b}".suites.{s}]', s, t) for b, o in cfg.overrides.items()
+               for s, t in o.get("suites", {}).items()]
+    for where, s, table in tables:
+        if s not in SUITES:
+            problems.append(f"{where}: no suite '{s}'; suites: {', '.join(sorted(SUITES))}")
+        elif suites.get(s, "") is None:  # in this run and implemented: its options must be valid
+            try:
+                get_suite(s).options(table, where)
+            except SeqquantError as exc:
+                problems.append(str(exc))
+    metrics = known_metrics() | {"bytes"}
+    for metric in sorted(set(cfg.matrix.tolerances) - metrics):
+        problems.append(f"[tolerances] {metric}: not a metric any suite reports; metrics: {', '.join(sorted(metrics))}")
+    norm = v.model.normalized
+    for p in plans:
+        if p.skip_reason:
+            continue
+        options = cfg.backend_options(p.name)
+        try:
+            registry.get_backend(p.name, **options)
+        except SeqquantError as exc:
+            problems.append(f"{p.name}: {exc}")
+        if norm.positions == "relative":
+            continue  # relative position bias: no position table to run past
+        for key, n, what in (("max_source_length", options["max_source_length"], "source"),
+                             ("max_new_tokens", options["max_new_tokens"], "target")):
+            if isinstance(n, int) and n > norm.max_positions:
+                problems.append(f"{p.name}: {key} = {n} exceeds the model's {norm.max_positions} {what} "
+                                f"positions (max_position_embeddings); lower it")
+    problems = list(dict.fromkeys(problems))
+    if len(problems) == 1:
+        raise SettingsError(f"cannot run: {problems[0]}")
+    if problems:
+        raise SettingsError("cannot run, for these reasons:\n" + "\n".join(f"  - {x}" for x in problems))
 
 
 def _resolve_suites(cfg: RunConfig) -> dict[str, str | None]:
@@ -196,8 +264,9 @@ class _Messages:
         elif kind == "restart":
             self.restart = True
 
-    def finish(self, outcome, timeout: float, store: RunStore) -> None:
-        """Status, reason and exit of the process into ``rec``."""
+    def finish(self, outcome, timeout: float, store: RunStore, timeout_source: str | None = None) -> None:
+        """Status, reason and exit of the process into ``rec``; ``timeout_source`` names the setting the
+        timeout came from."""
         rec = self.rec
         rec["exit"] = {"exitcode": outcome.exitcode, "signal": outcome.signal, "timed_out": outcome.timed_out}
         if self.child_status:
@@ -205,7 +274,7 @@ class _Messages:
             rec["process"] = "ok" if outcome.ok else "died"
         elif not outcome.ok:
             where = "" if self.stage == "start" else f" during '{self.stage}'"
-            rec["status"], rec["reason"], rec["process"] = "failed", outcome.describe(timeout) + where, "died"
+            rec["status"], rec["reason"], rec["process"] = "failed", outcome.describe(timeout, timeout_source) + where, "died"
         else:
             rec["status"], rec["reason"], rec["process"] = "ok", None, "ok"
         if rec["status"] == "failed" and "log_tail" not in rec:
@@ -269,7 +338,7 @@ def _build_phase(cfg: RunConfig, v: Validated, plans: list[BackendPlan], store: 
         timeout = float(p.settings["timeout"])
         outcome = run_isolated(backend_worker, {**_job(cfg, v, p, store, artifact_dir), "build_only": True},
                                timeout, msgs, stop=stop)
-        msgs.finish(outcome, timeout, store)
+        msgs.finish(outcome, timeout, store, cfg.setting_source(p.name, "timeout"))
         rec["timings"]["build_wall_seconds"] = round(outcome.seconds, 3)
         rec["timings"]["build_prepare_seconds"] = rec["timings"].pop("prepare_seconds", None)
         return rec
@@ -330,7 +399,7 @@ def _run_backend(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, 
         # built in this run (by the build phase, or before a fresh suite process that then found them)
         rec["artifacts"] = {**rec["artifacts"], "reused": False}
     rec["timings"]["wall_seconds"] = round(outcome.seconds, 3)
-    msgs.finish(outcome, timeout, store)
+    msgs.finish(outcome, timeout, store, cfg.setting_source(p.name, "timeout"))
     store.write_backend(p.name, rec)
     ui.backend_finished(p.name, rec["status"], rec["reason"], reused=False)
     return rec
@@ -377,27 +446,37 @@ def run_compare(cfg: RunConfig, ui: NullUI | None = None, dry_run: bool = False)
     suites = _resolve_suites(cfg)
     plans = _resolve_backends(cfg, warnings)
     v = Validated(cfg)
+    check_inputs(cfg, v, plans, suites)
     run_dir = (cfg.out or default_run_dir(cfg, v)).resolve()  # children get absolute paths (some chdir)
     if dry_run:
+        v.check_lengths(None, _source_limits(cfg, plans))
         return dry_run_plan(cfg, v, plans, suites, run_dir), EXIT_OK, run_dir
     with RunLock(run_dir):
         return _run_locked(cfg, v, ui, run_dir, plans, suites, warnings, started)
 
 
+def _source_limits(cfg: RunConfig, plans: list[BackendPlan]) -> dict[str, int]:
+    return {p.name: int(cfg.backend_options(p.name)["max_source_length"]) for p in plans if not p.skip_reason}
+
+
 def _run_locked(cfg, v, ui, run_dir: Path, plans, suites, warnings: list[str], started: float):
     from orchestrator import hooks, report as report_mod
 
-    v.check_lengths(run_dir / "source_lengths.json")
+    v.check_lengths(run_dir / "source_lengths.json", _source_limits(cfg, plans))
     if v.truncated:
         warnings.append(f"{v.truncated} of {len(v.data.sources)} source(s) are longer than "
                         f"max_source_length={cfg.settings['max_source_length']} tokens (longest {v.longest}) "
                         f"and are truncated; raise --max-source-length, or pass --strict-length to fail instead")
+    for b, n in v.truncated_by.items():
+        if n:
+            warnings.append(f"{b}: {n} of {len(v.data.sources)} source(s) are longer than its max_source_length="
+                            f"{cfg.backend_options(b)['max_source_length']} tokens and are truncated")
     if v.data.skipped_empty:
         warnings.append(f"skipped {len(v.data.skipped_empty)} empty line pair(s) (--skip-empty)")
     names = [p.name for p in plans]
     if cfg.reference not in names:
-        warnings.append(f"reference backend '{cfg.reference}' is not in this run; agreement metrics vs the "
-                        f"reference are not computed")
+        warnings.append(f"reference backend '{cfg.reference}' is not in this run: no agreement metrics, no "
+                        f"verdicts, and selection finds nothing to ship (exit code 3); add it to --backends")
     for s, reason in suites.items():
         if reason:
             warnings.append(reason)
@@ -432,6 +511,8 @@ def _run_locked(cfg, v, ui, run_dir: Path, plans, suites, warnings: list[str], s
     report = report_mod.build_report(cfg, v, plans, procs, records, suites, run_dir, artifact_dir, warnings)
     report_mod.run_compare_phase(report, cfg, v, records, suites, run_dir)
     code = hooks.run_hooks(report, cfg, ui)
+    if report.get("compare_errors") and code == EXIT_OK:
+        code = EXIT_INTERNAL  # a suite's comparison failed: its numbers are missing from the report
     report["run"]["wall_seconds"] = round(time.time() - started, 2)
     report["run"]["parallel_builds"] = parallel_builds
     hooks.write_all_reports(report, run_dir, ui)

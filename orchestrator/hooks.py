@@ -1,4 +1,4 @@
-"""Optional post-compare steps, each in a module the suites engineer owns.
+"""Post-compare steps, each in its own module.
 
 * ``orchestrator.attribution.attribute(report, bar) -> dict``  (sets ``backends.<name>.verdict``);
   its return value is stored as ``report["verdict"]``.
@@ -6,15 +6,16 @@
   exit code 3 when nothing is feasible (``chosen`` empty).
 * ``orchestrator.baseline.compare_to_baseline(report, baseline, tolerances) -> dict`` (with a boolean
   ``regressions``) -> ``report["baseline"]``; exit code 4 on a regression.
+* ``orchestrator.report_html.write_html(report, path)`` -> report.html, imported only when it is written.
 
-A module that is not present is skipped; one that raises is recorded in ``report["hook_errors"]``
-(and, for the baseline gate, fails the run with exit code 1) instead of losing the report.
+Their matrix tables and the baseline file are checked before anything runs (:func:`check_requested`). A
+step that raises is recorded in ``report["hook_errors"]`` (and, for the baseline gate, fails the run with
+exit code 1) instead of losing the report.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import traceback
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ EXIT_OK, EXIT_HOOK_ERROR, EXIT_INFEASIBLE, EXIT_REGRESSION = 0, 1, 3, 4
 
 
 def load_hook(module: str, func: str):
-    """The hook function, or None when its module is not in this checkout."""
+    """``orchestrator.<module>.<func>`` imported now (None when there is no such module): the HTML page is
+    imported at the end of a run, so an import error there costs the page, never the report."""
     full = f"orchestrator.{module}"
     try:
         if importlib.util.find_spec(full) is None:
@@ -37,53 +39,35 @@ def load_hook(module: str, func: str):
     return getattr(importlib.import_module(full), func, None)
 
 
-def load_baseline_file(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise SettingsError(f"--baseline {path} does not exist; create one with "
-                            f"`python cli.py baseline save RUN_DIR {path}`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"--baseline {path} is not a JSON baseline file: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SettingsError(f"--baseline {path}: expected a JSON object")
-    check = load_hook("baseline", "check_baseline")
-    if check is not None:
-        try:
-            check(data, f"--baseline {path}")
-        except SeqquantError as exc:
-            raise SettingsError(str(exc)) from exc
-    return data
+def load_baseline_for(cfg) -> dict[str, Any]:
+    """The ``--baseline`` file of the run, read and checked (:func:`orchestrator.baseline.load_baseline`)."""
+    from orchestrator.baseline import load_baseline
+
+    return load_baseline(cfg.baseline, where=f"--baseline {cfg.baseline}")
 
 
 def check_requested(cfg) -> None:
-    """Fail before running anything if a requested hook cannot work or its matrix table is invalid."""
+    """Fail before running anything if a step's matrix table or the baseline file is invalid."""
+    from orchestrator.attribution import effective_bar
+    from orchestrator.baseline import parse_tolerance
+    from orchestrator.selection import effective_constraints
+
     where = f"matrix {cfg.matrix.path}" if cfg.matrix.path else "matrix"
-    checks = (("attribution", "effective_bar", cfg.matrix.bar, "[bar]"),
-              ("selection", "effective_constraints", cfg.matrix.constraints, "[constraints]"))
-    for module, func, table, name in checks:
-        fn = load_hook(module, func)
-        if fn is not None:
-            try:
-                fn(dict(table))
-            except SettingsError:
-                raise
-            except Exception as exc:
-                if isinstance(exc, SeqquantError):
-                    raise SettingsError(f"{where} {name}: {exc}") from exc
-                raise
-    parse = load_hook("baseline", "parse_tolerance")
-    if parse is not None:
-        for metric, spec in cfg.matrix.tolerances.items():
-            try:
-                parse(metric, spec)
-            except SeqquantError as exc:
-                raise SettingsError(f"{where}: {exc}") from exc
+    for fn, table, name in ((effective_bar, cfg.matrix.bar, "[bar]"),
+                            (effective_constraints, cfg.matrix.constraints, "[constraints]")):
+        try:
+            fn(dict(table))
+        except SettingsError:
+            raise
+        except SeqquantError as exc:
+            raise SettingsError(f"{where} {name}: {exc}") from exc
+    for metric, spec in cfg.matrix.tolerances.items():
+        try:
+            parse_tolerance(metric, spec)
+        except SeqquantError as exc:
+            raise SettingsError(f"{where}: {exc}") from exc
     if cfg.baseline is not None:
-        if load_hook("baseline", "compare_to_baseline") is None:
-            raise SettingsError("--baseline needs orchestrator/baseline.py (compare_to_baseline), which is not "
-                                "in this checkout")
-        load_baseline_file(cfg.baseline)
+        load_baseline_for(cfg)
 
 
 def _call(report: dict, name: str, fn, *args) -> Any:
@@ -99,25 +83,26 @@ def selection_infeasible(selection: Any) -> bool:
 
 
 def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
+    from orchestrator.attribution import attribute
+    from orchestrator.baseline import compare_to_baseline
+    from orchestrator.selection import select_targets
+
     code = EXIT_OK
-    attribute = load_hook("attribution", "attribute")
-    if attribute is not None:
-        verdict = _call(report, "attribution", attribute, report, dict(cfg.matrix.bar))
-        if verdict is not None:
-            report["verdict"] = verdict
-    select = load_hook("selection", "select_targets")
-    if select is not None:
-        selection = _call(report, "selection", select, report, dict(cfg.matrix.constraints))
-        if selection is not None:
-            report["selection"] = selection
-            if selection_infeasible(selection):
-                code = EXIT_INFEASIBLE
-                if ui:
-                    ui.warn("selection: no backend satisfies the constraints (exit code 3)")
+    verdict = _call(report, "attribution", attribute, report, dict(cfg.matrix.bar))
+    if verdict is not None:
+        report["verdict"] = verdict
+    selection = _call(report, "selection", select_targets, report, dict(cfg.matrix.constraints))
+    if selection is not None:
+        report["selection"] = selection
+        if selection_infeasible(selection):
+            code = EXIT_INFEASIBLE
+            if ui:
+                ui.warn("selection: no backend satisfies the constraints (exit code 3)")
     if cfg.baseline is not None:
-        compare = load_hook("baseline", "compare_to_baseline")
-        result = _call(report, "baseline", compare, report, load_baseline_file(cfg.baseline),
-                       dict(cfg.matrix.tolerances))
+        # the file is read again here (it was checked before the run): a file gone or broken since is a
+        # recorded baseline error (exit code 1), not a lost report
+        result = _call(report, "baseline", lambda: compare_to_baseline(report, load_baseline_for(cfg),
+                                                                       dict(cfg.matrix.tolerances)))
         if result is None:
             code = code or EXIT_HOOK_ERROR
         else:

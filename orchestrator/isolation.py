@@ -28,12 +28,14 @@ class Outcome:
     messages: int = 0
     interrupted: bool = False
 
-    def describe(self, timeout: float | None = None) -> str:
+    def describe(self, timeout: float | None = None, timeout_source: str | None = None) -> str:
+        """Why the process ended; ``timeout_source``: the setting the timeout came from."""
         if self.interrupted:
             return "interrupted (process stopped)"
         if self.timed_out:
-            return f"timed out after {timeout:g} s (no result; process killed). Raise the timeout " \
-                   f"([settings] timeout, [overrides.<backend>] timeout or --timeout) if it is just slow"
+            where = timeout_source or "[settings] timeout, [overrides.<backend>] timeout or --timeout"
+            return f"timed out after {timeout:g} s (no result; process killed). Raise the timeout ({where}) " \
+                   f"if it is just slow"
         if self.signal:
             extra = " (likely killed for running out of memory)" if self.signal == "SIGKILL" else ""
             return f"process killed by signal {self.signal}{extra}"

@@ -27,7 +27,7 @@ Schema (every table and key optional; unknown keys are an error naming the valid
     max_source_length = 64
     max_new_tokens = 64
     threads = 2
-    timeout = 3600                      # seconds per backend process (prepare + every suite)
+    timeout = 3600                      # seconds per backend process: its artifact build, and its suites
     build_jobs = 0                      # artifact builds at once before the suites (0 = auto: cores, memory)
     strict_length = false
     source_prefix = ""                  # e.g. "translate English to German: " for T5
@@ -50,6 +50,7 @@ Schema (every table and key optional; unknown keys are an error naming the valid
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,8 @@ def check_setting(key: str, value: Any, where: str, exc=MatrixError) -> Any:
     if typ is bool and not isinstance(value, bool) or typ is not bool and isinstance(value, bool) \
             or not isinstance(value, typ):
         raise exc(f"{where}: '{key}' must be {typ.__name__}, got {value!r}")
+    if typ is float and not math.isfinite(value):
+        raise exc(f"{where}: '{key}' must be a finite number, got {value!r}")
     if lo is not None and value < lo or hi is not None and value > hi:
         rng = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
         raise exc(f"{where}: '{key}' = {value} is out of range (allowed {rng})")

@@ -45,6 +45,7 @@ Schema, ``schema_version`` 1 (fields are only ever added within a version)::
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 import traceback
@@ -170,6 +171,74 @@ def run_compare_phase(report: dict[str, Any], cfg, v, records, suites, run_dir: 
             entry = report["backends"][b]["suites"].setdefault(s, {})
             entry.update(fields)
             report["backends"][b]["metrics"].update(fields.get("metrics") or {})
+
+
+#: what ``show`` / ``select`` / ``baseline save`` / the benchmark read from a report.json; all written by
+#: ``orchestrator.report.build_report`` since schema_version 1. Objects: key -> the sub-keys read.
+REPORT_OBJECTS: dict[str, tuple[str, ...]] = {
+    "tool": ("version",), "model": ("path", "family", "content_hash"),
+    "data": ("src", "ref", "n_sentences", "truncated_sources", "max_source_length", "calibration"),
+    "settings": ("num_beams", "batch_size", "max_new_tokens", "threads"), "suites": (), "backends": (), "run": ()}
+REPORT_VALUES = ("command", "created", "reference_backend")
+BACKEND_STATUSES = ("ok", "failed", "skipped")
+
+
+def report_problems(report: Any) -> list[str]:
+    """Why ``report`` is not a report.json this seqquant can read (empty: it is)."""
+    if not isinstance(report, dict):
+        return [f"expected a JSON object, got {type(report).__name__}"]
+    if "schema_version" not in report:
+        return ["no schema_version"]
+    version = report["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        return [f"schema_version {version!r} is not an integer"]
+    if version != SCHEMA_VERSION:
+        newer = " (written by a newer seqquant?)" if version > SCHEMA_VERSION else ""
+        return [f"schema_version {version}{newer}; this seqquant reads schema_version {SCHEMA_VERSION}"]
+    problems = []
+    missing = [k for k in (*REPORT_VALUES, *REPORT_OBJECTS) if k not in report]
+    if missing:
+        problems.append(f"missing key(s) {', '.join(missing)}")
+    for key, subkeys in REPORT_OBJECTS.items():
+        if key not in report:
+            continue
+        if not isinstance(report[key], dict):
+            problems.append(f"{key} is not an object")
+            continue
+        lacking = [k for k in subkeys if k not in report[key]]
+        if lacking:
+            problems.append(f"{key} lacks {', '.join(lacking)}")
+    model, data = report.get("model"), report.get("data")
+    if isinstance(model, dict) and not isinstance(model.get("content_hash", ""), str):
+        problems.append("model.content_hash is not a string")
+    if isinstance(data, dict) and "calibration" in data and not (
+            isinstance(data["calibration"], dict) and {"src", "n_sentences"} <= set(data["calibration"])):
+        problems.append("data.calibration lacks src or n_sentences")
+    backends = report.get("backends")
+    for name, b in backends.items() if isinstance(backends, dict) else ():
+        if not isinstance(b, dict) or b.get("status") not in BACKEND_STATUSES:
+            problems.append(f"backends.{name} has no status ({' / '.join(BACKEND_STATUSES)})")
+        elif b.get("signature") is not None and not (isinstance(b["signature"], dict) and "short" in b["signature"]):
+            problems.append(f"backends.{name}.signature is not a backend signature")
+    return problems
+
+
+def read_report_file(path: Path) -> dict[str, Any]:
+    """A report.json, read and checked (:func:`report_problems`) before anything uses it: a file that is
+    not a seqquant report raises :class:`~orchestrator.errors.RunDirError` (exit code 2)."""
+    from orchestrator.errors import RunDirError
+
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # incl. UnicodeDecodeError
+        raise RunDirError(f"{path} is not valid JSON ({exc}); re-run `python cli.py compare` to rewrite it") from exc
+    except OSError as exc:
+        raise RunDirError(f"cannot read {path}: {exc}") from exc
+    problems = report_problems(report)
+    if problems:
+        raise RunDirError(f"{path} is not a seqquant report ({'; '.join(problems)}); pass the directory a "
+                          f"`python cli.py compare` run wrote, or re-run that command to rewrite it")
+    return report
 
 
 def _mb(n: Any) -> str:

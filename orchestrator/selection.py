@@ -95,6 +95,13 @@ def effective_constraints(constraints: dict[str, Any] | None) -> dict[str, Any]:
     out["rank_tolerance"] = dict(out["rank_tolerance"])
     for metric, spec in out["rank_tolerance"].items():
         parse_tolerance(metric, spec, "[constraints] rank_tolerance")  # validates; raises on a bad spec
+    from orchestrator.suites.base import known_metrics
+
+    known = known_metrics() | {"bytes"}
+    bad = sorted(m for m in {*out["rank_by"], *out["rank_tolerance"]} if m not in known)
+    if bad:
+        raise InvalidInputError(f"[constraints] rank_by / rank_tolerance: {bad} are not metrics any suite reports; "
+                                f"metrics: {', '.join(sorted(known))}")
     return out
 
 

@@ -118,7 +118,7 @@ def backend_worker(conn, job: dict[str, Any]) -> None:
         send(("backend", kw))
 
     from backends import registry
-    from backends.errors import SeqquantError
+    from backends.errors import BackendUnavailableError, SeqquantError
 
     entry = job.get("registry_entry")
     if entry and entry["name"] not in registry.available_backends():
@@ -128,7 +128,7 @@ def backend_worker(conn, job: dict[str, Any]) -> None:
     try:
         backend = registry.get_backend(job["backend"], **job["options"])
     except SeqquantError as exc:
-        info(status="skipped" if "not installed" in str(exc) else "failed", reason=str(exc))
+        info(status="skipped" if isinstance(exc, BackendUnavailableError) else "failed", reason=str(exc))
         return
     try:
         reasons = _preflight(backend)

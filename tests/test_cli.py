@@ -208,10 +208,65 @@ def test_select_and_baseline_need_a_run_dir(tmp_path, capsys):
     assert main(["select", str(tmp_path)]) == 2
     assert "no report.json" in err_of(capsys)
     assert main(["baseline", "save", str(tmp_path), str(tmp_path / "b.json")]) == 2
+    assert "no report.json" in err_of(capsys) and not (tmp_path / "b.json").exists()
+
+
+def _bad_reports():
+    from tests.orchestrator.test_console import minimal_report
+
+    newer = minimal_report()
+    newer["schema_version"] = 2
+    no_data = minimal_report()
+    del no_data["data"]
+    bad_backend = minimal_report()
+    bad_backend["backends"]["torch-fp32"] = "ok"
+    return [('{"x": 1}', "no schema_version"), ("[1, 2]", "expected a JSON object"),
+            ('{"schema_version": "1"}', "not an integer"), ("{not json", "not valid JSON"),
+            (json.dumps(newer), "schema_version 2 (written by a newer seqquant?)"),
+            (json.dumps(no_data), "missing key(s) data"),
+            (json.dumps(bad_backend), "backends.torch-fp32 has no status")]
+
+
+@pytest.mark.parametrize("text,why", _bad_reports())
+def test_show_select_baseline_refuse_a_file_that_is_not_a_report(tmp_path, text, why):
+    """Exit 2 with a message, no traceback, and nothing written: report.json is byte-identical after `select`
+    (which rewrites the reports of a real run), no report.md/html appear, no baseline file is written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(text)
+    for args in (["show", str(run)], ["select", str(run)], ["baseline", "save", str(run), str(tmp_path / "b.json")]):
+        r = run_cli(*args, timeout=120)
+        err = " ".join(r.stderr.split())
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and why in err and "python cli.py compare" in err, err
+        assert (run / "report.json").read_text() == text
+        assert sorted(f.name for f in run.iterdir()) == ["report.json"]
+        assert not (tmp_path / "b.json").exists()
+
+
+def test_show_and_baseline_save_accept_a_minimal_report(tmp_path, capsys):
+    from tests.orchestrator.test_console import minimal_report
+
+    (tmp_path / "report.json").write_text(json.dumps(minimal_report()))
+    assert main(["show", str(tmp_path)]) == 0
+    assert "torch-fp32" in capsys.readouterr().out
+    assert main(["baseline", "save", str(tmp_path), str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["backends"]["torch-fp32"]["status"] == "ok"
+    # FILE names an existing file that is not a baseline (here: the report itself): refused, kept
+    before = (tmp_path / "report.json").read_text()
+    assert main(["baseline", "save", str(tmp_path), str(tmp_path / "report.json")]) == 2
+    assert "not overwriting it" in err_of(capsys) and (tmp_path / "report.json").read_text() == before
+
+
+def test_baseline_without_an_action_prints_its_help_and_exits_2(capsys):
+    assert main(["baseline"]) == 2
+    out = err_of(capsys)
+    assert "save" in out and "ACTION" in out
+    r = run_cli("baseline", timeout=120)
+    assert r.returncode == 2 and "save" in r.stdout and "Traceback" not in r.stderr
 
 
 def test_missing_baseline_file_fails_before_running(tmp_path, capsys):
-    pytest.importorskip("orchestrator.baseline")
     assert compare("--baseline", str(tmp_path / "nope.json")) == 2
     assert "baseline save" in err_of(capsys)
 
@@ -251,42 +306,44 @@ def test_compare_end_to_end_default_model(tmp_path):
     assert again["run"]["backends_run"] == []
     assert again["backends"]["torch-fp32"]["metrics"]["bleu"] == fused["metrics"]["bleu"]
 
-    # the stored run feeds `select` and `baseline save` / `compare --baseline` (when those modules exist)
-    if (REPO / "orchestrator" / "selection.py").exists():
-        r3 = run_cli("select", str(out))
-        assert r3.returncode == 0, r3.stdout + r3.stderr
-        assert json.loads((out / "report.json").read_text())["selection"]["chosen"] in ("torch-fp32",
-                                                                                       "torch-fp32-split")
-        only_split = tmp_path / "split.toml"
-        only_split.write_text('[constraints]\nbackends = ["torch-fp32-split"]\n')
-        r3a = run_cli("select", str(out), "--constraints", str(only_split))
-        assert r3a.returncode == 0, r3a.stdout + r3a.stderr
-        assert json.loads((out / "report.json").read_text())["selection"]["chosen"] == "torch-fp32-split"
-        # report.md (and report.html when written) show the new choice and its rejection, not the old one
-        md = (out / "report.md").read_text()
-        assert "| chosen | torch-fp32-split |" in md and "rejected: torch-fp32" in md
-        if (out / "report.html").exists():
-            assert "not in the allowed backends" in (out / "report.html").read_text()
-        impossible = tmp_path / "c.toml"
-        impossible.write_text('[constraints]\nruntimes = ["tflite"]\n')
-        r3b = run_cli("select", str(out), "--constraints", str(impossible))
-        assert r3b.returncode == 3, r3b.stdout + r3b.stderr  # nothing feasible
-        impossible.write_text('[constraints]\nmax_byts = 10\n')
-        r3c = run_cli("select", str(out), "--constraints", str(impossible))
-        assert r3c.returncode == 2 and "max_byts" in r3c.stderr
-    if (REPO / "orchestrator" / "baseline.py").exists():
-        base = tmp_path / "baseline.json"
-        assert run_cli("baseline", "save", str(out), str(base)).returncode == 0 and base.exists()
-        r4 = run_cli(*args, "--baseline", str(base))
-        assert r4.returncode == 0, r4.stdout + r4.stderr
-        assert json.loads((out / "report.json").read_text())["baseline"]["regressions"] in (False, [], 0, None)
-        # a baseline that was 5 BLEU better: this run is a regression -> exit code 4 (the CI gate)
-        better = json.loads(base.read_text())
-        better["backends"]["torch-fp32"]["metrics"]["bleu"] += 5
-        (tmp_path / "better.json").write_text(json.dumps(better))
-        r5 = run_cli(*args, "--baseline", str(tmp_path / "better.json"))
-        assert r5.returncode == 4, r5.stdout + r5.stderr
-        assert json.loads((out / "report.json").read_text())["baseline"]["regressions"]
-        (tmp_path / "junk.json").write_text('{"not": "a baseline"}')
-        r6 = run_cli(*args, "--baseline", str(tmp_path / "junk.json"))
-        assert r6.returncode == 2 and "baseline save" in " ".join(r6.stderr.split())
+    # `show` prints the stored run and names its three report files
+    r_show = run_cli("show", str(out), timeout=120)
+    assert r_show.returncode == 0, r_show.stdout + r_show.stderr
+    assert f"{out}/report.html" in " ".join(r_show.stdout.split()) and "error:" not in r_show.stdout
+
+    # the stored run feeds `select` and `baseline save` / `compare --baseline`
+    r3 = run_cli("select", str(out))
+    assert r3.returncode == 0, r3.stdout + r3.stderr
+    assert json.loads((out / "report.json").read_text())["selection"]["chosen"] in ("torch-fp32",
+                                                                                   "torch-fp32-split")
+    only_split = tmp_path / "split.toml"
+    only_split.write_text('[constraints]\nbackends = ["torch-fp32-split"]\n')
+    r3a = run_cli("select", str(out), "--constraints", str(only_split))
+    assert r3a.returncode == 0, r3a.stdout + r3a.stderr
+    assert json.loads((out / "report.json").read_text())["selection"]["chosen"] == "torch-fp32-split"
+    # report.md and report.html show the new choice and its rejection, not the old one
+    md = (out / "report.md").read_text()
+    assert "| chosen | torch-fp32-split |" in md and "rejected: torch-fp32" in md
+    assert "not in the allowed backends" in (out / "report.html").read_text()
+    impossible = tmp_path / "c.toml"
+    impossible.write_text('[constraints]\nruntimes = ["tflite"]\n')
+    r3b = run_cli("select", str(out), "--constraints", str(impossible))
+    assert r3b.returncode == 3, r3b.stdout + r3b.stderr  # nothing feasible
+    impossible.write_text('[constraints]\nmax_byts = 10\n')
+    r3c = run_cli("select", str(out), "--constraints", str(impossible))
+    assert r3c.returncode == 2 and "max_byts" in r3c.stderr
+    base = tmp_path / "baseline.json"
+    assert run_cli("baseline", "save", str(out), str(base)).returncode == 0 and base.exists()
+    r4 = run_cli(*args, "--baseline", str(base))
+    assert r4.returncode == 0, r4.stdout + r4.stderr
+    assert json.loads((out / "report.json").read_text())["baseline"]["regressions"] in (False, [], 0, None)
+    # a baseline that was 5 BLEU better: this run is a regression -> exit code 4 (the CI gate)
+    better = json.loads(base.read_text())
+    better["backends"]["torch-fp32"]["metrics"]["bleu"] += 5
+    (tmp_path / "better.json").write_text(json.dumps(better))
+    r5 = run_cli(*args, "--baseline", str(tmp_path / "better.json"))
+    assert r5.returncode == 4, r5.stdout + r5.stderr
+    assert json.loads((out / "report.json").read_text())["baseline"]["regressions"]
+    (tmp_path / "junk.json").write_text('{"not": "a baseline"}')
+    r6 = run_cli(*args, "--baseline", str(tmp_path / "junk.json"))
+    assert r6.returncode == 2 and "baseline save" in " ".join(r6.stderr.split())

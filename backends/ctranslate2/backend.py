@@ -168,11 +168,6 @@ class CTranslate2Backend(Seq2SeqBackend):
         self._gemm, reasons = use_gemm_library(str(self.options["gemm_library"]), self.device)
         return reasons or preflight_compute_type(self.compute_type, self.device)
 
-    @classmethod
-    def preflight_options(cls, compute_type: str = "float32", device: str = "cpu") -> list[str]:
-        """Class-level preflight for a compute type/device, without instantiating."""
-        return preflight_compute_type(compute_type, device)
-
     def _require_supported(self) -> None:
         reasons = self.preflight()
         if reasons:

@@ -64,6 +64,17 @@ class CompareContext:
 class Suite(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: the options of its ``[suites.<name>]`` table, with their defaults (checked before a run starts)
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: the keys it adds to ``report.json`` ``backends.<name>.metrics`` (what [tolerances] and rank_by may name)
+    metrics: ClassVar[tuple[str, ...]] = ()
+
+    def options(self, table: dict[str, Any], where: str) -> dict[str, Any]:
+        """Its options: ``defaults`` updated with ``table`` (named ``where`` in messages), checked.
+        A suite with value constraints beyond the types of its defaults overrides this."""
+        from orchestrator.suites.util import check_suite_options
+
+        return check_suite_options(table, self.defaults, where)
 
     def supports(self, backend: Seq2SeqBackend) -> bool:
         return True
@@ -99,6 +110,17 @@ SUITES: dict[str, str] = {
     "speed": "orchestrator.suites.speed:SpeedSuite",
     "split-generation": "orchestrator.suites.split_generation:SplitGenerationSuite",
 }
+
+
+def known_metrics() -> set[str]:
+    """Every metric key a suite of this checkout can report (suites whose module is missing add none)."""
+    out: set[str] = set()
+    for name, target in SUITES.items():
+        try:
+            out.update(get_suite(name).metrics)
+        except ImportError:  # a suite module missing from this checkout: it reports nothing
+            continue
+    return out
 
 
 def get_suite(name: str) -> Suite:

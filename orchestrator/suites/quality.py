@@ -84,6 +84,19 @@ def corpus_scores(hyps: list[str], refs: list[str]) -> dict[str, Any]:
 class QualitySuite(Suite):
     name = "quality"
     description = "BLEU/chrF vs references; exact match vs the reference backend's outputs"
+    defaults = DEFAULTS
+    metrics = ("bleu", "chrf", "exact_match_vs_reference", "bleu_delta_vs_reference", "chrf_delta_vs_reference",
+               "bleu_p_value_vs_reference")
+
+    def options(self, table: dict[str, Any], where: str) -> dict[str, Any]:
+        opt = super().options(table, where)
+        which = opt["bootstrap_metrics"]
+        if isinstance(which, str):
+            which = [which]
+        if not isinstance(which, list) or not which or any(w not in METRICS for w in which):
+            raise InvalidInputError(f"{where}: bootstrap_metrics must be a non-empty list of "
+                                    f"{sorted(METRICS)}, got {opt['bootstrap_metrics']!r}")
+        return {**opt, "bootstrap_metrics": which}
 
     def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
         tokens, truncated = translate_all(backend, ctx, label="quality")
@@ -102,12 +115,8 @@ class QualitySuite(Suite):
         if ref not in results:
             return {}
         opt = suite_options(ctx, self.name, DEFAULTS)
+        opt = self.options(opt, f"[suites.{self.name}]")
         which = opt["bootstrap_metrics"]
-        if isinstance(which, str):
-            which = [which]
-        if not isinstance(which, list) or not which or any(w not in METRICS for w in which):
-            raise InvalidInputError(f"[suites.quality] bootstrap_metrics must be a non-empty list of "
-                                    f"{sorted(METRICS)}, got {opt['bootstrap_metrics']!r}")
         ref_tokens = json.loads((ctx.backend_dir(ref) / results[ref]["tokens"]).read_text())
         out = {}
         hyps = {}

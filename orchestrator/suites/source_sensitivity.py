@@ -90,6 +90,9 @@ def cross_stats(logits: np.ndarray, pairs: list[tuple[int, int]], k: int) -> dic
 class SourceSensitivitySuite(Suite):
     name = "source-sensitivity"
     description = "first-step logits across unrelated sources (source-blind decoders) and vs the reference"
+    defaults = DEFAULTS
+    metrics = ("cross_source_cosine", "cross_source_same_argmax", "source_blind",
+               "first_step_cosine_to_reference", "first_step_argmax_agreement")
 
     def supports(self, backend) -> bool:
         return callable(getattr(backend, "first_step_logits", None))

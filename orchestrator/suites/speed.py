@@ -87,6 +87,9 @@ def artifact_bytes(backend) -> int | None:
 class SpeedSuite(Suite):
     name = "speed"
     description = "latency p50/p90 at batch 1, throughput at batch N, tokens/s, bytes, peak RSS"
+    defaults = DEFAULTS
+    metrics = ("latency_p50_ms", "latency_p90_ms", "ms_per_token", "throughput_sps", "tokens_per_s", "bytes",
+               "cpu_ms_p50", "peak_rss_mb", "threads")
 
     def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
         opt = suite_options(ctx, self.name, DEFAULTS)

@@ -112,6 +112,8 @@ def token_agreement(a: list[list[int]], b: list[list[int]]) -> float:
 class SplitGenerationSuite(Suite):
     name = "split-generation"
     description = "teacher-forced step logits vs the reference, boundary matrix, first divergence step"
+    defaults = DEFAULTS
+    metrics = ("tf_max_abs_logit_diff", "tf_argmax_agreement", "token_agreement_vs_reference")
 
     def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
         opt = suite_options(ctx, self.name, DEFAULTS)

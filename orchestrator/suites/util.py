@@ -5,6 +5,7 @@ Only numpy/json here (no runtime imports).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +25,39 @@ def suite_options(ctx: Any, suite: str, defaults: dict[str, Any]) -> dict[str, A
         raw = dict(raw[suite])
     # drop other suites' tables when given the whole [suites] table
     raw = {k: v for k, v in raw.items() if not isinstance(v, dict)}
+    return check_suite_options(raw, defaults, f"[suites.{suite}]")
+
+
+def check_suite_options(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    """``defaults`` updated with ``raw`` (one suite's option table, named ``where`` in messages), every
+    value type-checked against its default's; every problem in one :class:`InvalidInputError`."""
+    problems = []
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
-        raise InvalidInputError(f"[suites.{suite}]: unknown option(s) {unknown}; accepted: {sorted(defaults)}")
+        problems.append(f"unknown option(s) {unknown}; accepted: {sorted(defaults)}")
     out = dict(defaults)
     for k, v in raw.items():
+        if k not in defaults:
+            continue
         d = defaults[k]
         if isinstance(d, bool):
             if not isinstance(v, bool):
-                raise InvalidInputError(f"[suites.{suite}] {k} must be true/false, got {v!r}")
-        elif isinstance(d, int) and not isinstance(d, bool):
+                problems.append(f"{k} must be true/false, got {v!r}")
+        elif isinstance(d, int):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise InvalidInputError(f"[suites.{suite}] {k} must be a non-negative integer, got {v!r}")
+                problems.append(f"{k} must be a non-negative integer, got {v!r}")
         elif isinstance(d, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise InvalidInputError(f"[suites.{suite}] {k} must be a number, got {v!r}")
-            v = float(v)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                problems.append(f"{k} must be a finite number, got {v!r}")
+            else:
+                v = float(v)
+        elif isinstance(d, list) and not isinstance(v, list):
+            problems.append(f"{k} must be a list, got {v!r}")
+        elif isinstance(d, str) and not isinstance(v, str):
+            problems.append(f"{k} must be a string, got {v!r}")
         out[k] = v
+    if problems:
+        raise InvalidInputError(f"{where}: " + "; ".join(problems))
     return out
 
 

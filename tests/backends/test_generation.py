@@ -48,3 +48,13 @@ def test_no_repeat_ngram():
 def test_topk_sorted_and_ties():
     x = np.array([[0.1, 0.5, 0.5, 0.3, 0.9]])
     assert _topk(x, 3).tolist() == [[4, 1, 2]]
+
+
+def test_returned_tokens_stop_at_eos_and_drop_pad():
+    """Like transformers' generate and CTranslate2 as the backends return them: a pad id the model emits
+    mid-sequence is dropped, so it never makes two backends' outputs differ."""
+    from backends.generation import _strip
+
+    conv = GenerationConventions(decoder_start_token_id=9, eos_token_id=2, pad_token_id=1, vocab_size=10)
+    assert _strip(np.array([9, 4, 1, 5, 2, 6, 1]), conv) == [4, 5]
+    assert _strip(np.array([9, 4, 5]), conv) == [4, 5]

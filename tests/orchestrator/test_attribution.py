@@ -240,3 +240,13 @@ def test_precision_verdict_when_only_a_wider_activation_variant_passes(report):
     q("sim-int8").update(activations="int8")
     attribute(rep, {})
     assert _kind(rep, "sim-int8-raw") == "calibration"
+
+
+def test_fp32_pass_never_claims_an_unmeasured_agreement(report):
+    rep = copy.deepcopy(report)
+    rep["backends"]["torch-fp32-split"]["metrics"].pop("exact_match_vs_reference")
+    attribute(rep, {})
+    v = rep["backends"]["torch-fp32-split"]["verdict"]
+    assert v["kind"] == "pass" and "matches the reference" not in v["summary"]
+    assert "not measured" in v["summary"]
+    assert "matches the reference" in rep["backends"]["torch-fp32"]["verdict"]["summary"]  # the reference itself

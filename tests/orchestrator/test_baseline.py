@@ -94,5 +94,38 @@ def test_tolerance_parsing_and_bad_files(tmp_path):
     bad.write_text("{}")
     with pytest.raises(InvalidInputError, match="not a seqquant baseline"):
         load_baseline(bad)
-    with pytest.raises(InvalidInputError, match="does not exist"):
+    with pytest.raises(InvalidInputError, match="does not exist; create one with `python cli.py baseline save"):
         load_baseline(tmp_path / "missing.json")
+    bad.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(InvalidInputError, match="is not a JSON baseline file"):
+        load_baseline(bad)
+    with pytest.raises(InvalidInputError, match="is not a JSON baseline file"):
+        load_baseline(tmp_path)  # a directory
+    # an empty baseline (what `baseline save` wrote for a non-report before) would pass any run
+    bad.write_text(json.dumps({"schema": "seqquant-baseline/1", "backends": {}}))
+    with pytest.raises(InvalidInputError, match="has no backends"):
+        load_baseline(bad, where="--baseline x.json")
+
+
+def test_a_report_without_backends_is_not_saved(tmp_path):
+    path = tmp_path / "b.json"
+    for rep in ({"x": 1}, {"backends": {}}, {"backends": []}):
+        with pytest.raises(InvalidInputError, match="no backends"):
+            save_baseline(rep, path)
+    assert not path.exists()
+
+
+def test_save_replaces_a_baseline_but_never_another_file(report, tmp_path):
+    path = tmp_path / "b.json"
+    save_baseline(report, path)
+    first = json.loads(path.read_text())
+    save_baseline(report, path)  # updating a baseline: the normal flow
+    assert json.loads(path.read_text())["backends"] == first["backends"]
+    other = tmp_path / "report.json"
+    other.write_text('{"schema_version": 1}')
+    with pytest.raises(InvalidInputError, match="exists and is not a seqquant baseline: not overwriting it"):
+        save_baseline(report, other)
+    assert other.read_text() == '{"schema_version": 1}'
+    with pytest.raises(InvalidInputError, match="is a directory"):
+        save_baseline(report, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "report.json"]  # no .tmp left

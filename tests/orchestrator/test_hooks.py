@@ -1,11 +1,12 @@
-"""Hook points: optional modules, up-front validation of their matrix tables, exit-code rules."""
+"""Post-compare steps: up-front validation of their matrix tables and the baseline file, exit-code rules."""
 import json
 
 import pytest
 
+from backends.errors import InvalidInputError
 from orchestrator.config import resolve_config
 from orchestrator.errors import SettingsError
-from orchestrator.hooks import check_requested, load_baseline_file, load_hook, selection_infeasible
+from orchestrator.hooks import EXIT_HOOK_ERROR, check_requested, load_hook, run_hooks, selection_infeasible
 
 
 def test_missing_hook_module_is_none():
@@ -19,7 +20,6 @@ def test_selection_infeasible_rule():
 
 
 def test_invalid_bar_fails_before_running(tmp_path):
-    pytest.importorskip("orchestrator.attribution")
     m = tmp_path / "m.toml"
     m.write_text("[bar]\nmax_bleu_dorp = 1.0\n")
     with pytest.raises(SettingsError) as e:
@@ -28,28 +28,48 @@ def test_invalid_bar_fails_before_running(tmp_path):
 
 
 def test_invalid_constraints_and_tolerances_fail_before_running(tmp_path):
-    pytest.importorskip("orchestrator.selection")
     m = tmp_path / "m.toml"
     m.write_text('[constraints]\nprecision = "int4"\n')
     with pytest.raises(SettingsError, match=r"\[constraints\]"):
         check_requested(resolve_config({"matrix": str(m)}))
-    pytest.importorskip("orchestrator.baseline")
     m.write_text('[tolerances]\nbleu = "lots"\n')
     with pytest.raises(SettingsError, match="bleu"):
         check_requested(resolve_config({"matrix": str(m)}))
 
 
-def test_baseline_file_errors(tmp_path):
-    with pytest.raises(SettingsError, match="does not exist"):
-        load_baseline_file(tmp_path / "none.json")
+def _with_baseline(path):
+    return resolve_config({"baseline": str(path)})
+
+
+def test_baseline_file_errors_fail_before_running(tmp_path):
+    """``compare --baseline FILE`` checks FILE with orchestrator.baseline.load_baseline before running."""
+    with pytest.raises(InvalidInputError, match="does not exist.*baseline save"):
+        check_requested(_with_baseline(tmp_path / "none.json"))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(SettingsError, match="not a JSON"):
-        load_baseline_file(bad)
-    pytest.importorskip("orchestrator.baseline")
-    bad.write_text(json.dumps({"backends": {}}))
-    with pytest.raises(SettingsError, match="baseline save"):
-        load_baseline_file(bad)
+    with pytest.raises(InvalidInputError, match=r"--baseline .*bad.json is not a JSON baseline file"):
+        check_requested(_with_baseline(bad))
+    for junk in ({"backends": {}}, [1, 2], {"schema": "seqquant-baseline/1", "backends": {}}):
+        bad.write_text(json.dumps(junk))
+        with pytest.raises(InvalidInputError, match="baseline save"):
+            check_requested(_with_baseline(bad))
+
+
+def test_a_baseline_gone_during_the_run_is_a_recorded_step_error(tmp_path):
+    """The baseline is read again after the run: if it vanished meanwhile, the report keeps the error
+    (exit code 1) instead of the run raising and losing its report."""
+    from orchestrator.baseline import save_baseline
+    from tests.orchestrator.test_console import minimal_report
+
+    base = tmp_path / "b.json"
+    save_baseline(minimal_report(), base)
+    cfg = _with_baseline(base)
+    check_requested(cfg)
+    report = minimal_report()
+    base.unlink()
+    assert run_hooks(report, cfg) == EXIT_HOOK_ERROR
+    assert "does not exist" in report["hook_errors"]["baseline"]
+    assert "baseline" not in report and report["verdict"] and report["selection"]
 
 
 def test_a_broken_html_module_is_recorded_not_raised(tmp_path, monkeypatch):
