@@ -166,7 +166,7 @@ class ModelBundle:
         if too_long and strict:
             raise InputTooLongError(
                 f"{len(too_long)} source(s) exceed the static source length {max_length} tokens "
-                f"(first: line {too_long[0] + 1}, {lengths[too_long[0]]} tokens). Raise --max-source-length "
+                f"(first: sentence {too_long[0] + 1} of this batch, {lengths[too_long[0]]} tokens). Raise --max-source-length "
                 f"or drop --strict-length to truncate them with a warning.")
         rows = []
         eos = self.conventions.eos_token_id
