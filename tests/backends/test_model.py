@@ -47,5 +47,5 @@ def test_encode_truncates_or_refuses(tiny_model):
     enc = b.encode_sources(["short one", long], max_length=10)
     assert enc.input_ids.shape == (2, 10) and enc.truncated == 1
     assert enc.input_ids[1, -1] == b.conventions.eos_token_id
-    with pytest.raises(InputTooLongError, match="line 2"):
+    with pytest.raises(InputTooLongError, match="sentence 2 of this batch"):
         b.encode_sources(["short one", long], max_length=10, strict=True)
