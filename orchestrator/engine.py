@@ -78,18 +78,15 @@ class Validated:
             if cache is not None:
                 atomic_write_json(cache, {"key": key, "lengths": lengths})
         self.longest = max(lengths) if lengths else 0
-        self.truncated = sum(n > limit for n in lengths)
-        self.truncated_by = {b: sum(n > S for n in lengths) for b, S in (limits or {}).items() if S != limit}
-        if not s["strict_length"]:
-            return
-        problems = []
-        for who, S in [("", limit), *((f" of {b}", S) for b, S in (limits or {}).items() if S != limit)]:
-            over = [i for i, n in enumerate(lengths) if n > S]
-            if over:
-                problems.append(f"{len(over)} source(s) exceed the static source length{who} {S} tokens (first: "
-                                f"line {self.data.line_numbers[over[0]]} of {self.data.src_path}, "
-                                f"{lengths[over[0]]} tokens)")
-        if problems:
+        # "" = the run's S; then each backend whose own S differs
+        limits = {"": limit, **{b: S for b, S in (limits or {}).items() if S != limit}}
+        over = {b: [i for i, n in enumerate(lengths) if n > S] for b, S in limits.items()}
+        self.truncated = len(over[""])
+        self.truncated_by = {b: len(rows) for b, rows in over.items() if b}
+        problems = [f"{len(rows)} source(s) exceed the static source length{f' of {b}' if b else ''} {limits[b]} "
+                    f"tokens (first: line {self.data.line_numbers[rows[0]]} of {self.data.src_path}, "
+                    f"{lengths[rows[0]]} tokens)" for b, rows in over.items() if rows]
+        if problems and s["strict_length"]:
             raise InputTooLongError("; ".join(problems) + ". Raise --max-source-length (or the backend's "
                                     "max_source_length option) or drop --strict-length to truncate them with "
                                     "a counted warning.")
@@ -130,10 +127,10 @@ def check_inputs(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
     """Everything a backend process would otherwise find too late, checked here and reported at once:
     the reference's name, ``[overrides]`` naming no backend, every suite option table, every backend's
     options (the backend is built here, no runtime import), and static lengths beyond the model's
-    position table."""
+    position table. (The [bar], [constraints] and [tolerances] tables: :func:`hooks.check_requested`.)"""
     from backends import registry
     from backends.errors import SeqquantError
-    from orchestrator.suites.base import SUITES, get_suite, known_metrics
+    from orchestrator.suites.base import SUITES, get_suite
 
     problems: list[str] = []
     registered = set(registry.available_backends())
@@ -155,9 +152,6 @@ def check_inputs(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
                 get_suite(s).options(table, where)
             except SeqquantError as exc:
                 problems.append(str(exc))
-    metrics = known_metrics() | {"bytes"}
-    for metric in sorted(set(cfg.matrix.tolerances) - metrics):
-        problems.append(f"[tolerances] {metric}: not a metric any suite reports; metrics: {', '.join(sorted(metrics))}")
     norm = v.model.normalized
     for p in plans:
         if p.skip_reason:

@@ -51,6 +51,7 @@ def check_requested(cfg) -> None:
     from orchestrator.attribution import effective_bar
     from orchestrator.baseline import parse_tolerance
     from orchestrator.selection import effective_constraints
+    from orchestrator.suites.base import known_metrics
 
     where = f"matrix {cfg.matrix.path}" if cfg.matrix.path else "matrix"
     for fn, table, name in ((effective_bar, cfg.matrix.bar, "[bar]"),
@@ -61,7 +62,11 @@ def check_requested(cfg) -> None:
             raise
         except SeqquantError as exc:
             raise SettingsError(f"{where} {name}: {exc}") from exc
+    metrics = known_metrics()
     for metric, spec in cfg.matrix.tolerances.items():
+        if metric not in metrics:
+            raise SettingsError(f"{where}: [tolerances] {metric}: not a metric any suite reports; metrics: "
+                                f"{', '.join(sorted(metrics))}")
         try:
             parse_tolerance(metric, spec)
         except SeqquantError as exc:

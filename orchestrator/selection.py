@@ -97,7 +97,7 @@ def effective_constraints(constraints: dict[str, Any] | None) -> dict[str, Any]:
         parse_tolerance(metric, spec, "[constraints] rank_tolerance")  # validates; raises on a bad spec
     from orchestrator.suites.base import known_metrics
 
-    known = known_metrics() | {"bytes"}
+    known = known_metrics()
     bad = sorted(m for m in {*out["rank_by"], *out["rank_tolerance"]} if m not in known)
     if bad:
         raise InvalidInputError(f"[constraints] rank_by / rank_tolerance: {bad} are not metrics any suite reports; "

@@ -115,7 +115,7 @@ SUITES: dict[str, str] = {
 def known_metrics() -> set[str]:
     """Every metric key a suite of this checkout can report (suites whose module is missing add none)."""
     out: set[str] = set()
-    for name, target in SUITES.items():
+    for name in SUITES:
         try:
             out.update(get_suite(name).metrics)
         except ImportError:  # a suite module missing from this checkout: it reports nothing

@@ -19,7 +19,7 @@ from typing import Any
 
 from backends.errors import InvalidInputError
 from orchestrator.suites.base import CompareContext, Suite, SuiteContext, translate_all
-from orchestrator.suites.util import suite_options
+from orchestrator.suites.util import suite_table
 
 HYPS = "hypotheses.txt"
 TOKENS = "hypotheses.tokens.json"
@@ -89,14 +89,11 @@ class QualitySuite(Suite):
                "bleu_p_value_vs_reference")
 
     def options(self, table: dict[str, Any], where: str) -> dict[str, Any]:
-        opt = super().options(table, where)
-        which = opt["bootstrap_metrics"]
-        if isinstance(which, str):
-            which = [which]
-        if not isinstance(which, list) or not which or any(w not in METRICS for w in which):
+        opt = super().options(table, where)  # bootstrap_metrics is a list (its default is)
+        if not opt["bootstrap_metrics"] or any(w not in METRICS for w in opt["bootstrap_metrics"]):
             raise InvalidInputError(f"{where}: bootstrap_metrics must be a non-empty list of "
                                     f"{sorted(METRICS)}, got {opt['bootstrap_metrics']!r}")
-        return {**opt, "bootstrap_metrics": which}
+        return opt
 
     def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
         tokens, truncated = translate_all(backend, ctx, label="quality")
@@ -114,8 +111,7 @@ class QualitySuite(Suite):
         ref = ctx.reference_backend
         if ref not in results:
             return {}
-        opt = suite_options(ctx, self.name, DEFAULTS)
-        opt = self.options(opt, f"[suites.{self.name}]")
+        opt = self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")
         which = opt["bootstrap_metrics"]
         ref_tokens = json.loads((ctx.backend_dir(ref) / results[ref]["tokens"]).read_text())
         out = {}

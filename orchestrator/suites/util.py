@@ -20,12 +20,16 @@ def suite_options(ctx: Any, suite: str, defaults: dict[str, Any]) -> dict[str, A
     ``ctx.suite_options`` is either that table itself or the whole ``[suites]`` table
     (``{suite_name: {...}}``); both are accepted. Unknown keys are a user error.
     """
+    return check_suite_options(suite_table(ctx, suite), defaults, f"[suites.{suite}]")
+
+
+def suite_table(ctx: Any, suite: str) -> dict[str, Any]:
+    """The ``[suites.<suite>]`` table in ``ctx.suite_options`` (that table itself or the whole ``[suites]``)."""
     raw = dict(getattr(ctx, "suite_options", None) or {})
     if isinstance(raw.get(suite), dict):
         raw = dict(raw[suite])
     # drop other suites' tables when given the whole [suites] table
-    raw = {k: v for k, v in raw.items() if not isinstance(v, dict)}
-    return check_suite_options(raw, defaults, f"[suites.{suite}]")
+    return {k: v for k, v in raw.items() if not isinstance(v, dict)}
 
 
 def check_suite_options(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
