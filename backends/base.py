@@ -34,7 +34,7 @@ import numpy as np
 
 from backends.errors import ArtifactError, BackendStateError, InvalidInputError
 
-ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_FORMAT_VERSION = 2  # 2: generation.json names the tokenizer files and the mask rule
 #: encoder -> decoder boundary configurations a quantized split backend can run (the split-
 #: generation suite's boundary matrix). "raw" passes int8 bytes across unchanged.
 BOUNDARY_MODES = (

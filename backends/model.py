@@ -23,6 +23,8 @@ from backends._imports import require
 from backends.errors import ConfigurationChecker, InputTooLongError, InvalidInputError
 from backends.families import GenerationConventions, NormalizedConfig, resolve_family
 
+#: optional tokenizer configuration shipped with the tokenizer files
+TOKENIZER_CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -143,6 +145,14 @@ class ModelBundle:
                 "conventions": self.conventions.to_dict()}
 
     # ---- tokenizer -----------------------------------------------------------------
+    def tokenizer_files(self) -> list[str]:
+        """The tokenizer's files in the checkpoint: the first complete file set of the family plus the
+        optional configuration files next to it (what an app needs to tokenize as this model does)."""
+        sets = self.family.tokenizer_file_sets(self.path)
+        chosen = next((files for files in sets if all((self.path / f).exists() for f in files)), ())
+        extra = [f for f in TOKENIZER_CONFIG_FILES if (self.path / f).exists() and f not in chosen]
+        return [*chosen, *extra]
+
     @cached_property
     def tokenizer(self):
         transformers = require("transformers", "tokenization")

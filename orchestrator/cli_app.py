@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--constraints", help="TOML file with constraints (default: the run's matrix [constraints])")
     sh = sub.add_parser("show", help="print the result table of an existing run")
     sh.add_argument("run_dir")
+    ex = sub.add_parser("export", help="copy one backend's measured artifacts out of a run, ready to ship",
+                        description="Copy the artifacts a run measured (checksums checked), the model's config and "
+                                    "tokenizer files, and export.json (provenance, metrics, verdict) into a "
+                                    "directory. TFLite exports also get reference_loop.py, the host loop as "
+                                    "generation.json describes it (numpy + LiteRT only).")
+    ex.add_argument("run_dir")
+    ex.add_argument("--to", required=True, dest="dest", help="directory to create (must be new or empty)")
+    ex.add_argument("--backend", help="backend to export (default: the run's selection)")
+    ex.add_argument("--force", action="store_true", help="replace --to if it exists")
     b = sub.add_parser("baseline", help="regression baselines")
     b.set_defaults(baseline_help=b.print_help)
     bsub = b.add_subparsers(dest="baseline_cmd", metavar="ACTION")
@@ -204,6 +213,20 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from orchestrator.export import export_backend
+
+    path, report = _read_report(args.run_dir)
+    dest = Path(args.dest)
+    info = export_backend(report, path.parent, dest, args.backend, force=args.force)
+    files = info["files"]
+    print(f"exported {info['backend']} ({info['precision']}, {info['runtime']}) to {dest}: {len(files)} files, "
+          f"{sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB; provenance and metrics in {dest / 'export.json'}")
+    if "run" in info:
+        print(f"reference loop: cd {dest} && {info['run']}")
+    return 0
+
+
 def cmd_baseline(args) -> int:
     if args.baseline_cmd != "save":
         args.baseline_help()
@@ -237,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_show(args)
         if args.cmd == "baseline":
             return cmd_baseline(args)
+        if args.cmd == "export":
+            return cmd_export(args)
     except SeqquantError as exc:
         from orchestrator.console import print_error
 

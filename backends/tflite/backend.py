@@ -463,6 +463,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             o, i = dec.outputs[new], dec.inputs[name]
             caches.append({"input": i.to_dict(), "output": o.to_dict(),
                            "requantize": bool(o.quantized and (o.scale, o.zero_point) != (i.scale, i.zero_point))})
+        raw = self.options["boundary"] == "raw"
+        mask_len = self.cache_length + 1
         return {
             "format": "seqquant-tflite-generation/1",
             "model": {"family": model.family_name, "content_hash": model.content_hash},
@@ -471,9 +473,18 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                        "max_new_tokens": self.max_new_tokens},
             "source_buckets": list(self.source_buckets),
             "special_tokens": conv.to_dict(),
+            "tokenizer": {"family": model.family_name, "files": model.tokenizer_files(),
+                          "source_prefix": conv.source_prefix,
+                          "rule": "tokenize the source (with source_prefix) as the checkpoint's tokenizer does; "
+                                  "its ids end with eos_token_id; detokenize the target ids with the same files"},
             "encoder": enc.describe(),
             "decoder_step": dec.describe(),
+            "boundary_mode": "raw" if raw else "convert",
             "boundary": boundary,
+            "self_attention_mask": {
+                "length": mask_len,
+                "rule": f"int32 [batch, {mask_len}]: 1 at slots < position (earlier tokens in the cache) and at "
+                        f"slot {mask_len - 1} (the step's own token), 0 elsewhere"},
             "cache": {
                 "layout": "one tensor per decoder layer and K/V: [batch, heads, cache_length, head_dim]",
                 "rule": "step t reads slots < position; after the step write new_{k,v}_i[:, :, 0] into "
@@ -489,15 +500,23 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                  "attention_mask (0) to it; run the encoder (resize its inputs to that length; keep one "
                  "interpreter per bucket)" if self.source_buckets else
                  "pad input_ids (pad_token_id) and attention_mask (0) to source_length; run the encoder"),
-                "convert every boundary tensor to the decoder input's domain: q_d = clamp(round(s_e/s_d*(q_e-z_e))+z_d)"
+                ("boundary_mode raw (the deliberately wrong first-try recipe this backend reproduces): the "
+                 "encoder's integer outputs are fed to the decoder unchanged" if raw else
+                 "convert every boundary tensor to the decoder input's domain: q_d = clamp(round(s_e/s_d*(q_e-z_e))+z_d) "
+                 "(dequantize or quantize when one side is float)")
                 + ("; pad its source axis to source_length with the decoder input's zero point (0 for float), "
                    "and the encoder attention mask with 0" if self.source_buckets else ""),
                 "token = decoder_start_token_id; for position in 0..max_new_tokens-1: run decoder_step with "
-                "input_ids=[[token]], position=[position], self_attention_mask (1 for slots < position and "
-                "for the last slot, else 0), encoder_attention_mask, boundary tensors, caches",
-                "logits = (q - zero_point) * scale; apply forced BOS/EOS and bad words; token = argmax",
-                "stop at eos_token_id",
+                "input_ids=[[token]], position=[position], self_attention_mask (see self_attention_mask), "
+                "encoder_attention_mask (1 for source tokens), boundary tensors, caches; then update the caches",
+                "logits = (q - zero_point) * scale (see logits); with cur_len = tokens so far incl. the decoder "
+                "start: min_length bans eos while cur_len < min_length, no_repeat_ngram_size bans repeats, "
+                "bad_words_ids are banned, forced_bos_token_id is forced at cur_len 1 and forced_eos_token_id "
+                "at cur_len == max_new_tokens; token = argmax (lowest id on ties)",
+                "stop at eos_token_id; the output is the generated ids without eos and pad ids",
             ],
+            "reference_loop": "reference_loop.py (numpy + ai_edge_litert; shipped by `python cli.py export`) "
+                              "runs this loop and reproduces the backend's tokens",
         }
 
     # ---- run -----------------------------------------------------------------------

@@ -73,3 +73,13 @@ def test_real_model_fp32_split_int8_and_naive(real):
     agree = sum(a == b for a, b in zip(split, q_out))
     naive_agree = sum(a == b for a, b in zip(split, naive_out))
     assert agree >= N // 2 > naive_agree, (agree, naive_agree)
+
+    # the shipped loop (generation.json + the two files, numpy + LiteRT only) gives the same tokens
+    from backends.tflite.reference_loop import ReferenceLoop
+
+    bundle, _, sources, _ = real
+    loop = ReferenceLoop(q.artifacts.directory)
+    enc = bundle.encode_sources(sources, q.max_source_length)
+    shipped = [loop.translate([int(t) for t, m in zip(row, keep) if m])
+               for row, keep in zip(enc.input_ids, enc.attention_mask)]
+    assert shipped == q_out, sum(a == b for a, b in zip(shipped, q_out))
