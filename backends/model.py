@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import struct
 import warnings
@@ -49,6 +50,32 @@ def _check_safetensors(path: Path) -> str | None:
         return (f"{path.name} is {size} bytes but its header describes {8 + header_len + end} bytes: "
                 f"truncated or corrupt (re-copy the checkpoint)")
     return None
+
+
+#: safetensors float dtypes -> (numpy view of the bytes, exponent mask when numpy has no such float)
+_FLOAT_VIEWS = {"F64": (np.float64, None), "F32": (np.float32, None), "F16": (np.float16, None),
+                "BF16": (np.uint16, 0x7F80)}
+
+
+def _nonfinite_tensors(path: Path) -> list[str]:
+    """Names of the floating-point tensors of a (structurally valid) safetensors file that hold NaN or Inf.
+    Memory-mapped: ~50 ms for the default model's 300 MB once the file is in the page cache."""
+    bad = []
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            for name, info in header.items():
+                if name == "__metadata__" or info.get("dtype") not in _FLOAT_VIEWS:
+                    continue
+                view, mask = _FLOAT_VIEWS[info["dtype"]]
+                start, end = (8 + n + int(o) for o in info["data_offsets"])
+                arr = np.frombuffer(mm, dtype=view, count=(end - start) // np.dtype(view).itemsize, offset=start)
+                finite = bool(((arr & mask) != mask).all()) if mask else bool(np.isfinite(arr).all())
+                del arr  # the mmap cannot close while a view of it exists
+                if not finite:
+                    bad.append(name)
+    return bad
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -107,6 +134,10 @@ class ModelBundle:
             if w.suffix == ".safetensors":
                 reason = _check_safetensors(w)
                 checker.check(reason is None, reason or "")
+                bad = _nonfinite_tensors(w) if reason is None else []
+                checker.check(not bad, f"{w.name}: NaN or Inf values in {len(bad)} tensor(s) "
+                                       f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): a corrupt or "
+                                       f"diverged checkpoint; every backend would generate garbage from it")
         if family is not None:
             family.check_tokenizer_files(path, checker)
         checker.validate()

@@ -98,3 +98,40 @@ def test_valid_checkpoints_still_load(tiny_model, default_model_dir, family):
     bundle = ModelBundle.load(default_model_dir if family == "default" else tiny_model(family))
     assert bundle.family_name == ("marian" if family == "default" else family)
     assert bundle.encode_sources(["A dog runs."], max_length=16).input_ids.shape[0] == 1  # the tokenizer loads
+
+
+def _poisoned(src, dst, value, dtype=None, tensor=None):
+    """A copy of ``src`` with one element of one weight set to ``value`` (optionally recast to ``dtype``)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    d = _variant(src, dst)
+    weights = load_file(str(d / "model.safetensors"))
+    name = tensor or sorted(k for k, v in weights.items() if v.is_floating_point() and v.ndim == 2)[0]
+    if dtype is not None:
+        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[3] = value
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(d / "model.safetensors"))
+    return d, name
+
+
+@pytest.mark.parametrize("value,dtype", [(float("nan"), None), (float("inf"), None), (float("-inf"), "bfloat16"),
+                                         (float("nan"), "float16")])
+def test_non_finite_weights_are_bad_input(tmp_path, tiny_model, capsys, value, dtype):
+    import torch
+
+    d, name = _poisoned(tiny_model("marian"), tmp_path / "m", value, dtype and getattr(torch, dtype))
+    with pytest.raises(UnsupportedModelError) as err:
+        ModelBundle.load(d)
+    assert f"NaN or Inf values in 1 tensor(s) ({name})" in str(err.value)
+    assert main(["compare", "--model", str(d), "--backends", "torch-fp32", "--suites", "quality", "--limit", "2",
+                 "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 2
+    assert "diverged checkpoint" in " ".join(capsys.readouterr().err.split())
+
+
+def test_finite_low_precision_weights_still_load(tmp_path, tiny_model):
+    import torch
+
+    d, _ = _poisoned(tiny_model("marian"), tmp_path / "m", 1.5, torch.bfloat16)
+    assert ModelBundle.load(d).family_name == "marian"
