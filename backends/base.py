@@ -121,7 +121,8 @@ class Artifacts:
         return asdict(self)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -236,7 +237,7 @@ class Seq2SeqBackend(abc.ABC):
             p = tmp / rel
             if not p.exists():
                 raise ArtifactError(f"{self.name}: prepare_impl reported {rel} but did not write it")
-            manifest["files"][role] = {"path": rel, "sha256": _sha256(p), "bytes": p.stat().st_size}
+            manifest["files"][role] = {"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
         if target.exists():  # built concurrently by another process: ours replaces it
             shutil.rmtree(target, ignore_errors=True)
@@ -284,7 +285,7 @@ class Seq2SeqBackend(abc.ABC):
             p = target / info["path"]
             if not p.exists() or p.stat().st_size != info["bytes"]:
                 return None
-            if verify and _sha256(p) != info["sha256"]:
+            if verify and sha256_file(p) != info["sha256"]:
                 return None  # corrupt: caller rebuilds
             files[role] = str(p)
             total += info["bytes"]

@@ -11,13 +11,13 @@ Nothing is written unless every check passes; the directory appears complete or 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from backends.base import MANIFEST, sha256_file
 from orchestrator.errors import RunDirError
 
 EXPORT_FORMAT = "seqquant-export/1"
@@ -26,14 +26,6 @@ MODEL_CONFIG_FILES = ("config.json", "generation_config.json")
 #: headline metrics copied into export.json (all of them stay in the run's report.json)
 SUMMARY_METRICS = ("bleu", "chrf", "exact_match_vs_reference", "latency_p50_ms", "latency_p90_ms", "ms_per_token",
                    "bytes", "peak_rss_mb", "cross_source_cosine", "first_step_argmax_agreement", "source_blind")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pick_backend(report: dict[str, Any], name: str | None) -> str:
@@ -58,8 +50,6 @@ def pick_backend(report: dict[str, Any], name: str | None) -> str:
 
 def _artifact_files(name: str, art: dict[str, Any]) -> dict[str, Path]:
     """role -> file, checked against the artifact manifest (cache key and sha256)."""
-    from backends.base import MANIFEST
-
     directory = Path(art.get("directory") or "")
     rebuild = "re-run the same `compare` command to rebuild them, then export again"
     manifest_path = directory / MANIFEST
@@ -78,7 +68,7 @@ def _artifact_files(name: str, art: dict[str, Any]) -> dict[str, Path]:
         p = directory / info["path"]
         if not p.is_file():
             bad.append(f"{p} is missing")
-        elif p.stat().st_size != info["bytes"] or _sha256(p) != info["sha256"]:
+        elif p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
             bad.append(f"{p} changed since it was built (checksum mismatch)")
         else:
             files[role] = p
@@ -128,7 +118,7 @@ def export_backend(report: dict[str, Any], run_dir: Path, dest: Path, backend: s
     rec = report["backends"][name]
     plan: dict[str, Path] = {}
     artifacts = _artifact_files(name, rec["artifacts"])
-    for role, p in artifacts.items():
+    for p in artifacts.values():
         plan[p.name] = p
     plan.update((f"model/{n}", p) for n, p in _model_files(report).items())
     plan.update(_extras(artifacts))
@@ -142,7 +132,7 @@ def export_backend(report: dict[str, Any], run_dir: Path, dest: Path, backend: s
             out = staging / rel
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, out)
-            listing[rel] = {"sha256": _sha256(out), "bytes": out.stat().st_size}
+            listing[rel] = {"sha256": sha256_file(out), "bytes": out.stat().st_size}
         sig = rec.get("signature") or {}
         info = {
             "format": EXPORT_FORMAT,
@@ -165,8 +155,10 @@ def export_backend(report: dict[str, Any], run_dir: Path, dest: Path, backend: s
         if "reference_loop.py" in plan:
             info["run"] = "python reference_loop.py . SOURCE_IDS...  (token ids of one tokenized source)"
         (staging / "export.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        elif dest.exists():
+            dest.unlink()
         staging.rename(dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
