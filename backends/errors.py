@@ -47,6 +47,14 @@ class BackendStateError(SeqquantError, RuntimeError):
     """A backend method called in the wrong state (e.g. encode before activate)."""
 
 
+class NonFiniteLogitsError(SeqquantError, FloatingPointError):
+    """A backend produced NaN (or +inf) logits; recorded as a suite failure, never averaged into scores.
+
+    Raised by the worker's guard around ``decode_step``/``first_step_logits`` and by the native
+    generators (transformers ``generate``, CTranslate2 ``translate_batch``), which never show logits
+    to that guard."""
+
+
 class ConfigurationChecker:
     """Collect every unsupported reason, then raise them all at once.
 

@@ -201,7 +201,7 @@ class ModelBundle:
         prefix = self.conventions.source_prefix
         texts = [prefix + t for t in texts]
         tok = self.tokenizer
-        full = tok(texts, add_special_tokens=True)["input_ids"]
+        full = tok(texts, add_special_tokens=True, verbose=False)["input_ids"]
         lengths = [len(x) for x in full]
         too_long = [i for i, n in enumerate(lengths) if n > max_length]
         if too_long and strict:
@@ -226,7 +226,7 @@ class ModelBundle:
 
     def encode_targets(self, texts: list[str]) -> list[list[int]]:
         """Target token ids (with EOS), for calibration prefixes and teacher forcing."""
-        return list(self.tokenizer(text_target=texts, add_special_tokens=True)["input_ids"])
+        return list(self.tokenizer(text_target=texts, add_special_tokens=True, verbose=False)["input_ids"])
 
     def decode(self, sequences: list[list[int]]) -> list[str]:
         return self.tokenizer.batch_decode(sequences, skip_special_tokens=True)

@@ -74,7 +74,7 @@ class Validated:
             lengths = stored["lengths"]
         else:
             texts = [self.model.conventions.source_prefix + t for t in self.data.sources]
-            lengths = [len(x) for x in self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+            lengths = [len(x) for x in self.model.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
             if cache is not None:
                 atomic_write_json(cache, {"key": key, "lengths": lengths})
         self.longest = max(lengths) if lengths else 0

@@ -21,7 +21,3 @@ class SettingsError(InvalidInputError):
 
 class RunDirError(SeqquantError):
     """A run directory that cannot be read (``select`` / ``baseline save`` on a directory without a report)."""
-
-
-class NonFiniteLogitsError(SeqquantError, FloatingPointError):
-    """A backend returned NaN (or +inf) logits; recorded as a suite failure, never averaged into scores."""

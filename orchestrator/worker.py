@@ -45,7 +45,7 @@ def install_finite_guard(backend) -> None:
     """Fail loudly on NaN/+inf logits instead of letting argmax pick garbage (-inf masks are legal)."""
     import numpy as np
 
-    from orchestrator.errors import NonFiniteLogitsError
+    from backends.errors import NonFiniteLogitsError
 
     def check(logits, where):
         arr = np.asarray(logits)

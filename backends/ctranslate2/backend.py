@@ -19,6 +19,7 @@ speed path is ``generate`` (CT2's native loop).
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -31,7 +32,7 @@ from backends._imports import require, version_of
 from backends.base import EncoderState, Seq2SeqBackend
 from backends.ctranslate2.convert import INFO_FILE, convert_checkpoint, read_vocabulary
 from backends.ctranslate2.errors import ComputeTypeUnsupportedError
-from backends.errors import BackendStateError, InvalidInputError
+from backends.errors import BackendStateError, InvalidInputError, NonFiniteLogitsError
 
 COMPUTE_TYPES = ("float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16")
 _PRECISION = {"float32": "fp32", "int8": "int8", "int8_float32": "int8-float32", "int16": "int16",
@@ -302,7 +303,14 @@ class CTranslate2Backend(Seq2SeqBackend):
         prefix = None
         if conv.forced_bos_token_id is not None:
             prefix = [[self._vocab[int(conv.forced_bos_token_id)]] for _ in source]
-        results = self._translator.translate_batch(source, target_prefix=prefix, **opts)
+        # return_scores: the only trace of non-finite logits inside CT2's own loop (a NaN log-probability)
+        results = self._translator.translate_batch(source, target_prefix=prefix, return_scores=True, **opts)
+        bad = [i for i, r in enumerate(results) if any(math.isnan(x) or x == math.inf for x in r.scores)]
+        if bad:
+            raise NonFiniteLogitsError(
+                f"{self.name}: translate_batch returned a NaN score (its log-probability: the "
+                f"model's logits or activations are not finite) for {len(bad)} of {len(results)} sentences "
+                f"of this batch (first: sentence {bad[0] + 1})")
         pad = conv.pad_token_id
         out = []
         for r in results:

@@ -39,7 +39,8 @@ class OnnxFP32Backend(Seq2SeqBackend):
     def runtime_versions(self) -> dict[str, str]:
         return {"onnxruntime": version_of("onnxruntime"), "optimum-onnx": version_of("optimum-onnx"),
                 "optimum": version_of("optimum"), "onnx": version_of("onnx"),
-                "transformers": version_of("transformers"), "torch": version_of("torch")}
+                "transformers": version_of("transformers"), "torch": version_of("torch"),
+                "numpy": version_of("numpy")}  # static INT8 calibration statistics are numpy
 
     def settings(self) -> dict[str, Any]:
         return {k: v for k, v in super().settings().items() if k not in self.RUNTIME_ONLY}

@@ -158,7 +158,9 @@ class TFLiteSplitBackend(Seq2SeqBackend):
 
     def runtime_versions(self) -> dict[str, str]:
         v = {"ai-edge-litert": version_of("ai-edge-litert"), "tensorflow": version_of("tensorflow-cpu"),
-             "torch": version_of("torch"), "transformers": version_of("transformers")}
+             "torch": version_of("torch"), "transformers": version_of("transformers"),
+             # the calibration statistics and the range pass are numpy: part of what fixes every int8 range
+             "numpy": version_of("numpy")}
         if self.uses_aeq:
             v["ai-edge-quantizer"] = version_of("ai-edge-quantizer")
         return v

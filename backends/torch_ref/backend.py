@@ -14,6 +14,7 @@ import numpy as np
 
 from backends._imports import require, version_of
 from backends.base import EncoderState, Seq2SeqBackend
+from backends.errors import NonFiniteLogitsError
 
 
 class TorchSplitBackend(Seq2SeqBackend):
@@ -82,13 +83,31 @@ class TorchSplitBackend(Seq2SeqBackend):
 class TorchFusedBackend(TorchSplitBackend):
     """transformers ``generate`` as the oracle; still exposes step logits."""
 
+    def _finite_check(self):
+        """A logits processor (run after transformers' own) that raises on NaN/+inf scores: ``generate``
+        never shows its logits to the worker's guard, and would turn them into plausible-looking tokens."""
+        transformers = require("transformers", self.name)
+        torch, name = self._torch, self.name
+
+        class FiniteCheck(transformers.LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                bad = torch.isnan(scores) | torch.isposinf(scores)
+                if bool(bad.any()):
+                    raise NonFiniteLogitsError(
+                        f"{name}: generate produced non-finite logits at output position {input_ids.shape[1]} "
+                        f"({int(torch.isnan(scores).sum())} NaN, {int(torch.isposinf(scores).sum())} +inf of "
+                        f"{scores.numel()} values, shape {list(scores.shape)})")
+                return scores
+
+        return transformers.LogitsProcessorList([FiniteCheck()])
+
     def generate_impl(self, input_ids, attention_mask, max_new_tokens, num_beams):
         conv = self.model.conventions
         with self._torch.inference_mode():
             out = self._net.generate(
                 input_ids=self._t(input_ids), attention_mask=self._t(attention_mask),
                 max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                num_return_sequences=1,
+                num_return_sequences=1, logits_processor=self._finite_check(),
             )
         result = []
         for row in out.numpy():

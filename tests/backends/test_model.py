@@ -49,3 +49,17 @@ def test_encode_truncates_or_refuses(tiny_model):
     assert enc.input_ids[1, -1] == b.conventions.eos_token_id
     with pytest.raises(InputTooLongError, match="sentence 2 of this batch"):
         b.encode_sources(["short one", long], max_length=10, strict=True)
+
+
+def test_long_source_counted_without_tokenizer_warning(capfd):
+    """Sources are tokenized untruncated to count their length; transformers' own "longer than the
+    specified maximum sequence length" warning must not leak next to seqquant's counted warning."""
+    from tests.fixtures.tiny_models import DEFAULT_MODEL
+
+    b = ModelBundle.load(DEFAULT_MODEL)
+    long = " ".join(["word"] * (b.tokenizer.model_max_length + 10))
+    enc = b.encode_sources([long], max_length=16)
+    b.encode_targets([long])
+    assert enc.truncated == 1
+    captured = capfd.readouterr()
+    assert "Token indices sequence length" not in captured.err + captured.out

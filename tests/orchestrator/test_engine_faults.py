@@ -124,3 +124,21 @@ def test_report_schema_fields(runs):
         assert {"reason", "signature", "metrics", "artifacts", "suites", "timings"} <= set(b)
     md = (runs["out"] / "report.md").read_text()
     assert "test-crash" in md and "SIGABRT" in md and r["command"] in md
+
+
+def test_native_generators_report_non_finite_logits(tiny_model, tmp_path):
+    """Finite weights, NaN activations: the backends whose own loop (transformers generate, CTranslate2)
+    never shows logits to the worker's guard are still failed with the reason, and the run completes."""
+    from tests.fixtures.tiny_models import overflowing_copy
+
+    model = overflowing_copy(tiny_model("marian"), tmp_path / "m")
+    out = tmp_path / "run"
+    rc = main(["compare", "--model", str(model), "--backends", "torch-fp32,ct2-fp32", "--suites", "quality",
+               "--limit", "2", "--max-new-tokens", "6", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+               "--quiet"])
+    assert rc in (0, 3)
+    report = json.loads((out / "report.json").read_text())
+    for name in ("torch-fp32", "ct2-fp32"):
+        b = report["backends"][name]
+        assert b["status"] == "failed" and "NonFiniteLogitsError" in b["reason"] and "NaN" in b["reason"], b
+        assert "bleu" not in b["metrics"]

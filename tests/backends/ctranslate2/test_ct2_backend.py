@@ -337,3 +337,15 @@ def test_default_model_full_test_set(default_model_dir, default_data_dir, workdi
     assert agree >= 0.99, agree
     bleu = {n: sacrebleu.corpus_bleu(bundle.decode(o), [refs]).score for n, o in outs.items()}
     assert bleu["ct2-int8"] >= bleu["torch-fp32"] - 0.5, bleu
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_generate_raises_on_nan_scores(tiny_model, tmp_path, num_beams):
+    """CT2's own loop turns NaN logits into empty or <unk> hypotheses; its NaN score says so."""
+    from backends.errors import NonFiniteLogitsError
+    from backends.model import ModelBundle
+    from tests.fixtures.tiny_models import overflowing_copy
+
+    bundle = ModelBundle.load(overflowing_copy(tiny_model("marian"), tmp_path / "m"))
+    with pytest.raises(NonFiniteLogitsError, match=r"ct2-fp32: translate_batch returned a NaN score .* 2 of 2"):
+        _generate("ct2-fp32", bundle, tmp_path / "art", ["A dog runs.", "Two men talk."], 6, num_beams)
