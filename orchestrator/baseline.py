@@ -1,7 +1,8 @@
 """Regression baselines: keep a run's numbers, gate a later run (e.g. a runtime upgrade) on them.
 
-``save_baseline(report, path)`` writes JSON: per-backend status, metrics, signature and verdict
-kind, plus the model and data fingerprints and the run settings.
+``save_baseline(report, path, outputs)`` writes JSON: per-backend status, metrics, signature and verdict
+kind, plus the model and data fingerprints and the run settings, and the *golden outputs*: the token ids
+each backend's quality suite generated (``read_outputs(report, run_dir)``), one string per sentence.
 
 ``compare_to_baseline(report, baseline, tolerances) -> dict``::
 
@@ -11,7 +12,14 @@ kind, plus the model and data fingerprints and the run settings.
                                    "regressed"}}},
      "improvements": [...], "missing_backends": [...], "new_backends": [...],
      "signature_changes": {backend: {field: [baseline, current]}},   # e.g. a runtime upgrade
+     "outputs": {backend: {"n", "changed", "changed_fraction", "first_changed"} | {"comparable": False,
+                                                                                   "reason"}},
      "fingerprints": {"model": {...}, "data": {...}, "match": bool}}
+
+``outputs`` compares the saved token ids with this run's sentence by sentence (given ``outputs=``):
+metrics can stay level while different sentences flip, which is what a runtime upgrade of an INT8
+backend tends to do. It is informational unless ``[tolerances]`` names ``outputs_changed``: the share
+of sentences whose tokens may differ from the baseline's (``outputs_changed = 0.01`` or ``"1%"``).
 
 Tolerances (``[tolerances]`` in the matrix): ``metric = X`` where X is
 
@@ -46,9 +54,13 @@ DEFAULT_TOLERANCES: dict[str, Any] = {"bleu": 0.5, "chrf": 0.5, "exact_match_vs_
                                       "bytes": "5%", "peak_rss_mb": "25%"}
 #: which way is better for known metrics (unknown metrics: higher is better unless named *_ms/bytes/...)
 LOWER_IS_BETTER = {"latency_p50_ms", "latency_p90_ms", "ms_per_token", "bytes", "peak_rss_mb",
-                   "tf_max_abs_logit_diff", "cross_source_cosine", "bleu_p_value_vs_reference"}
+                   "tf_max_abs_logit_diff", "cross_source_cosine", "bleu_p_value_vs_reference", "outputs_changed"}
 #: metrics never gated (informational)
 UNGATED = {"threads", "bleu_p_value_vs_reference"}
+#: gated only when ``[tolerances]`` names it: share of sentences whose tokens differ from the golden outputs
+OUTPUTS_METRIC = "outputs_changed"
+#: run settings that change what a backend generates: saved outputs are comparable only when they match
+OUTPUT_SETTINGS = ("num_beams", "max_new_tokens", "max_source_length", "source_prefix", "limit")
 
 
 def _fingerprints(report: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +71,36 @@ def _fingerprints(report: dict[str, Any]) -> dict[str, Any]:
     return {"model": model.get("content_hash"), "data": dfp, "n_sentences": data.get("n_sentences")}
 
 
-def make_baseline(report: dict[str, Any]) -> dict[str, Any]:
+def read_outputs(report: dict[str, Any], run_dir) -> tuple[dict[str, list[list[int]]], list[str]]:
+    """The token ids each ok backend's quality suite wrote under ``run_dir`` (its golden outputs), and a
+    note for every backend whose file the report names but that cannot be read."""
+    outputs: dict[str, list[list[int]]] = {}
+    problems: list[str] = []
+    for name, b in (report.get("backends") or {}).items():
+        q = (b.get("suites") or {}).get("quality") if isinstance(b, dict) else None
+        if b.get("status") != "ok" or not isinstance(q, dict) or q.get("status", "ok") != "ok" \
+                or not isinstance(q.get("tokens"), str):
+            continue
+        path = Path(run_dir) / "backends" / name / q["tokens"]
+        try:
+            tokens = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{name}: cannot read its outputs {path} ({type(exc).__name__})")
+            continue
+        if not (isinstance(tokens, list) and all(isinstance(r, list) and all(isinstance(t, int) and
+                                                                          not isinstance(t, bool) for t in r)
+                                                 for r in tokens)):
+            problems.append(f"{name}: {path} does not hold a list of token-id lists")
+            continue
+        outputs[name] = tokens
+    return outputs, problems
+
+
+def _rows(tokens: list[list[int]]) -> list[str]:
+    return [" ".join(map(str, r)) for r in tokens]
+
+
+def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:
     backends = {}
     if not isinstance(report.get("backends"), dict) or not report["backends"]:
         raise InvalidInputError("the report has no backends: a baseline of it would gate nothing; save the "
@@ -68,14 +109,16 @@ def make_baseline(report: dict[str, Any]) -> dict[str, Any]:
         backends[name] = {"status": b.get("status"), "signature": b.get("signature"),
                           "metrics": dict(b.get("metrics") or {}),
                           "verdict": (b.get("verdict") or {}).get("kind")}
+        if outputs and name in outputs:
+            backends[name]["outputs"] = {"n": len(outputs[name]), "tokens": _rows(outputs[name])}
     settings = {k: v for k, v in (report.get("settings") or {}).items() if k != "matrix"}
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fingerprints": _fingerprints(report), "model": (report.get("model") or {}).get("path"),
             "reference_backend": report.get("reference_backend"), "settings": settings, "backends": backends}
 
 
-def save_baseline(report: dict[str, Any], path) -> dict[str, Any]:
-    """Write the baseline of ``report`` to ``path``. An existing file is replaced only when it is a seqquant
+def save_baseline(report: dict[str, Any], path, outputs: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:
+    """Write the baseline of ``report`` (with the golden ``outputs``, see :func:`read_outputs`) to ``path``. An existing file is replaced only when it is a seqquant
     baseline (updating a baseline is the normal flow; clobbering e.g. a report.json given by mistake is not)."""
     path = Path(path)
     if path.is_dir():
@@ -88,7 +131,7 @@ def save_baseline(report: dict[str, Any], path) -> dict[str, Any]:
         if not isinstance(old, dict) or old.get("schema") != SCHEMA:
             raise InvalidInputError(f"{path} exists and is not a seqquant baseline: not overwriting it; remove it "
                                     f"or choose another file name")
-    base = make_baseline(report)
+    base = make_baseline(report, outputs)
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,8 +209,41 @@ def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _compare_outputs(name: str, saved: dict[str, Any], current: list[list[int]] | None, settings_diff: list[str],
+                     tol: dict[str, Any] | None, regressions: list[dict[str, Any]]) -> dict[str, Any]:
+    """One backend's tokens vs its golden outputs, sentence by sentence."""
+    base_rows = saved.get("tokens")
+    if not isinstance(base_rows, list):
+        return {"comparable": False, "reason": "the baseline's outputs are not a list of sentences"}
+    if current is None:
+        return {"comparable": False, "reason": "this run has no readable quality-suite outputs for it"}
+    if settings_diff:
+        return {"comparable": False, "reason": "generation settings differ: " + ", ".join(settings_diff)}
+    if len(base_rows) != len(current):
+        return {"comparable": False, "reason": f"{len(base_rows)} saved sentences, {len(current)} in this run"}
+    changed = [i for i, (a, c) in enumerate(zip(base_rows, _rows(current))) if a != c]
+    n = len(current)
+    frac = len(changed) / n if n else 0.0
+    entry: dict[str, Any] = {"n": n, "changed": len(changed), "changed_fraction": round(frac, 6),
+                             "first_changed": [i + 1 for i in changed[:10]]}
+    if tol is not None:
+        # a share of sentences: "N%" and a number both bound it (the baseline's own value is 0)
+        allowed = max(tol.get("abs", 0.0), tol.get("rel", 0.0))
+        entry["tolerance"] = {**tol, "allowed": round(allowed, 6)}
+        if frac > allowed + 1e-12:
+            entry["regressed"] = True
+            regressions.append({"backend": name, "metric": OUTPUTS_METRIC, "baseline": 0.0, "current": round(frac, 6),
+                                "tolerance": entry["tolerance"],
+                                "reason": f"outputs differ from the baseline's on {len(changed)} of {n} sentences "
+                                          f"(allowed {allowed:.2%}; first: sentence {changed[0] + 1})"})
+    return entry
+
+
 def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
-                        tolerances: dict[str, Any] | None = None) -> dict[str, Any]:
+                        tolerances: dict[str, Any] | None = None,
+                        outputs: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:
+    """Gate ``report`` on ``baseline``; ``outputs`` (this run's, see :func:`read_outputs`) adds the
+    sentence-by-sentence comparison with the golden outputs the baseline saved."""
     check_baseline(baseline)
     spec = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     tols = {m: parse_tolerance(m, s) for m, s in spec.items()}
@@ -186,6 +262,10 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             regressions.append({"backend": None, "metric": f"{key}_fingerprint", "baseline": fb[key],
                                 "current": fc[key], "reason": f"the {key} differs from the baseline's: the numbers "
                                                               f"are not comparable"})
+    base_settings, cur_settings = baseline.get("settings") or {}, report.get("settings") or {}
+    settings_diff = [f"{k} {base_settings.get(k)!r} -> {cur_settings.get(k)!r}" for k in OUTPUT_SETTINGS
+                     if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
+    output_rows: dict[str, Any] = {}
     missing = []
     for name, bb in base_b.items():
         cb = cur_b.get(name)
@@ -237,11 +317,15 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
                     improvements.append({"backend": name, "metric": metric, "baseline": a, "current": c})
             rows[metric] = row
         deltas[name] = rows
+        if outputs is not None and isinstance(bb.get("outputs"), dict):
+            output_rows[name] = _compare_outputs(name, bb["outputs"], outputs.get(name), settings_diff,
+                                                 tols.get(OUTPUTS_METRIC), regressions)
         if bb.get("verdict") == "pass" and (cb.get("verdict") or {}).get("kind") not in (None, "pass"):
             regressions.append({"backend": name, "metric": "verdict", "baseline": "pass",
                                 "current": cb["verdict"]["kind"], "reason": "verdict no longer pass"})
     new = sorted(n for n, b in cur_b.items() if n not in base_b)
     return {"ok": not regressions, "regressions": regressions, "deltas": deltas, "improvements": improvements,
             "missing_backends": missing, "new_backends": new, "signature_changes": sig_changes,
+            "outputs": output_rows,
             "fingerprints": {"baseline": fb, "current": fc, "match": match},
             "tolerances": {m: t for m, t in tols.items()}}

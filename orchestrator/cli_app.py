@@ -69,25 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--json", action="store_true", help="machine-readable output")
     lb.add_argument("--matrix", help="also list the [variants] this matrix file defines")
     s = sub.add_parser("select", help="pick a deployable backend from an existing run under constraints")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="a run directory written by compare (holds report.json)")
     s.add_argument("--constraints", help="TOML file with constraints (default: the run's matrix [constraints])")
     sh = sub.add_parser("show", help="print the result table of an existing run")
-    sh.add_argument("run_dir")
+    sh.add_argument("run_dir", help="a run directory written by compare (holds report.json)")
     ex = sub.add_parser("export", help="copy one backend's measured artifacts out of a run, ready to ship",
                         description="Copy the artifacts a run measured (checksums checked), the model's config and "
                                     "tokenizer files, and export.json (provenance, metrics, verdict) into a "
                                     "directory. TFLite exports also get reference_loop.py, the host loop as "
                                     "generation.json describes it (numpy + LiteRT only).")
-    ex.add_argument("run_dir")
+    ex.add_argument("run_dir", help="a run directory written by compare (holds report.json)")
     ex.add_argument("--to", required=True, dest="dest", help="directory to create (must be new or empty)")
     ex.add_argument("--backend", help="backend to export (default: the run's selection)")
     ex.add_argument("--force", action="store_true", help="replace --to if it exists")
     b = sub.add_parser("baseline", help="regression baselines")
     b.set_defaults(baseline_help=b.print_help)
     bsub = b.add_subparsers(dest="baseline_cmd", metavar="ACTION")
-    bs = bsub.add_parser("save", help="save a run's metrics as a baseline file")
-    bs.add_argument("run_dir")
-    bs.add_argument("file")
+    bs = bsub.add_parser("save", help="save a run's metrics as a baseline file",
+                         description="Save a run's per-backend metrics, signatures and outputs as a baseline "
+                                     "file; gate a later run against it with `compare --baseline FILE` "
+                                     "(exit 4 on a regression beyond the matrix's [tolerances]).")
+    bs.add_argument("run_dir", help="a run directory written by compare (holds report.json)")
+    bs.add_argument("file", help="baseline JSON file to write")
     return p
 
 
@@ -231,11 +234,14 @@ def cmd_baseline(args) -> int:
     if args.baseline_cmd != "save":
         args.baseline_help()
         return EXIT_USAGE
-    from orchestrator.baseline import save_baseline
+    from orchestrator.baseline import read_outputs, save_baseline
 
-    _, report = _read_report(args.run_dir)
-    save_baseline(report, Path(args.file))
-    print(f"baseline saved to {args.file}")
+    report_file, report = _read_report(args.run_dir)
+    outputs, problems = read_outputs(report, report_file.parent)
+    for p in problems:
+        print(f"warning: {p}; the baseline keeps its metrics but not its outputs", file=sys.stderr)
+    save_baseline(report, Path(args.file), outputs)
+    print(f"baseline saved to {args.file} (metrics of {len(report['backends'])} backends, outputs of {len(outputs)})")
     return 0
 
 

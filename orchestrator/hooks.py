@@ -49,7 +49,7 @@ def load_baseline_for(cfg) -> dict[str, Any]:
 def check_requested(cfg) -> None:
     """Fail before running anything if a step's matrix table or the baseline file is invalid."""
     from orchestrator.attribution import effective_bar
-    from orchestrator.baseline import parse_tolerance
+    from orchestrator.baseline import OUTPUTS_METRIC, parse_tolerance
     from orchestrator.selection import effective_constraints
     from orchestrator.suites.base import known_metrics
 
@@ -62,7 +62,7 @@ def check_requested(cfg) -> None:
             raise
         except SeqquantError as exc:
             raise SettingsError(f"{where} {name}: {exc}") from exc
-    metrics = known_metrics()
+    metrics = known_metrics() | {OUTPUTS_METRIC}  # the baseline's own: outputs that changed since it was saved
     for metric, spec in cfg.matrix.tolerances.items():
         if metric not in metrics:
             raise SettingsError(f"{where}: [tolerances] {metric}: not a metric any suite reports; metrics: "
@@ -89,7 +89,7 @@ def selection_infeasible(selection: Any) -> bool:
 
 def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
     from orchestrator.attribution import attribute
-    from orchestrator.baseline import compare_to_baseline
+    from orchestrator.baseline import compare_to_baseline, read_outputs
     from orchestrator.selection import select_targets
 
     code = EXIT_OK
@@ -106,8 +106,14 @@ def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
     if cfg.baseline is not None:
         # the file is read again here (it was checked before the run): a file gone or broken since is a
         # recorded baseline error (exit code 1), not a lost report
-        result = _call(report, "baseline", lambda: compare_to_baseline(report, load_baseline_for(cfg),
-                                                                       dict(cfg.matrix.tolerances)))
+        def gate():
+            outputs, problems = read_outputs(report, (report.get("run") or {}).get("dir") or ".")
+            result = compare_to_baseline(report, load_baseline_for(cfg), dict(cfg.matrix.tolerances), outputs)
+            if problems:
+                result["output_problems"] = problems
+            return result
+
+        result = _call(report, "baseline", gate)
         if result is None:
             code = code or EXIT_HOOK_ERROR
         else:

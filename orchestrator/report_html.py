@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_tables import evidence_text, fmt, ranking_text
+from orchestrator.report_tables import evidence_text, fmt, outputs_texts, ranking_text
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
           "boundary": "#b5651d", "tflite-specific": "#c0392b", "runtime-specific": "#c0392b",
@@ -244,6 +244,14 @@ def _baseline_section(report: dict[str, Any]) -> str:
                        f"<tr><td class='l'>{_e(r.get('backend'))}</td><td class='l'>{_e(r.get('metric'))}</td>"
                        f"<td>{_fmt(r.get('baseline'))}</td><td>{_fmt(r.get('current'))}</td>"
                        f"<td class='l'>{_e(r.get('reason'))}</td></tr>" for r in regs) + "</table>")
+    lines = [f"{n}: " + "; ".join(f"{f} {a} → {c}" for f, (a, c) in ch.items())
+             for n, ch in (base.get("signature_changes") or {}).items() if isinstance(ch, dict)]
+    if lines:
+        out.append("<p>signature changes:</p><ul>" + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
+    lines = outputs_texts(base)
+    if lines:
+        out.append("<p>outputs vs the baseline's saved tokens:</p><ul>"
+                   + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
     return "".join(out)
 
 

@@ -158,7 +158,29 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
     regs = base.get("regressions") or []
     rows = [["baseline", str(base.get("file", "-"))], ["result", "REGRESSION" if regs else "no regression"]]
     rows += [["regression", regression_text(r)] for r in regs]
+    rows += [["signature", f"{name}: " + "; ".join(f"{f} {a} -> {c}" for f, (a, c) in changes.items())]
+             for name, changes in (base.get("signature_changes") or {}).items() if isinstance(changes, dict)]
+    rows += [["outputs", text] for text in outputs_texts(base)]
     return "Baseline", ["", ""], rows
+
+
+def outputs_texts(base: dict[str, Any]) -> list[str]:
+    """The golden-output comparison in words: one line for the unchanged backends, one per other."""
+    outputs = base.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
+        return []
+    same = sorted(n for n, o in outputs.items() if isinstance(o, dict) and o.get("changed") == 0)
+    lines = [f"identical to the baseline's on every sentence: {', '.join(same)}"] if same else []
+    for name, o in outputs.items():
+        if not isinstance(o, dict) or o.get("changed") == 0:
+            continue
+        if o.get("comparable") is False:
+            lines.append(f"{name}: not compared ({o.get('reason')})")
+        else:
+            first = ", ".join(map(str, o.get("first_changed") or []))
+            lines.append(f"{name}: {o.get('changed')} of {o.get('n')} sentences changed "
+                         f"({float(o.get('changed_fraction') or 0):.1%}; first: {first})")
+    return lines
 
 
 SECTIONS = (quality_table, sensitivity_table, speed_table, boundary_table, verdict_table, evidence_table,

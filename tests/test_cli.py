@@ -336,7 +336,24 @@ def test_compare_end_to_end_default_model(tmp_path):
     assert run_cli("baseline", "save", str(out), str(base)).returncode == 0 and base.exists()
     r4 = run_cli(*args, "--baseline", str(base))
     assert r4.returncode == 0, r4.stdout + r4.stderr
-    assert json.loads((out / "report.json").read_text())["baseline"]["regressions"] in (False, [], 0, None)
+    gate = json.loads((out / "report.json").read_text())["baseline"]
+    assert gate["regressions"] in (False, [], 0, None)
+    assert {n: o["changed"] for n, o in gate["outputs"].items()} == {"torch-fp32": 0, "torch-fp32-split": 0}
+    # golden outputs: one saved sentence differs -> reported; a regression only under [tolerances] outputs_changed
+    golden = json.loads(base.read_text())
+    assert len(golden["backends"]["torch-fp32-split"]["outputs"]["tokens"]) == 8
+    golden["backends"]["torch-fp32-split"]["outputs"]["tokens"][2] = "1 2 3"
+    (tmp_path / "golden.json").write_text(json.dumps(golden))
+    r4a = run_cli(*args, "--baseline", str(tmp_path / "golden.json"))
+    assert r4a.returncode == 0, r4a.stdout + r4a.stderr
+    assert "outputs changed: torch-fp32-split 1/8" in " ".join(r4a.stdout.split())
+    assert "torch-fp32-split: 1 of 8 sentences changed (12.5%; first: 3)" in (out / "report.md").read_text()
+    strict = tmp_path / "strict.toml"
+    strict.write_text('[tolerances]\noutputs_changed = "10%"\n')
+    r4b = run_cli(*args, "--matrix", str(strict), "--baseline", str(tmp_path / "golden.json"))
+    assert r4b.returncode == 4, r4b.stdout + r4b.stderr
+    regs = json.loads((out / "report.json").read_text())["baseline"]["regressions"]
+    assert [(r["backend"], r["metric"]) for r in regs] == [("torch-fp32-split", "outputs_changed")]
     # a baseline that was 5 BLEU better: this run is a regression -> exit code 4 (the CI gate)
     better = json.loads(base.read_text())
     better["backends"]["torch-fp32"]["metrics"]["bleu"] += 5

@@ -8,7 +8,9 @@ import pytest
 
 from backends.errors import InvalidInputError
 from orchestrator.attribution import attribute
-from orchestrator.baseline import compare_to_baseline, load_baseline, parse_tolerance, save_baseline
+from orchestrator.baseline import compare_to_baseline, load_baseline, parse_tolerance, read_outputs, save_baseline
+from orchestrator.report_html import render_html
+from orchestrator.report_tables import baseline_table
 from tests.orchestrator.suites.conftest import measured_report
 
 
@@ -18,6 +20,11 @@ def report(tiny_model, tmp_path_factory):
     rep = copy.deepcopy(rep)
     attribute(rep, {})
     return rep
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model, tmp_path_factory):
+    return measured_report(tiny_model, tmp_path_factory)[2]
 
 
 def test_roundtrip_same_report_is_ok(report, tmp_path):
@@ -129,3 +136,63 @@ def test_save_replaces_a_baseline_but_never_another_file(report, tmp_path):
     with pytest.raises(InvalidInputError, match="is a directory"):
         save_baseline(report, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "report.json"]  # no .tmp left
+
+
+def test_golden_outputs_saved_and_compared_sentence_by_sentence(report, run_dir, tmp_path):
+    outputs, problems = read_outputs(report, run_dir)
+    assert problems == [] and set(outputs) == {n for n, b in report["backends"].items() if b["status"] == "ok"}
+    base = save_baseline(report, tmp_path / "b.json", outputs)
+    saved = load_baseline(tmp_path / "b.json")["backends"]["sim-int8"]["outputs"]
+    assert saved["n"] == len(outputs["sim-int8"]) and saved["tokens"][0] == " ".join(map(str, outputs["sim-int8"][0]))
+    res = compare_to_baseline(report, base, {}, outputs)
+    assert res["ok"] and all(o["changed"] == 0 for o in res["outputs"].values())
+
+    cur = copy.deepcopy(outputs)
+    cur["sim-int8"][1] = cur["sim-int8"][1] + [7]
+    res = compare_to_baseline(report, base, {}, cur)  # metrics level, one sentence flipped: reported, not gated
+    o = res["outputs"]["sim-int8"]
+    assert res["ok"] and (o["changed"], o["first_changed"]) == (1, [2])
+    assert o["changed_fraction"] == round(1 / len(cur["sim-int8"]), 6)
+    for spec, ok in ((0, False), ("0%", False), (0.99, True), ("99%", True)):
+        res = compare_to_baseline(report, base, {"outputs_changed": spec}, cur)
+        assert res["ok"] is ok, spec
+    regs = compare_to_baseline(report, base, {"outputs_changed": 0}, cur)["regressions"]
+    assert [(r["backend"], r["metric"]) for r in regs] == [("sim-int8", "outputs_changed")]
+    assert "outputs differ from the baseline's on 1 of" in regs[0]["reason"] and "first: sentence 2" in regs[0]["reason"]
+
+    gated = {**compare_to_baseline(report, base, {}, cur), "file": "b.json"}
+    text = " ".join(r[1] for r in baseline_table({"baseline": gated})[2])
+    assert f"sim-int8: 1 of {len(cur['sim-int8'])} sentences changed" in text
+    assert "identical to the baseline's on every sentence: sim-int8-naive" in text
+    assert "sim-int8: 1 of" in render_html({**report, "baseline": gated})
+
+
+def test_golden_outputs_not_comparable_is_said_not_gated(report, run_dir, tmp_path):
+    outputs, _ = read_outputs(report, run_dir)
+    base = save_baseline(report, tmp_path / "b.json", outputs)
+    other = copy.deepcopy(report)
+    other["settings"]["num_beams"] = 4
+    res = compare_to_baseline(other, base, {"outputs_changed": 0}, outputs)
+    o = res["outputs"]["sim-int8"]
+    assert o["comparable"] is False and "num_beams 1 -> 4" in o["reason"]
+    assert "outputs_changed" not in {r["metric"] for r in res["regressions"]}
+    short = {n: t[:-1] for n, t in outputs.items()}
+    assert "saved sentences" in compare_to_baseline(report, base, {}, short)["outputs"]["sim-int8"]["reason"]
+    gone = {n: t for n, t in outputs.items() if n != "sim-int8"}
+    assert "no readable" in compare_to_baseline(report, base, {}, gone)["outputs"]["sim-int8"]["reason"]
+    # a baseline saved without outputs (or before they were saved) compares metrics only
+    assert compare_to_baseline(report, save_baseline(report, tmp_path / "m.json"), {}, outputs)["outputs"] == {}
+
+
+def test_unreadable_outputs_are_named(report, run_dir, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "run"
+    shutil.copytree(run_dir / "backends", copy_dir / "backends")
+    tokens = report["backends"]["sim-int8"]["suites"]["quality"]["tokens"]
+    (copy_dir / "backends" / "sim-int8" / tokens).write_text("[[1, 2], 3]")
+    (copy_dir / "backends" / "torch-fp32" / tokens).unlink()
+    outputs, problems = read_outputs(report, copy_dir)
+    assert "sim-int8" not in outputs and "torch-fp32" not in outputs and "torch-fp32-split" in outputs
+    assert any(p.startswith("sim-int8:") and "list of token-id lists" in p for p in problems)
+    assert any(p.startswith("torch-fp32:") and "cannot read" in p for p in problems)
