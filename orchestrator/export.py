@@ -152,6 +152,9 @@ def export_backend(report: dict[str, Any], run_dir: Path, dest: Path, backend: s
             "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": listing,
         }
+        kernels = (sig.get("settings") or {}).get("kernels")
+        if kernels:  # the LiteRT kernels that ran the measurement; reference_loop.py uses the same
+            info["kernels"] = kernels
         if "reference_loop.py" in plan:
             info["run"] = "python reference_loop.py . SOURCE_IDS...  (token ids of one tokenized source)"
         (staging / "export.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")

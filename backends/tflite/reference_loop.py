@@ -10,6 +10,10 @@ Greedy search, one sentence at a time, token ids in and out (tokenization is the
 ``generation.json`` names the tokenizer files). Usage::
 
     python reference_loop.py EXPORT_DIR 123 45 678 0     # source ids (ending with EOS) -> target ids
+    python reference_loop.py EXPORT_DIR --kernels reference 123 45 678 0
+
+Kernels: the ones ``export.json`` says the export was measured with, else LiteRT's default (XNNPACK);
+int8 kernels round differently, so the same artifacts can give other tokens on other kernels.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "seqquant-tflite-generation/1"
+#: LiteRT op resolvers: XNNPACK (the default delegate), the built-in optimized kernels, the reference kernels
+KERNELS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
 
 def _quantized(t: dict) -> bool:
@@ -55,13 +61,24 @@ def pad_to(x: np.ndarray, t: dict) -> np.ndarray:
     return np.pad(x, pad, constant_values=t.get("zero_point", 0) if _quantized(t) else 0)
 
 
+def measured_kernels(directory: Path) -> str:
+    """The kernels ``export.json`` (written by ``seqquant export``) records, else LiteRT's default."""
+    path = directory / "export.json"
+    if path.is_file():
+        kernels = json.loads(path.read_text(encoding="utf-8")).get("kernels")
+        if kernels:
+            return str(kernels)
+    return "xnnpack"
+
+
 class Model:
     """One ``.tflite`` file with one signature, called with numpy arrays by input name."""
 
-    def __init__(self, path: Path, threads: int):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path: Path, threads: int, kernels: str = "xnnpack"):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self.interp = Interpreter(model_path=str(path), num_threads=threads)
+        self.interp = Interpreter(model_path=str(path), num_threads=threads,
+                                  experimental_op_resolver_type=getattr(OpResolverType, KERNELS[kernels]))
         (name,) = self.interp.get_signature_list()
         self.run = self.interp.get_signature_runner(name)
 
@@ -69,14 +86,17 @@ class Model:
 class ReferenceLoop:
     """Greedy generation over an exported encoder / decoder_step pair, as ``generation.json`` says."""
 
-    def __init__(self, directory: str | Path, threads: int = 1):
+    def __init__(self, directory: str | Path, threads: int = 1, kernels: str | None = None):
         directory = Path(directory)
         self.spec = json.loads((directory / "generation.json").read_text(encoding="utf-8"))
         if self.spec.get("format") != FORMAT:
             raise ValueError(f"{directory / 'generation.json'}: format {self.spec.get('format')!r}, "
                              f"this loop reads {FORMAT!r}")
-        self.encoder = Model(directory / self.spec["encoder"]["file"], threads)
-        self.decoder = Model(directory / self.spec["decoder_step"]["file"], threads)
+        self.kernels = kernels or measured_kernels(directory)
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {sorted(KERNELS)}, got {self.kernels!r}")
+        self.encoder = Model(directory / self.spec["encoder"]["file"], threads, self.kernels)
+        self.decoder = Model(directory / self.spec["decoder_step"]["file"], threads, self.kernels)
         self.dec_in = {t["name"]: t for t in self.spec["decoder_step"]["inputs"]}
         self.dec_out = {t["name"]: t for t in self.spec["decoder_step"]["outputs"]}
 
@@ -172,10 +192,17 @@ class ReferenceLoop:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or not all(a.isdigit() for a in argv[1:]):
-        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+    argv = list(argv)
+    kernels = None
+    if "--kernels" in argv[:-1]:
+        i = argv.index("--kernels")
+        kernels = argv[i + 1]
+        del argv[i:i + 2]
+    if len(argv) < 2 or not all(a.isdigit() for a in argv[1:]) or (kernels is not None and kernels not in KERNELS):
+        print("usage: python reference_loop.py EXPORT_DIR [--kernels xnnpack|builtin|reference] SOURCE_IDS...",
+              file=sys.stderr)
         return 2
-    print(" ".join(map(str, ReferenceLoop(argv[0]).translate([int(a) for a in argv[1:]]))))
+    print(" ".join(map(str, ReferenceLoop(argv[0], kernels=kernels).translate([int(a) for a in argv[1:]]))))
     return 0
 
 

@@ -34,7 +34,7 @@ def test_export_copies_what_the_run_measured(run, tmp_path, capsys):
     assert "reference_loop.py" in capsys.readouterr().out
     info = json.loads((dest / "export.json").read_text())
     rec = report["backends"]["tflite-fp32-split"]
-    assert info["backend"] == "tflite-fp32-split" and info["runtime"] == "tflite"
+    assert info["backend"] == "tflite-fp32-split" and info["runtime"] == "tflite" and info["kernels"] == "xnnpack"
     assert info["metrics"]["bleu"] == rec["metrics"]["bleu"]
     assert info["measured_by"]["command"] == report["command"]
     assert set(info["roles"]) == {"encoder", "decoder", "generation"}

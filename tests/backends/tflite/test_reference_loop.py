@@ -90,3 +90,30 @@ def test_reference_loop_refuses_what_it_cannot_run(prepared, tmp_path):
     (tmp_path / "generation.json").write_text(json.dumps(gen))
     with pytest.raises(ValueError, match="format"):
         ReferenceLoop(tmp_path)
+
+
+def test_reference_loop_runs_the_measured_kernels(prepared, tmp_path):
+    """Same artifacts, other LiteRT kernels: the loop follows export.json (or --kernels) and then
+    reproduces the backend run with those kernels; an unknown name is refused."""
+    from backends.tflite.runtime import KERNELS
+
+    assert reference_loop.KERNELS == KERNELS  # the shipped copy of the resolver table
+    bundle, be = prepared("marian", "tflite-int8", kernels="reference", **INT8)
+    for p in Path(be.artifacts.directory).iterdir():
+        shutil.copyfile(p, tmp_path / p.name)
+    assert ReferenceLoop(tmp_path).kernels == "xnnpack"  # no export.json: LiteRT's default
+    (tmp_path / "export.json").write_text(json.dumps({"kernels": "reference"}))
+    loop = ReferenceLoop(tmp_path)
+    assert loop.kernels == "reference"
+    for text in SOURCES:
+        assert loop.translate(source_ids(bundle, be, text)) == translate(bundle, be, [text])[0], text
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        ReferenceLoop(tmp_path, kernels="gpu")
+    shutil.copyfile(reference_loop.__file__, tmp_path / "reference_loop.py")
+    ids = [str(i) for i in source_ids(bundle, be, SOURCES[0])]
+    r = subprocess.run([sys.executable, "reference_loop.py", ".", "--kernels", "builtin", *ids], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split(), r.stderr
+    bad = subprocess.run([sys.executable, "reference_loop.py", ".", "--kernels", "gpu", *ids], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--kernels xnnpack|builtin|reference" in bad.stderr
