@@ -106,8 +106,11 @@ def evidence_text(e: dict[str, Any]) -> str:
 def regression_text(r: Any) -> str:
     if not isinstance(r, dict):
         return str(r)
+    reason = r.get("reason")
+    if isinstance(reason, str) and reason.startswith(f"{r.get('metric')} {r.get('baseline')} -> "):
+        return f"{r.get('backend')}: {reason}"  # the reason already states the metric's change
     return (f"{r.get('backend')}: {r.get('metric')} {fmt(r.get('baseline'))} -> {fmt(r.get('current'))}"
-            + (f" ({r['reason']})" if r.get("reason") else ""))
+            + (f" ({reason})" if reason else ""))
 
 
 def verdict_table(report: dict[str, Any]) -> Table | None:

@@ -45,3 +45,14 @@ def test_json_safe_makes_strict_json():
     data = {"x": float("nan"), "y": [float("inf"), 1.5], "z": {"w": -math.inf}}
     text = json.dumps(json_safe(data), allow_nan=False)
     assert json.loads(text) == {"x": None, "y": [None, 1.5], "z": {"w": None}}
+
+
+def test_regression_text_states_each_change_once():
+    from orchestrator.report_tables import regression_text
+
+    metric = {"backend": "ct2-int8", "metric": "latency_p50_ms", "baseline": 21.95, "current": 34.71,
+              "reason": "latency_p50_ms 21.95 -> 34.71 (allowed rise 5.4875)"}
+    assert regression_text(metric) == "ct2-int8: latency_p50_ms 21.95 -> 34.71 (allowed rise 5.4875)"
+    verdict = {"backend": "b", "metric": "verdict", "baseline": "pass", "current": "mask",
+               "reason": "verdict no longer pass"}
+    assert regression_text(verdict) == "b: verdict pass -> mask (verdict no longer pass)"
