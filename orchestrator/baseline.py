@@ -77,9 +77,10 @@ def read_outputs(report: dict[str, Any], run_dir) -> tuple[dict[str, list[list[i
     outputs: dict[str, list[list[int]]] = {}
     problems: list[str] = []
     for name, b in (report.get("backends") or {}).items():
-        q = (b.get("suites") or {}).get("quality") if isinstance(b, dict) else None
-        if b.get("status") != "ok" or not isinstance(q, dict) or q.get("status", "ok") != "ok" \
-                or not isinstance(q.get("tokens"), str):
+        if not isinstance(b, dict) or b.get("status") != "ok":
+            continue
+        q = (b.get("suites") or {}).get("quality")
+        if not isinstance(q, dict) or q.get("status", "ok") != "ok" or not isinstance(q.get("tokens"), str):
             continue
         path = Path(run_dir) / "backends" / name / q["tokens"]
         try:
@@ -118,8 +119,9 @@ def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | 
 
 
 def save_baseline(report: dict[str, Any], path, outputs: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:
-    """Write the baseline of ``report`` (with the golden ``outputs``, see :func:`read_outputs`) to ``path``. An existing file is replaced only when it is a seqquant
-    baseline (updating a baseline is the normal flow; clobbering e.g. a report.json given by mistake is not)."""
+    """Write the baseline of ``report`` (with the golden ``outputs``, see :func:`read_outputs`) to ``path``.
+    An existing file is replaced only when it is a seqquant baseline (updating a baseline is the normal flow;
+    clobbering e.g. a report.json given by mistake is not)."""
     path = Path(path)
     if path.is_dir():
         raise InvalidInputError(f"baseline file {path} is a directory; give a file name (e.g. {path / 'baseline.json'})")

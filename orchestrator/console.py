@@ -126,7 +126,7 @@ def print_report(report: dict[str, Any], console=None, run_dir=None) -> None:
         changed = {n: o for n, o in (base.get("outputs") or {}).items() if isinstance(o, dict) and o.get("changed")}
         console.print(f"[bold]baseline:[/bold] {'REGRESSION' if base.get('regressions') else 'no regression'}"
                       f" vs {_esc(base.get('file', ''))}"
-                      + (f"; outputs changed: " + ", ".join(f"{_esc(n)} {o['changed']}/{o.get('n')}"
+                      + ("; outputs changed: " + ", ".join(f"{_esc(n)} {o['changed']}/{o.get('n')}"
                                                            for n, o in changed.items()) if changed else ""))
     print_step_errors(report, console)
     if run_dir is not None:

@@ -158,7 +158,8 @@ def test_golden_outputs_saved_and_compared_sentence_by_sentence(report, run_dir,
         assert res["ok"] is ok, spec
     regs = compare_to_baseline(report, base, {"outputs_changed": 0}, cur)["regressions"]
     assert [(r["backend"], r["metric"]) for r in regs] == [("sim-int8", "outputs_changed")]
-    assert "outputs differ from the baseline's on 1 of" in regs[0]["reason"] and "first: sentence 2" in regs[0]["reason"]
+    reason = regs[0]["reason"]
+    assert "outputs differ from the baseline's on 1 of" in reason and "first: sentence 2" in reason
 
     gated = {**compare_to_baseline(report, base, {}, cur), "file": "b.json"}
     text = " ".join(r[1] for r in baseline_table({"baseline": gated})[2])
