@@ -121,6 +121,33 @@ class Artifacts:
         return asdict(self)
 
 
+def check_manifest(target: Path, key: str, verify: bool = True) -> tuple[dict[str, Any] | None, dict[str, Path],
+                                                                         list[str]]:
+    """Read the artifact manifest in ``target`` and check it against cache key ``key`` and its files
+    against their recorded size and (``verify``) sha256. Returns (manifest, role -> file, problems); the
+    artifacts are intact when ``problems`` is empty. Used by the cache (rebuild) and by export (refuse)."""
+    mpath = target / MANIFEST
+    if not mpath.is_file():
+        return None, {}, [f"{mpath} is missing"]
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, {}, [f"{mpath} is not valid JSON ({exc})"]
+    if manifest.get("cache_key") != key:
+        return manifest, {}, [f"{target} holds other artifacts (cache key {str(manifest.get('cache_key'))[:16]} "
+                              f"vs {str(key)[:16]})"]
+    files, problems = {}, []
+    for role, info in (manifest.get("files") or {}).items():
+        p = target / info["path"]
+        if not p.is_file():
+            problems.append(f"{p} is missing")
+        elif p.stat().st_size != info["bytes"] or (verify and sha256_file(p) != info["sha256"]):
+            problems.append(f"{p} changed since it was built (checksum mismatch)")
+        else:
+            files[role] = p
+    return manifest, files, problems
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MB chunks."""
     h = hashlib.sha256()
@@ -271,25 +298,11 @@ class Seq2SeqBackend(abc.ABC):
         return False
 
     def _load_manifest(self, target: Path, key: str, verify: bool = True, reused: bool = True):
-        mpath = target / MANIFEST
-        if not mpath.exists():
-            return None
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        if manifest.get("cache_key") != key:
-            return None
-        files, total = {}, 0
-        for role, info in manifest["files"].items():
-            p = target / info["path"]
-            if not p.exists() or p.stat().st_size != info["bytes"]:
-                return None
-            if verify and sha256_file(p) != info["sha256"]:
-                return None  # corrupt: caller rebuilds
-            files[role] = str(p)
-            total += info["bytes"]
-        return Artifacts(directory=str(target), files=files, bytes=total, cache_key=key, reused=reused,
+        manifest, files, problems = check_manifest(target, key, verify)
+        if problems:
+            return None  # missing, other or corrupt artifacts: the caller rebuilds
+        return Artifacts(directory=str(target), files={r: str(p) for r, p in files.items()},
+                         bytes=sum(manifest["files"][r]["bytes"] for r in files), cache_key=key, reused=reused,
                          build_seconds=float(manifest.get("build_seconds", 0.0)),
                          extra=manifest.get("extra", {}))
 

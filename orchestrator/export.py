@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.base import MANIFEST, sha256_file
+from backends.base import check_manifest, sha256_file
 from orchestrator.errors import RunDirError
 
 EXPORT_FORMAT = "seqquant-export/1"
@@ -50,30 +50,13 @@ def pick_backend(report: dict[str, Any], name: str | None) -> str:
 
 def _artifact_files(name: str, art: dict[str, Any]) -> dict[str, Path]:
     """role -> file, checked against the artifact manifest (cache key and sha256)."""
-    directory = Path(art.get("directory") or "")
     rebuild = "re-run the same `compare` command to rebuild them, then export again"
-    manifest_path = directory / MANIFEST
-    if not art.get("directory") or not manifest_path.is_file():
-        raise RunDirError(f"{name}: the artifacts of this run are gone ({manifest_path} is missing); {rebuild}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{name}: {manifest_path} is not valid JSON ({exc}); {rebuild}") from exc
-    if manifest.get("cache_key") != art.get("cache_key"):
-        raise RunDirError(f"{name}: {directory} now holds other artifacts than the ones this run measured "
-                          f"(cache key {str(manifest.get('cache_key'))[:16]} vs {str(art.get('cache_key'))[:16]}); "
+    if not art.get("directory") or not Path(art["directory"]).is_dir():
+        raise RunDirError(f"{name}: the artifacts of this run are gone ({art.get('directory')}); {rebuild}")
+    _, files, problems = check_manifest(Path(art["directory"]), art.get("cache_key"))
+    if problems:
+        raise RunDirError(f"{name}: the artifacts are not the ones this run measured: {'; '.join(problems)}; "
                           f"{rebuild}")
-    files, bad = {}, []
-    for role, info in (manifest.get("files") or {}).items():
-        p = directory / info["path"]
-        if not p.is_file():
-            bad.append(f"{p} is missing")
-        elif p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
-            bad.append(f"{p} changed since it was built (checksum mismatch)")
-        else:
-            files[role] = p
-    if bad:
-        raise RunDirError(f"{name}: the artifacts do not match their manifest: {'; '.join(bad)}; {rebuild}")
     return files
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from backends._imports import require
 from backends.errors import ArtifactError, InvalidInputError
+from backends.tflite import reference_loop
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def to_domain(x: np.ndarray, src: TensorInfo | None, dst: TensorInfo, raw: bool 
 #: which LiteRT kernels run a model: ``xnnpack`` (LiteRT's default: the XNNPACK delegate takes the
 #: ops it supports, the built-in kernels the rest), ``builtin`` (the built-in optimized kernels only,
 #: no default delegate) or ``reference`` (the built-in reference kernels: slow, the spec). The
-#: artifacts are the same; int8 kernels differ in rounding, so their outputs may differ.
-KERNELS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
+#: artifacts are the same; int8 kernels differ in rounding, so their outputs may differ. One table,
+#: kept in the shipped reference loop (which imports nothing from seqquant).
+KERNELS = reference_loop.KERNELS
 
 
 def check_kernels(kernels: Any, who: str) -> str:

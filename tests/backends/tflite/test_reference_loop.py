@@ -97,7 +97,7 @@ def test_reference_loop_runs_the_measured_kernels(prepared, tmp_path):
     reproduces the backend run with those kernels; an unknown name is refused."""
     from backends.tflite.runtime import KERNELS
 
-    assert reference_loop.KERNELS == KERNELS  # the shipped copy of the resolver table
+    assert reference_loop.KERNELS == KERNELS  # one resolver table, the shipped one
     bundle, be = prepared("marian", "tflite-int8", kernels="reference", **INT8)
     for p in Path(be.artifacts.directory).iterdir():
         shutil.copyfile(p, tmp_path / p.name)
