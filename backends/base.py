@@ -412,6 +412,30 @@ class Seq2SeqBackend(abc.ABC):
     def set_boundary_mode_impl(self, mode: str | None) -> None:
         pass
 
+    def supports_op_numerics(self) -> bool:
+        """Whether :meth:`op_numerics` can measure this backend's quantized ops (the numerics suite)."""
+        return False
+
+    def op_numerics(self, input_ids, attention_mask, max_new_tokens: int | None = None) -> dict[str, Any]:
+        """Translate ``input_ids`` greedily while measuring every quantized op of each graph against the
+        same op in float on its dequantized inputs: ``{"kernels": ..., "graphs": {role: summary}}``
+        (summary: :meth:`backends.tflite.numerics.OpNumerics.summary`)."""
+        self._check_active("op_numerics")
+        if not self.supports_op_numerics():
+            raise InvalidInputError(f"{self.name}: per-op numerics are not available for this backend")
+        ids = self._check_ids("input_ids", input_ids)
+        mask = self._check_ids("attention_mask", attention_mask)
+        if ids.shape != mask.shape:
+            raise InvalidInputError(f"input_ids {ids.shape} and attention_mask {mask.shape} differ in shape")
+        n = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if n < 1:
+            raise InvalidInputError(f"max_new_tokens must be >= 1, got {n}")
+        return self.op_numerics_impl(ids, mask, n)
+
+    def op_numerics_impl(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                         max_new_tokens: int) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} declares supports_op_numerics() without op_numerics_impl")
+
     def select(self, obj: Any, indices: np.ndarray) -> Any:
         """Reorder an encoder state or cache along the batch axis (beam search)."""
         return select_batch(obj, indices)

@@ -31,6 +31,10 @@ Kinds (first matching rule wins, in this order):
   (the settings that differ are named in the summary);
 * ``model-inherent`` — every INT8 backend fails the bar (and an FP32 split backend passes).
 
+A failing verdict also cites the numerics suite when it ran on that backend: the ops whose local
+error marks a kernel or quantization-parameter defect, or else that every checked op sits at the
+rounding floor (the loss is the bit width, not a broken op), and the most saturated tensor.
+
 The bar (``[bar]`` in the matrix; defaults)::
 
     max_bleu_drop = 1.0          # BLEU points below the reference backend
@@ -51,6 +55,8 @@ from typing import Any
 
 from backends.errors import InvalidInputError
 
+#: below this share of clipped values (the numerics suite's most saturated op) the ranges fit the data
+SATURATION_FITS = 0.05
 BAR_DEFAULTS: dict[str, Any] = {"max_bleu_drop": 1.0, "min_fp32_agreement": 0.95, "fail_source_blind": True,
                                 "min_first_step_cosine": 0.0, "min_int8_agreement": 0.0}
 KINDS = ("pass", "calibration", "mask", "kernel", "precision", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
@@ -404,8 +410,40 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
         verdicts[n] = _v("model-inherent", f"every INT8 backend ({len(int8)}) fails the bar; {note}: the model "
                                            f"itself does not survive INT8", ev + others + split_ev)
     for n, v in verdicts.items():
+        if v["kind"] not in ("pass", "export-convention"):
+            v["evidence"] = v["evidence"] + _numerics_ev(report, n)
         report["backends"][n]["verdict"] = v
     return summarize(report, verdicts, bar, int8, int8_pass)
+
+
+def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """What the numerics suite saw inside the failing backend's graphs (none if it did not run)."""
+    graphs = suite(report, name, "numerics").get("graphs")
+    if not isinstance(graphs, dict) or not graphs:
+        return []
+    sat = [(role, r) for role, g in graphs.items() for r in (g.get("most_saturated") or [])[:1]]
+    top = max(sat, key=lambda x: x[1].get("saturated") or 0) if sat else None
+    share = float((top[1].get("saturated") or 0) if top else 0)
+    rows = [(role, r) for role, g in graphs.items() for r in (g.get("defects") or [])]
+    if rows:
+        role, r = max(rows, key=lambda x: x[1].get("rms_lsb") or 0)
+        out = [_ev(name, "numerics_defects", len(rows), worst=f"{role} {r.get('op')} {r.get('tensor')}",
+                   rms_lsb=r.get("rms_lsb"), bias_lsb=r.get("bias_lsb"),
+                   note="an op computes something other than its float counterpart on the same inputs "
+                        "(a kernel or quantization-parameter defect)")]
+    else:
+        worst = max((g.get("rms_lsb_max") or 0 for g in graphs.values()), default=0)
+        note = "every checked quantized op computes its float counterpart to within rounding (no broken op)"
+        if share < SATURATION_FITS:
+            note += " and little is clipped: the loss is the grid's resolution accumulating"
+        out = [_ev(name, "numerics_rms_lsb_max", worst, note=note)]
+    if top:
+        role, r = top
+        out.append(_ev(name, "numerics_saturated_max", r.get("saturated"), tensor=f"{role} {r.get('op')} "
+                       f"{r.get('tensor')}", by_lsb=r.get("saturated_by_lsb"),
+                       note="share of that op's values beyond its calibrated range (live rows)"
+                       + ("; the range does not fit the values it meets at run time" if share >= 0.5 else "")))
+    return out
 
 
 def _peer_ev(report, p, passes, n, diff) -> list[dict[str, Any]]:

@@ -92,6 +92,35 @@ def boundary_table(report: dict[str, Any]) -> Table | None:
             ["backend", "mode", "BLEU", "identical to FP32 row", "ΔBLEU"], rows)
 
 
+def _op_text(r: dict[str, Any] | None, what: str) -> str:
+    if not isinstance(r, dict):
+        return "-"
+    value = (f"{float(r.get('saturated') or 0):.1%}, by {fmt(r.get('saturated_by_lsb'), 1)} LSB"
+             if what == "saturated" else f"{fmt(r.get('rms_lsb'), 2)} LSB")
+    return f"{r.get('op')} {r.get('tensor')}: {value}"
+
+
+def numerics_table(report: dict[str, Any]) -> Table | None:
+    rows = []
+    for n, b in _ok(report):
+        s = (b.get("suites") or {}).get("numerics") or {}
+        if s.get("status", "ok") != "ok" or not isinstance(s.get("graphs"), dict):
+            continue
+        for role, g in s["graphs"].items():
+            defects = g.get("defects") or []
+            rows.append([n, role, fmt(g.get("ops_checked")), fmt(g.get("rms_lsb_median"), 3),
+                         _op_text((g.get("worst_error") or [None])[0], "rms"),
+                         _op_text((g.get("most_saturated") or [None])[0], "saturated"),
+                         "; ".join(_op_text(d, "rms") for d in defects[:3]) + (" ..." if len(defects) > 3 else "")
+                         if defects else "none"])
+    if not rows:
+        return None
+    return ("Per-op numerics (numerics suite: each quantized op vs the same op in float on its dequantized "
+            "inputs, rms error in steps of its output; rounding alone is ~0.29; saturated: share of values beyond "
+            "the calibrated range, and how far)",
+            ["backend", "graph", "ops checked", "median rms", "worst op", "most saturated", "defects"], rows)
+
+
 def evidence_text(e: dict[str, Any]) -> str:
     """One evidence row of a verdict as text: ``backend: metric = value (extra fields) — note``."""
     rest = {k: v for k, v in e.items() if k not in ("backend", "metric", "value", "note")}
@@ -186,8 +215,8 @@ def outputs_texts(base: dict[str, Any]) -> list[str]:
     return lines
 
 
-SECTIONS = (quality_table, sensitivity_table, speed_table, boundary_table, verdict_table, evidence_table,
-            selection_table, baseline_table)
+SECTIONS = (quality_table, sensitivity_table, speed_table, boundary_table, numerics_table, verdict_table,
+            evidence_table, selection_table, baseline_table)
 
 
 def section_tables(report: dict[str, Any]) -> list[Table]:

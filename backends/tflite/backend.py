@@ -276,6 +276,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         return source_buckets(self.options["source_buckets"], self.max_source_length, self.name)
 
     def _bucket(self, width: int) -> int:
+        if self.source_buckets and getattr(self, "_exact_width", False):
+            return width  # measuring saturation: no padding rows (their values reach no output)
         return next((b for b in self.source_buckets if b >= width), self.max_source_length)
 
     @property
@@ -533,13 +535,61 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         if self._active:
             self._load_models()
 
+    def _runner(self, path: str | Path, role: str) -> TFLiteModel:
+        """An interpreter for the backend's own ``role`` graph; while :meth:`op_numerics_impl` measures,
+        one on the built-in kernels that keeps its intermediate tensors and reports every run."""
+        inspect = getattr(self, "_inspect", None)
+        if not inspect:
+            return TFLiteModel(path, self.threads, self.kernels)
+        run = TFLiteModel(path, self.threads, "builtin", preserve=True)
+        run.observer = inspect[role].observe
+        return run
+
+    def supports_op_numerics(self) -> bool:
+        return self.quantized
+
+    def op_numerics_impl(self, input_ids, attention_mask, max_new_tokens: int) -> dict[str, Any]:
+        from backends.tflite.numerics import OpNumerics
+
+        files = self.artifacts.files
+        stats = {role: OpNumerics(Path(files[role]).read_bytes()) for role in ("encoder", "decoder")}
+        mode = self._mode
+        self._inspect = stats
+        try:
+            self._mode = self._default_mode()
+            self._enc_q = self._dec_q = None
+            self._load_models()
+            # errors: the batch as deployed (padded to its source bucket, finished rows stepping on: the
+            # mask paths run) ...
+            for st in stats.values():
+                st.count_saturation = False
+            self.generate_impl(input_ids, attention_mask, max_new_tokens, 1)
+            # ... and each sentence alone at its own length, where every row is live (no padding row, no
+            # row after its EOS): saturation counts only values that reach an output
+            for st in stats.values():
+                st.count_saturation = True
+            self._exact_width = True
+            for ids, keep in zip(input_ids, attention_mask.astype(bool)):
+                row = ids[keep][None, :]
+                self.generate_impl(row, np.ones_like(row), max_new_tokens, 1)
+        finally:
+            self._inspect = None
+            self._exact_width = False
+            self._mode = mode
+            self._enc_q = self._dec_q = None
+            self._load_models()
+        return {"kernels": "builtin", "mode": self._default_mode(),
+                # a static encoder runs padded to its length in both passes
+                "saturation_padding_rows": not self.source_buckets,
+                "graphs": {role: s.summary() for role, s in stats.items()}}
+
     def _load_models(self) -> None:
         self._enc_runs: dict[int, TFLiteModel] = {}
         self._plan: list[tuple[str, str, Any, Any]] | None = None
         files = self.artifacts.files
         if self._enc_q is None:  # the backend's own pair (FP32 for tflite-fp32-split)
-            self._enc_q = TFLiteModel(files["encoder"], self.threads, self.kernels)
-            self._dec_q = TFLiteModel(files["decoder"], self.threads, self.kernels)
+            self._enc_q = self._runner(files["encoder"], "encoder")
+            self._dec_q = self._runner(files["decoder"], "decoder")
         mode = self._mode
         if not self.quantized:
             self._enc, self._dec, self._raw = self._enc_q, self._dec_q, False
@@ -572,7 +622,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             return self._enc
         run = self._enc_runs.get(width)
         if run is None:
-            run = self._enc if not self._enc_runs else TFLiteModel(self._enc.path, self.threads, self.kernels)
+            run = self._enc if not self._enc_runs else self._runner(self._enc.path, "encoder")
             self._enc_runs[width] = run
         return run
 

@@ -7,6 +7,7 @@ boundary explicitly.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -91,16 +92,26 @@ def check_kernels(kernels: Any, who: str) -> str:
 
 
 class TFLiteModel:
-    """One .tflite file with a single signature, run by the LiteRT interpreter."""
+    """One .tflite file with a single signature, run by the LiteRT interpreter.
 
-    def __init__(self, path: str | Path, threads: int, kernels: str = "xnnpack"):
+    ``preserve=True`` keeps every intermediate tensor readable after a run (LiteRT's
+    ``experimental_preserve_all_tensors``; only without a delegate, so ``kernels`` must not be
+    ``xnnpack``); ``observer``, when set, is called with the interpreter after every invoke."""
+
+    def __init__(self, path: str | Path, threads: int, kernels: str = "xnnpack", preserve: bool = False):
         litert = require("ai_edge_litert.interpreter", "running TFLite models")
         self.path = Path(path)
         self.kernels = check_kernels(kernels, str(self.path))
+        if preserve and self.kernels == "xnnpack":
+            raise InvalidInputError(f"{self.path}: intermediate tensors are kept only without the XNNPACK "
+                                    f"delegate; use kernels 'builtin' or 'reference'")
         resolver = getattr(litert.OpResolverType, KERNELS[self.kernels])
         try:
-            self.interp = litert.Interpreter(model_path=str(self.path), num_threads=int(threads),
-                                             experimental_op_resolver_type=resolver)
+            with warnings.catch_warnings():  # keeping every tensor is what preserve asks for
+                warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+                self.interp = litert.Interpreter(model_path=str(self.path), num_threads=int(threads),
+                                                 experimental_op_resolver_type=resolver,
+                                                 experimental_preserve_all_tensors=bool(preserve))
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(f"LiteRT could not load {self.path}: {exc}") from exc
         sigs = self.interp.get_signature_list()
@@ -114,6 +125,7 @@ class TFLiteModel:
         self._get = self.interp.get_tensor
         self._in = [(n, i.index, np.dtype(i.dtype)) for n, i in self.inputs.items()]
         self._out = [(n, o.index) for n, o in self.outputs.items()]
+        self.observer: Any = None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [n for n in self.inputs if n not in feeds]
@@ -125,6 +137,8 @@ class TFLiteModel:
         for n, index, dtype in self._in:
             self._set(index, np.ascontiguousarray(feeds[n], dtype=dtype))
         self.interp.invoke()
+        if self.observer is not None:
+            self.observer(self.interp)
         return {n: self._get(index) for n, index in self._out}
 
     def _resize(self, feeds: dict[str, np.ndarray]) -> None:

@@ -109,6 +109,7 @@ SUITES: dict[str, str] = {
     "source-sensitivity": "orchestrator.suites.source_sensitivity:SourceSensitivitySuite",
     "speed": "orchestrator.suites.speed:SpeedSuite",
     "split-generation": "orchestrator.suites.split_generation:SplitGenerationSuite",
+    "numerics": "orchestrator.suites.numerics:NumericsSuite",
 }
 
 

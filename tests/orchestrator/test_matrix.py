@@ -12,7 +12,7 @@ def test_shipped_matrices_parse():
     default = load_matrix(DEFAULT_MATRIX)
     assert {"torch-fp32", "torch-fp32-split", "tflite-int8", "ct2-int8"} <= set(default.backends)
     assert "tflite-int16x8" not in default.backends and default.overrides["tflite-int16x8"]["limit"] <= 100
-    assert default.suites == ["quality", "split-generation", "source-sensitivity", "speed"]
+    assert default.suites == ["quality", "split-generation", "source-sensitivity", "speed", "numerics"]
     assert default.missing_backends == "skip" and default.reference == "torch-fp32"
     smoke = load_matrix(MATRICES_DIR / "smoke.toml")
     assert smoke.settings["limit"] == 20 and "torch-fp32" in smoke.backends

@@ -83,3 +83,11 @@ def test_real_model_fp32_split_int8_and_naive(real):
     shipped = [loop.translate([int(t) for t, m in zip(row, keep) if m])
                for row, keep in zip(enc.input_ids, enc.attention_mask)]
     assert shipped == q_out, sum(a == b for a, b in zip(shipped, q_out))
+
+    # per-op numerics on the real model (8 test sentences): no op of either graph is broken
+    enc8 = bundle.encode_sources(sources[:8], q.max_source_length)
+    with q:
+        num = q.op_numerics(enc8.input_ids, enc8.attention_mask)
+    for role, g in num["graphs"].items():
+        assert g["ops_checked"] > 100 and g["defects"] == [], (role, g["defects"])
+        assert g["rms_lsb_median"] < 0.35, (role, g["rms_lsb_median"])
