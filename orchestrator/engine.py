@@ -416,6 +416,9 @@ def _suite_records(p: BackendPlan, store: RunStore, proc: dict[str, Any]) -> dic
 def dry_run_plan(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites: dict[str, str | None],
                  run_dir: Path) -> dict[str, Any]:
     """What a run would do, without running or writing anything."""
+    from backends import registry
+    from orchestrator.suites.base import get_suite
+
     _plan_suites(cfg, v, plans, suites, RunStore(run_dir), dry_run=True)
     out: dict[str, Any] = {"dry_run": True, "run_dir": str(run_dir), "n_sentences": len(v.data.sources),
                            "suites": {s: r or "ok" for s, r in suites.items()}, "backends": {}}
@@ -423,7 +426,9 @@ def dry_run_plan(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
         if p.skip_reason:
             out["backends"][p.name] = {"action": "skip", "reason": p.skip_reason}
             continue
-        todo = {s.name: "reuse" if s.reuse is not None else "run" for s in p.suites}
+        backend = registry.get_backend(p.name, **p.options)  # constructed in validation: no runtime import
+        todo = {s.name: ("does not apply" if not get_suite(s.name).supports(backend)
+                         else "reuse" if s.reuse is not None else "run") for s in p.suites}
         action = "run" if "run" in todo.values() else "reuse"
         out["backends"][p.name] = {"action": action, "suites": todo, "settings": p.settings}
     return out

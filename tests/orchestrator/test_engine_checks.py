@@ -159,3 +159,16 @@ def test_a_failed_compare_step_fails_the_run(tiny_model, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert "quality" in report["compare_errors"]
     assert report["backends"]["test-counting"]["status"] == "ok"  # results kept
+
+
+def test_dry_run_says_which_suites_do_not_apply(tiny_model, tmp_path):
+    """A suite whose supports() is false for a backend (numerics on a float backend) is planned as
+    'does not apply', not 'run' (the worker would record it as skipped)."""
+    from orchestrator.engine import run_compare
+
+    cfg = resolve_config({"model": str(tiny_model("marian")), "backends": "torch-fp32,tflite-int8",
+                          "suites": "quality,numerics", "limit": 3, "out": str(tmp_path / "run")})
+    plan, code, _ = run_compare(cfg, dry_run=True)
+    assert code == 0
+    assert plan["backends"]["torch-fp32"]["suites"] == {"quality": "run", "numerics": "does not apply"}
+    assert plan["backends"]["tflite-int8"]["suites"] == {"quality": "run", "numerics": "run"}
