@@ -413,7 +413,8 @@ class Seq2SeqBackend(abc.ABC):
         pass
 
     def supports_op_numerics(self) -> bool:
-        """Whether :meth:`op_numerics` can measure this backend's quantized ops (the numerics suite)."""
+        """Whether :meth:`op_numerics` can measure this backend's quantized ops (the numerics suite); a
+        backend that says so implements ``op_numerics_impl(input_ids, attention_mask, max_new_tokens)``."""
         return False
 
     def op_numerics(self, input_ids, attention_mask, max_new_tokens: int | None = None) -> dict[str, Any]:
@@ -421,7 +422,8 @@ class Seq2SeqBackend(abc.ABC):
         same op in float on its dequantized inputs: ``{"kernels": ..., "graphs": {role: summary}}``
         (summary: :meth:`backends.tflite.numerics.OpNumerics.summary`)."""
         self._check_active("op_numerics")
-        if not self.supports_op_numerics():
+        impl = getattr(self, "op_numerics_impl", None)
+        if not self.supports_op_numerics() or impl is None:
             raise InvalidInputError(f"{self.name}: per-op numerics are not available for this backend")
         ids = self._check_ids("input_ids", input_ids)
         mask = self._check_ids("attention_mask", attention_mask)
@@ -430,11 +432,7 @@ class Seq2SeqBackend(abc.ABC):
         n = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if n < 1:
             raise InvalidInputError(f"max_new_tokens must be >= 1, got {n}")
-        return self.op_numerics_impl(ids, mask, n)
-
-    def op_numerics_impl(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                         max_new_tokens: int) -> dict[str, Any]:
-        raise NotImplementedError(f"{type(self).__name__} declares supports_op_numerics() without op_numerics_impl")
+        return impl(ids, mask, n)
 
     def select(self, obj: Any, indices: np.ndarray) -> Any:
         """Reorder an encoder state or cache along the batch axis (beam search)."""

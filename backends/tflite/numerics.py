@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from backends._imports import require
+
 #: an op whose local error exceeds this rms (LSB) or this |mean| is flagged as a numerics defect
 DEFECT_RMS_LSB = 1.0
 DEFECT_BIAS_LSB = 0.75
@@ -41,12 +43,11 @@ _ERF = np.vectorize(math.erf, otypes=[np.float64])
 _ACTIVATIONS = {0: None, 1: (0.0, np.inf), 2: (-1.0, 1.0), 3: (0.0, 6.0)}  # NONE, RELU, RELU_N1_TO_1, RELU6
 
 
-def _options(path_or_bytes) -> dict[int, Any]:
-    """Op index -> its builtin options object (flatbuffer object API), for subgraph 0."""
-    from tensorflow.lite.tools import flatbuffer_utils as fbu  # inside TF; lazily imported
-
-    data = bytearray(path_or_bytes)
-    model = fbu.convert_bytearray_to_object(data)
+def _options(model_bytes: bytes) -> dict[int, Any]:
+    """Op index -> its builtin options object (flatbuffer object API), for subgraph 0 (LiteRT's own
+    schema module: no TensorFlow import in the worker)."""
+    schema = require("ai_edge_litert.schema_py_generated", "reading .tflite op options")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     return {i: op.builtinOptions for i, op in enumerate(model.subgraphs[0].operators or [])}
 
 
@@ -58,7 +59,9 @@ class OpNumerics:
         self._opts = _options(model_bytes)
         self._stats: dict[int, dict[str, Any]] = {}
         self._unchecked: Counter[str] = Counter()
-        self._graphs: dict[int, tuple[dict[int, dict], list[dict]]] = {}
+        self._graphs: dict[int, tuple[dict[int, dict], list[dict], set[int]]] = {}
+        self._consts: set[int] = set()
+        self._const_values: dict[tuple[int, int], np.ndarray] = {}
         #: whether runs observed now count towards saturation (off for runs whose padding or finished
         #: rows would count values that reach no output); the local error is always counted
         self.count_saturation = True
@@ -69,9 +72,12 @@ class OpNumerics:
         self.invocations += 1
         graph = self._graphs.get(id(interp))
         if graph is None:  # tensor and op details are static: read once per interpreter
-            graph = self._graphs[id(interp)] = ({t["index"]: t for t in interp.get_tensor_details()},
-                                                interp._get_ops_details())  # noqa: SLF001 - the only op listing
-        tensors, ops = graph
+            ops = interp._get_ops_details()  # noqa: SLF001 - the only op listing
+            tensors = {t["index"]: t for t in interp.get_tensor_details()}
+            produced = {int(o) for op in ops for o in op["outputs"]}
+            inputs = {d["index"] for d in interp.get_input_details()}
+            graph = self._graphs[id(interp)] = (tensors, ops, set(tensors) - produced - inputs)
+        tensors, ops, self._consts = graph
         first = self.invocations == 1
         for op in ops:
             name, index = op["op_name"], int(op["index"])
@@ -119,7 +125,8 @@ class OpNumerics:
     def _reference(self, name: str, index: int, interp, tensors, ins: list[int],
                    out_shape: tuple[int, ...]) -> np.ndarray:
         opts = self._opts.get(index)
-        x = [_dequantize(interp.get_tensor(i), tensors[i]) for i in ins]
+        x = [self._constant(i, interp, tensors) if i in self._consts else _dequantize(interp.get_tensor(i), tensors[i])
+             for i in ins]
         if name in ("ADD", "SUB", "MUL", "SQUARED_DIFFERENCE"):
             a, b = x[0], x[1]
             ref = {"ADD": a + b, "SUB": a - b, "MUL": a * b, "SQUARED_DIFFERENCE": np.square(a - b)}[name]
@@ -173,6 +180,14 @@ class OpNumerics:
                 b = np.swapaxes(b, -1, -2)
             return a @ b
         raise _Unsupported(name)
+
+    def _constant(self, index: int, interp, tensors) -> np.ndarray:
+        """A constant tensor (weights, biases, axes) dequantized once, not at every invocation."""
+        key = (id(interp), index)
+        x = self._const_values.get(key)
+        if x is None:
+            x = self._const_values[key] = _dequantize(interp.get_tensor(index), tensors[index])
+        return x
 
     # ---- result ------------------------------------------------------------------------
     def summary(self, worst: int = 5) -> dict[str, Any]:
