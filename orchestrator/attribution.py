@@ -54,6 +54,7 @@ import re
 from typing import Any
 
 from backends.errors import InvalidInputError
+from orchestrator.report_tables import op_label
 
 #: below this share of clipped values (the numerics suite's most saturated op) the ranges fit the data
 SATURATION_FITS = 0.05
@@ -427,7 +428,7 @@ def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
     rows = [(role, r) for role, g in graphs.items() for r in (g.get("defects") or [])]
     if rows:
         role, r = max(rows, key=lambda x: x[1].get("rms_lsb") or 0)
-        out = [_ev(name, "numerics_defects", len(rows), worst=f"{role} {r.get('op')} {r.get('tensor')}",
+        out = [_ev(name, "numerics_defects", len(rows), worst=f"{role} {op_label(r)}",
                    rms_lsb=r.get("rms_lsb"), bias_lsb=r.get("bias_lsb"),
                    note="an op computes something other than its float counterpart on the same inputs "
                         "(a kernel or quantization-parameter defect)")]
@@ -439,8 +440,7 @@ def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
         out = [_ev(name, "numerics_rms_lsb_max", worst, note=note)]
     if top:
         role, r = top
-        out.append(_ev(name, "numerics_saturated_max", r.get("saturated"), tensor=f"{role} {r.get('op')} "
-                       f"{r.get('tensor')}", by_lsb=r.get("saturated_by_lsb"),
+        out.append(_ev(name, "numerics_saturated_max", r.get("saturated"), tensor=f"{role} {op_label(r)}", by_lsb=r.get("saturated_by_lsb"),
                        note="share of that op's values beyond its calibrated range (live rows)"
                        + ("; the range does not fit the values it meets at run time" if share >= 0.5 else "")))
     return out

@@ -92,12 +92,18 @@ def boundary_table(report: dict[str, Any]) -> Table | None:
             ["backend", "mode", "BLEU", "identical to FP32 row", "ΔBLEU"], rows)
 
 
+def op_label(r: dict[str, Any]) -> str:
+    """A numerics row's op as a reader finds it: its type and where it sits in the network
+    (``FULLY_CONNECTED layer_3/ffn/fc2/MatMul``; the raw tensor name for rows saved before ``where``)."""
+    return f"{r.get('op')} {r.get('where') or r.get('tensor')}"
+
+
 def _op_text(r: dict[str, Any] | None, what: str) -> str:
     if not isinstance(r, dict):
         return "-"
     value = (f"{float(r.get('saturated') or 0):.1%}, by {fmt(r.get('saturated_by_lsb'), 1)} LSB"
              if what == "saturated" else f"{fmt(r.get('rms_lsb'), 2)} LSB")
-    return f"{r.get('op')} {r.get('tensor')}: {value}"
+    return f"{op_label(r)}: {value}"
 
 
 def numerics_table(report: dict[str, Any]) -> Table | None:

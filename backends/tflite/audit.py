@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from backends._imports import require
+from backends.tflite.graphs import op_location
 
 EDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
 FLOAT_TYPES = ("float32", "float16", "float64")
@@ -30,6 +31,9 @@ def audit_model(path: str | Path) -> dict[str, Any]:
         ins = [_dtype_name(tensors[i]["dtype"]) for i in op["inputs"] if i >= 0 and i in tensors]
         outs = [_dtype_name(tensors[i]["dtype"]) for i in op["outputs"] if i in tensors]
         entry = {"index": int(op["index"]), "op": op["op_name"], "inputs": ins, "outputs": outs}
+        first_out = next((i for i in op["outputs"] if i in tensors), None)
+        if first_out is not None:
+            entry["where"] = op_location(tensors[first_out]["name"])
         ops.append(entry)
         has_float = any(t in FLOAT_TYPES for t in ins + outs)
         if op["op_name"] in EDGE_OPS:
@@ -50,6 +54,7 @@ def audit_model(path: str | Path) -> dict[str, Any]:
         "op_counts": dict(sorted(counts.items())),
         "float_compute_ops": len(float_ops),
         "float_op_counts": dict(sorted(float_counts.items())),
+        "float_ops": [f"{o['op']} {o.get('where', '?')}" for o in float_ops],  # where float compute remains
         "edge_quantize_ops": len(edge_ops),
         "activation_dtypes": sorted(activations),
         "integer_only": not float_ops and bool(activations),

@@ -27,6 +27,7 @@ scores; ``"hf"`` adds ``-1e9`` like Hugging Face (exact in float, destroys int8 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -36,8 +37,8 @@ from backends._imports import require
 from backends.errors import InvalidInputError, UnsupportedModelError
 from backends.tflite.balance import BalancedNorm
 
-#: bump when the graphs' interface or numerics change (part of the artifact cache key)
-GRAPH_FORMAT = 5
+#: bump when the graphs' interface, numerics or op names change (part of the artifact cache key)
+GRAPH_FORMAT = 6
 MASK_MODES = ("select", "bounded", "hf")
 CROSS_KV_MODES = ("decoder", "encoder")
 HF_MASK_VALUE = -1e9
@@ -55,6 +56,21 @@ REGION_SCOPE = "sqr_"
 #: signature outputs a region produces: the converter renames a graph output's tensor, so its op is
 #: found by the output's name instead of the scope
 REGION_OUTPUTS = {"lm_head": ("logits", "logits_top")}
+
+
+_REGION_PART = re.compile(rf"^{re.escape(REGION_SCOPE)}[a-z_]+?(_\d+)?$")
+
+
+def op_location(tensor_name: str) -> str:
+    """Where in the network a converted tensor comes from, from its name: the first fused TF op that
+    carries the graphs' structural scopes (``layer_3/ffn/fc2/MatMul``, ``layer_0/self_attn/norm/Rsqrt``),
+    region scopes left out; the name itself when none does (a graph output such as
+    ``PartitionedCall:4``, or an artifact built before the graphs named their scopes)."""
+    parts = [p for p in tensor_name.split(";") if p]
+    scoped = [p for p in parts if "/" in p]
+    if not scoped:
+        return parts[0] if parts else tensor_name
+    return "/".join(c for c in scoped[0].split("/") if not _REGION_PART.match(c))
 
 
 def check_regions(regions: Any, who: str) -> tuple[str, ...]:
@@ -154,10 +170,17 @@ class Seq2SeqGraphs:
         self.He = cfg.encoder_heads
 
     # ---- building blocks -----------------------------------------------------------
-    def linear(self, x, lin):
-        """x [N, in] (2-D, so the converter emits FULLY_CONNECTED with per-channel weights)."""
+    def linear(self, x, lin, name: str = "linear"):
+        """x [N, in] (2-D, so the converter emits FULLY_CONNECTED with per-channel weights), built
+        under the name scope ``name`` (``q``, ``fc1``, ...: the converted op's name says which)."""
         tf = self.tf
-        return tf.matmul(x, self.c(lin[0])) + self.c(lin[1])
+        with tf.name_scope(name):
+            return tf.matmul(x, self.c(lin[0])) + self.c(lin[1])
+
+    def scope(self, name: str):
+        """A structural TF name scope (``layer_3``, ``self_attn``, ``norm``, ...). Every op is built
+        under one, so a converted tensor's name locates it in the network (see :func:`op_location`)."""
+        return self.tf.name_scope(name)
 
     def region(self, name: str):
         """The TF name scope of one of :data:`REGIONS` (op names then carry it into the .tflite), when
@@ -168,7 +191,7 @@ class Seq2SeqGraphs:
 
     def norm(self, x, norm):
         """``layer_norm`` inside the ``layer_norm`` region (call this, override ``layer_norm``)."""
-        with self.region("layer_norm"):
+        with self.scope("norm"), self.region("layer_norm"):
             return self.layer_norm(x, norm)
 
     def layer_norm(self, x, norm):
@@ -234,9 +257,9 @@ class Seq2SeqGraphs:
 
     def ffn(self, layer):
         if "ffn_scale" in layer:  # balanced intermediate (balance.balance_ffn): fc1 gives z / s
-            return lambda h: self.linear(self.scaled_act(self.linear(h, layer["fc1"]), layer["ffn_scale"]),
-                                         layer["fc2"])
-        return lambda h: self.linear(self.act(self.linear(h, layer["fc1"])), layer["fc2"])
+            return lambda h: self.linear(self.scaled_act(self.linear(h, layer["fc1"], "fc1"), layer["ffn_scale"]),
+                                         layer["fc2"], "fc2")
+        return lambda h: self.linear(self.act(self.linear(h, layer["fc1"], "fc1")), layer["fc2"], "fc2")
 
     def scaled_act(self, zs, s):
         """act(z) / s from zs = z / s: relu(zs), or zs * sigmoid(zs * s) for swish."""
@@ -288,36 +311,43 @@ class Seq2SeqGraphs:
 
     def cross_kv(self, hidden2d, layer, S):
         att = layer["cross"]
-        return (self.split_heads(self.linear(hidden2d, att["k"]), S, self.H),
-                self.split_heads(self.linear(hidden2d, att["v"]), S, self.H))
+        return (self.split_heads(self.linear(hidden2d, att["k"], "k"), S, self.H),
+                self.split_heads(self.linear(hidden2d, att["v"], "v"), S, self.H))
 
     def encoder_body(self, inputs: dict) -> dict:
         tf, D = self.tf, self.D
         S = self.source_width(inputs["input_ids"])
-        x = self.embed_source(inputs["input_ids"])  # [B*S, D]
+        with self.scope("embed"):
+            x = self.embed_source(inputs["input_ids"])  # [B*S, D]
         valid = inputs["attention_mask"]
-        bias = self.encoder_score_bias(S)
-        for layer in self.w.enc_layers:
+        with self.scope("score_bias"):
+            bias = self.encoder_score_bias(S)
+        for i, layer in enumerate(self.w.enc_layers):
             att = layer["self"]
 
             def attn(h, att=att):
-                q = self.split_heads(self.linear(h, att["q"]), S, self.He)
-                k = self.split_heads(self.linear(h, att["k"]), S, self.He)
-                v = self.split_heads(self.linear(h, att["v"]), S, self.He)
+                q = self.split_heads(self.linear(h, att["q"], "q"), S, self.He)
+                k = self.split_heads(self.linear(h, att["k"], "k"), S, self.He)
+                v = self.split_heads(self.linear(h, att["v"], "v"), S, self.He)
                 with self.region("self_attention"):
                     p = self.masked_softmax(self.add_bias(tf.matmul(q, k, transpose_b=True), bias), valid)
                     ctx = self.merge_heads(tf.matmul(p, v), S, self.He)
-                return self.linear(ctx, att["o"])
+                return self.linear(ctx, att["o"], "o")
 
-            x = self.residual_block(x, layer["ln_self"], attn)
-            x = self.residual_block(x, layer["ln_ffn"], self.scoped("ffn", self.ffn(layer)))
+            with self.scope(f"layer_{i}"):
+                with self.scope("self_attn"):
+                    x = self.residual_block(x, layer["ln_self"], attn)
+                with self.scope("ffn"):
+                    x = self.residual_block(x, layer["ln_ffn"], self.scoped("ffn", self.ffn(layer)))
         if self.w.enc_final_ln is not None:
-            x = self.norm(x, self.w.enc_final_ln)
+            with self.scope("final"):
+                x = self.norm(x, self.w.enc_final_ln)
         if self.spec.cross_kv == "decoder":
             return {"encoder_hidden_states": tf.reshape(x, [-1, S, D])}
         out = {}
         for i, layer in enumerate(self.w.dec_layers):
-            out[f"cross_k_{i}"], out[f"cross_v_{i}"] = self.cross_kv(x, layer, S)
+            with self.scope(f"decoder_layer_{i}"), self.scope("cross_attn"):  # the decoder's, built here
+                out[f"cross_k_{i}"], out[f"cross_v_{i}"] = self.cross_kv(x, layer, S)
         return out
 
     # ---- decoder step --------------------------------------------------------------
@@ -350,8 +380,10 @@ class Seq2SeqGraphs:
         tf, S, T, H, Dh, D = (self.tf, self.spec.source_length, self.spec.cache_length, self.H, self.Dh,
                               self.D)
         pos = inputs["position"]
-        x = self.embed_target(inputs["input_ids"], pos)  # [B, D]
-        self_bias = self.decoder_score_bias(pos)
+        with self.scope("embed"):
+            x = self.embed_target(inputs["input_ids"], pos)  # [B, D]
+        with self.scope("score_bias"):
+            self_bias = self.decoder_score_bias(pos)
         enc_valid = inputs["encoder_attention_mask"]
         self_valid = inputs["self_attention_mask"]  # [B, T+1]: slots < position, and the new slot T
         if self.spec.cross_kv == "decoder":
@@ -361,9 +393,9 @@ class Seq2SeqGraphs:
             att, catt = layer["self"], layer["cross"]
 
             def self_attn(h, att=att, i=i):
-                q = tf.reshape(self.linear(h, att["q"]), [-1, H, 1, Dh])
-                k_new = tf.reshape(self.linear(h, att["k"]), [-1, H, 1, Dh])
-                v_new = tf.reshape(self.linear(h, att["v"]), [-1, H, 1, Dh])
+                q = tf.reshape(self.linear(h, att["q"], "q"), [-1, H, 1, Dh])
+                k_new = tf.reshape(self.linear(h, att["k"], "k"), [-1, H, 1, Dh])
+                v_new = tf.reshape(self.linear(h, att["v"], "v"), [-1, H, 1, Dh])
                 out[f"new_k_{i}"], out[f"new_v_{i}"] = k_new, v_new
                 with self.region("self_attention"):
                     k = tf.concat([inputs[f"self_k_{i}"], k_new], axis=2)  # [B, H, T+1, Dh]
@@ -371,10 +403,10 @@ class Seq2SeqGraphs:
                     p = self.masked_softmax(self.add_bias(tf.matmul(q, k, transpose_b=True), self_bias),
                                             self_valid)
                     ctx = tf.reshape(tf.matmul(p, v), [-1, H * Dh])
-                return self.linear(ctx, att["o"])
+                return self.linear(ctx, att["o"], "o")
 
             def cross_attn(h, catt=catt, i=i, layer=layer):
-                q = tf.reshape(self.linear(h, catt["q"]), [-1, H, 1, Dh])
+                q = tf.reshape(self.linear(h, catt["q"], "q"), [-1, H, 1, Dh])
                 if self.spec.cross_kv == "decoder":
                     k, v = self.cross_kv(enc2d, layer, S)
                 else:
@@ -382,14 +414,19 @@ class Seq2SeqGraphs:
                 with self.region("cross_attention"):
                     p = self.masked_softmax(tf.matmul(q, k, transpose_b=True), enc_valid)
                     ctx = tf.reshape(tf.matmul(p, v), [-1, H * Dh])
-                return self.linear(ctx, catt["o"])
+                return self.linear(ctx, catt["o"], "o")
 
-            x = self.residual_block(x, layer["ln_self"], self_attn)
-            x = self.residual_block(x, layer["ln_cross"], cross_attn)
-            x = self.residual_block(x, layer["ln_ffn"], self.scoped("ffn", self.ffn(layer)))
+            with self.scope(f"layer_{i}"):
+                with self.scope("self_attn"):
+                    x = self.residual_block(x, layer["ln_self"], self_attn)
+                with self.scope("cross_attn"):
+                    x = self.residual_block(x, layer["ln_cross"], cross_attn)
+                with self.scope("ffn"):
+                    x = self.residual_block(x, layer["ln_ffn"], self.scoped("ffn", self.ffn(layer)))
         if self.w.dec_final_ln is not None:
-            x = self.norm(x, self.w.dec_final_ln)
-        with self.region("lm_head"):
+            with self.scope("final"):
+                x = self.norm(x, self.w.dec_final_ln)
+        with self.scope("lm_head"), self.region("lm_head"):
             logits = tf.matmul(x, self.lm_head)
             if self.cfg.lm_head_scale != 1.0:
                 logits = logits * self.cfg.lm_head_scale

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from backends._imports import require
+from backends.tflite.graphs import op_location
 
 #: an op whose local error exceeds this rms (LSB) or this |mean| is flagged as a numerics defect
 DEFECT_RMS_LSB = 1.0
@@ -59,7 +60,7 @@ class OpNumerics:
         self._opts = _options(model_bytes)
         self._stats: dict[int, dict[str, Any]] = {}
         self._unchecked: Counter[str] = Counter()
-        self._graphs: dict[int, tuple[dict[int, dict], list[dict], set[int]]] = {}
+        self._graphs: dict[int, tuple[dict[int, dict], list[dict], set[int], dict[int, str]]] = {}
         self._consts: set[int] = set()
         self._const_values: dict[tuple[int, int], np.ndarray] = {}
         #: whether runs observed now count towards saturation (off for runs whose padding or finished
@@ -76,8 +77,10 @@ class OpNumerics:
             tensors = {t["index"]: t for t in interp.get_tensor_details()}
             produced = {int(o) for op in ops for o in op["outputs"]}
             inputs = {d["index"] for d in interp.get_input_details()}
-            graph = self._graphs[id(interp)] = (tensors, ops, set(tensors) - produced - inputs)
-        tensors, ops, self._consts = graph
+            outputs = {int(i): f"output {n}" for sig in interp._get_full_signature_list().values()  # noqa: SLF001
+                       for n, i in sig["outputs"].items()}  # read without a signature runner (it pins shapes)
+            graph = self._graphs[id(interp)] = (tensors, ops, set(tensors) - produced - inputs, outputs)
+        tensors, ops, self._consts, outputs = graph
         first = self.invocations == 1
         for op in ops:
             name, index = op["op_name"], int(op["index"])
@@ -110,9 +113,12 @@ class OpNumerics:
             beyond = np.minimum(np.abs(ref - clipped) / scale, MAX_EXCESS_LSB)  # inf (rsqrt(0)) counts as the cap
             saturated = beyond > 0.5
             err = (got - clipped) / scale
-            st = self._stats.setdefault(index, {"op": name, "tensor": out_t["name"], "bits": 8 * dtype.itemsize,
-                                                "n": 0, "sum": 0.0, "sum2": 0.0,
-                                                "max": 0.0, "sat_n": 0, "saturated": 0, "excess": 0.0})
+            st = self._stats.get(index)
+            if st is None:
+                st = self._stats[index] = {"op": name, "tensor": out_t["name"], "bits": 8 * dtype.itemsize,
+                                           "where": outputs.get(outs[0]) or op_location(out_t["name"]),
+                                           "n": 0, "sum": 0.0, "sum2": 0.0,
+                                           "max": 0.0, "sat_n": 0, "saturated": 0, "excess": 0.0}
             st["n"] += err.size
             st["sum"] += float(err.sum())
             st["sum2"] += float(np.square(err).sum())
@@ -194,7 +200,8 @@ class OpNumerics:
         rows = []
         for index, st in sorted(self._stats.items()):
             n = max(st["n"], 1)
-            rows.append({"index": index, "op": st["op"], "tensor": st["tensor"], "bits": st["bits"],
+            rows.append({"index": index, "op": st["op"], "tensor": st["tensor"],
+                         "where": st["where"], "bits": st["bits"],
                          "rms_lsb": round((st["sum2"] / n) ** 0.5, 4), "bias_lsb": round(st["sum"] / n, 4),
                          "max_lsb": round(st["max"], 3), "saturated": round(st["saturated"] / max(st["sat_n"], 1), 6),
                          "saturated_by_lsb": round(st["excess"] / st["saturated"], 2) if st["saturated"] else 0.0})

@@ -117,8 +117,8 @@ class T5Graphs(Seq2SeqGraphs):
     def ffn(self, layer):
         if "fc1_gate" not in layer:
             return super().ffn(layer)
-        return lambda h: self.linear(self.act(self.linear(h, layer["fc1"])) * self.linear(h, layer["fc1_gate"]),
-                                     layer["fc2"])
+        return lambda h: self.linear(self.act(self.linear(h, layer["fc1"], "fc1"))
+                                     * self.linear(h, layer["fc1_gate"], "fc1_gate"), layer["fc2"], "fc2")
 
     def embed_source(self, ids):
         return self.tf.reshape(self.tf.gather(self.embed, ids), [-1, self.D])

@@ -162,6 +162,11 @@ def test_float_regions_leave_exactly_that_region_float(prepared, family, region)
     assert float_types <= _REGION_FLOAT_OPS[region] | {"MUL", "ADD", "SUB", "SQUARED_DIFFERENCE", "DEQUANTIZE",
                                                         "QUANTIZE", "RESHAPE", "TRANSPOSE", "CONCATENATION",
                                                         "SELECT_V2", "REDUCE_MAX", "LOGISTIC", "GELU", "RELU"}, float_types
+    # the audit locates each float op in the network: inside the region's blocks
+    block = {"layer_norm": "/norm/", "cross_attention": "/cross_attn/", "ffn": "/ffn/"}.get(region)
+    located = [f for role in ("encoder", "decoder") for f in extra["ops"][role]["float_ops"]
+               if f.split()[0] not in ("QUANTIZE", "DEQUANTIZE")]
+    assert located and (block is None or all(block in f for f in located)), located
     out = translate(bundle, be)
     assert len(out) == len(SOURCES) and valid_ids(out, bundle.normalized.vocab_size)
     assert strict.artifacts.extra["full_int8"] is True

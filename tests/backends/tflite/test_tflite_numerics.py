@@ -2,10 +2,13 @@
 measured on the real LiteRT kernels while the tiny models translate."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from backends.errors import BackendStateError, InvalidInputError
+from backends.tflite.graphs import op_location
 from backends.tflite.numerics import DEFECT_RMS_LSB, OpNumerics, is_defect
 from backends.tflite.runtime import TFLiteModel
 from tests.backends.tflite.conftest import SOURCES
@@ -42,6 +45,29 @@ def test_int8_ops_sit_at_the_rounding_floor(prepared, family):
     assert res["graphs"]["encoder"]["invocations"] == 1 + len(SOURCES)
     steps = max(map(len, before)) + sum(map(len, before))
     assert steps <= res["graphs"]["decoder"]["invocations"] <= (1 + len(SOURCES)) * be.max_new_tokens
+
+
+def test_op_location_reads_the_structural_scopes():
+    """A converted tensor's name lists the TF ops fused into it; its location is the first that carries
+    the graphs' scopes, with selective-float region scopes left out."""
+    assert op_location("layer_3/ffn/fc2/MatMul1;layer_3/ffn/fc2/add") == "layer_3/ffn/fc2/MatMul1"
+    assert op_location("Cast;layer_0/self_attn/norm/Rsqrt") == "layer_0/self_attn/norm/Rsqrt"
+    assert op_location("layer_1/cross_attn/sqr_cross_attention/sqr_attention_softmax_2/Softmax") == \
+        "layer_1/cross_attn/Softmax"
+    assert op_location("PartitionedCall:4") == "PartitionedCall:4"  # no scope: the name itself
+    assert op_location("MatMul_541") == "MatMul_541"  # an artifact built before the scopes
+
+
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_rows_say_where_the_op_sits(prepared, family):
+    """Every measured op is located by layer and block (or as a named graph output), so a report row
+    points at the network, not at a converter tensor id."""
+    bundle, be = prepared(family, "tflite-int8", **INT8)
+    res, *_ = _numerics(bundle, be)
+    where = [r["where"] for g in res["graphs"].values() for r in g["worst_error"] + g["most_saturated"]]
+    assert where and all(re.match(r"(layer_\d+|decoder_layer_\d+|embed|final|lm_head|score_bias)/|output \w+$", w)
+                         for w in where), where
+    assert any("/ffn/fc" in w or "/norm/" in w for w in where), where
 
 
 def test_naive_decoder_saturates_on_real_states(prepared):

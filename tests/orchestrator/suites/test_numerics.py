@@ -73,8 +73,13 @@ def test_report_table_and_verdict_evidence(int8_result):
     row = dict(broken["graphs"]["decoder"]["worst_error"][0], rms_lsb=4.0, bias_lsb=3.9)
     broken["graphs"]["decoder"]["defects"] = [row]
     _, _, rows = numerics_table(_report(broken))
-    assert f"{row['op']} {row['tensor']}: 4.00 LSB" in rows[1][-1]
+    assert row["where"].startswith(("layer_", "output ")), row  # located by layer and block
+    assert f"{row['op']} {row['where']}: 4.00 LSB" in rows[1][-1]  # located in the network, not by tensor id
     ev = _numerics_ev(_report(broken), "tflite-int8")
     assert ev[0]["metric"] == "numerics_defects" and ev[0]["value"] == 1
-    assert ev[0]["worst"] == f"decoder {row['op']} {row['tensor']}"
+    assert ev[0]["worst"] == f"decoder {row['op']} {row['where']}"
+    saved_before = {k: v for k, v in row.items() if k != "where"}  # a report saved before rows had "where"
+    saved_before["tensor"] = "MatMul_541"
+    broken["graphs"]["decoder"]["defects"] = [saved_before]
+    assert f"{row['op']} MatMul_541: 4.00 LSB" in numerics_table(_report(broken))[2][1][-1]
     assert _numerics_ev({"backends": {"x": {"status": "ok", "suites": {}}}}, "x") == []
