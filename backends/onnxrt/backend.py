@@ -197,6 +197,23 @@ class OnnxStaticInt8Backend(_QuantizedBackend):
     def uses_calibration(self) -> bool:
         return True
 
+    def supports_op_numerics(self) -> bool:
+        return True
+
+    def op_numerics_impl(self, input_ids, attention_mask, max_new_tokens: int) -> dict[str, Any]:
+        """Per-op numerics of the fused int8 graphs ORT runs (``backends/onnxrt/numerics.py``), on the
+        backend's own sessions (every boundary mode restored afterwards)."""
+        from backends.onnxrt.numerics import measure
+
+        mode = self._mode
+        try:
+            self._mode = None
+            res = measure(self, self._sessions, self.artifacts.files, input_ids, attention_mask, max_new_tokens,
+                          self.options["graph_optimization"])
+        finally:
+            self._mode = mode
+        return {**res, "mode": "int8enc-requant-int8dec"}
+
     def _describe(self) -> dict[str, Any]:
         from backends.onnxrt.quantize import static_settings
 

@@ -549,6 +549,7 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         return self.quantized
 
     def op_numerics_impl(self, input_ids, attention_mask, max_new_tokens: int) -> dict[str, Any]:
+        from backends.numerics import translate_for_numerics
         from backends.tflite.numerics import OpNumerics
 
         files = self.artifacts.files
@@ -559,19 +560,10 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             self._mode = self._default_mode()
             self._enc_q = self._dec_q = None
             self._load_models()
-            # errors: the batch as deployed (padded to its source bucket, finished rows stepping on: the
-            # mask paths run) ...
-            for st in stats.values():
-                st.count_saturation = False
-            self.generate_impl(input_ids, attention_mask, max_new_tokens, 1)
-            # ... and each sentence alone at its own length, where every row is live (no padding row, no
-            # row after its EOS): saturation counts only values that reach an output
-            for st in stats.values():
-                st.count_saturation = True
-            self._exact_width = True
-            for ids, keep in zip(input_ids, attention_mask.astype(bool)):
-                row = ids[keep][None, :]
-                self.generate_impl(row, np.ones_like(row), max_new_tokens, 1)
+            # the batch as deployed (padded to its source bucket), then each sentence alone at its
+            # own width (the encoder's exact-width runs: no padding row)
+            translate_for_numerics(self, stats, input_ids, attention_mask, max_new_tokens,
+                                   before_alone=lambda: setattr(self, "_exact_width", True))
         finally:
             self._inspect = None
             self._exact_width = False

@@ -13,6 +13,7 @@ hundreds of steps are a range that does not fit the data). Padding rows (the enc
 positions, a finished sentence's steps after EOS) reach no output and saturate freely, so the caller
 turns ``count_saturation`` off for runs that contain them.
 
+The error and saturation bookkeeping is shared with the other runtimes (:mod:`backends.numerics`).
 Checked op types: :data:`CHECKED_OPS` (arithmetic, reductions, the LUT ops, the matmuls, and the
 requantizing data movement: QUANTIZE, CONCATENATION, ...); the rest (GATHER, STRIDED_SLICE, ...) are
 counted as not checked. The defect thresholds are in 8-bit steps: an int16 output (16x8, mixed
@@ -23,19 +24,15 @@ tensors), i.e. LiteRT's built-in kernels: what it measures is those kernels.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from backends._imports import require
+from backends.numerics import DEFECT_BIAS_LSB, DEFECT_RMS_LSB, OpErrorStats, is_defect
 from backends.tflite.graphs import op_location
 
-#: an op whose local error exceeds this rms (LSB) or this |mean| is flagged as a numerics defect
-DEFECT_RMS_LSB = 1.0
-DEFECT_BIAS_LSB = 0.75
-#: how far beyond its range a saturated value is counted at most (LSB; keeps rsqrt(0) = inf finite)
-MAX_EXCESS_LSB = 1e4
+__all__ = ["CHECKED_OPS", "DEFECT_BIAS_LSB", "DEFECT_RMS_LSB", "OpNumerics", "is_defect"]
 CHECKED_OPS = ("ADD", "SUB", "MUL", "SQUARED_DIFFERENCE", "DIV", "MAXIMUM", "MINIMUM", "MEAN", "SUM",
                "REDUCE_MAX", "RSQRT", "SQRT", "SQUARE", "EXP", "SOFTMAX", "LOGISTIC", "TANH", "GELU", "RELU",
                "RELU6", "FULLY_CONNECTED", "BATCH_MATMUL", "QUANTIZE", "RESHAPE", "EXPAND_DIMS", "SQUEEZE",
@@ -52,21 +49,16 @@ def _options(model_bytes: bytes) -> dict[int, Any]:
     return {i: op.builtinOptions for i, op in enumerate(model.subgraphs[0].operators or [])}
 
 
-class OpNumerics:
+class OpNumerics(OpErrorStats):
     """Accumulates per-op statistics over invocations of one interpreter (``observe`` after each
     ``invoke``); ``summary()`` gives the serialisable result."""
 
     def __init__(self, model_bytes: bytes):
+        super().__init__()
         self._opts = _options(model_bytes)
-        self._stats: dict[int, dict[str, Any]] = {}
-        self._unchecked: Counter[str] = Counter()
         self._graphs: dict[int, tuple[dict[int, dict], list[dict], set[int], dict[int, str]]] = {}
         self._consts: set[int] = set()
         self._const_values: dict[tuple[int, int], np.ndarray] = {}
-        #: whether runs observed now count towards saturation (off for runs whose padding or finished
-        #: rows would count values that reach no output); the local error is always counted
-        self.count_saturation = True
-        self.invocations = 0
 
     # ---- measurement -------------------------------------------------------------------
     def observe(self, interp) -> None:
@@ -92,7 +84,7 @@ class OpNumerics:
                 continue  # float or plain integer (ids, masks) outputs: not a quantized activation
             if name not in CHECKED_OPS:
                 if first:
-                    self._unchecked[name] += 1
+                    self.not_checked(name)
                 continue
             ins = [i for i in op["inputs"] if i >= 0]
             got = _dequantize(interp.get_tensor(outs[0]), out_t)
@@ -102,31 +94,14 @@ class OpNumerics:
                 ref = np.broadcast_to(ref, got.shape)
             except (_Unsupported, ValueError):  # an op form this check does not model (options, shapes)
                 if first:
-                    self._unchecked[name] += 1
+                    self.not_checked(name)
                 continue
-            ref = np.where(np.isnan(ref), got, ref)  # an undefined float result (0 * inf) is not judged
-            scale, zp = float(_scales(out_t)[0]), int(_zero_points(out_t)[0])
             dtype = np.dtype(out_t["dtype"])
             lim = np.iinfo(dtype)
-            lo, hi = (lim.min - zp) * scale, (lim.max - zp) * scale
-            clipped = np.clip(ref, lo, hi)
-            beyond = np.minimum(np.abs(ref - clipped) / scale, MAX_EXCESS_LSB)  # inf (rsqrt(0)) counts as the cap
-            saturated = beyond > 0.5
-            err = (got - clipped) / scale
-            st = self._stats.get(index)
-            if st is None:
-                st = self._stats[index] = {"op": name, "tensor": out_t["name"], "bits": 8 * dtype.itemsize,
-                                           "where": outputs.get(outs[0]) or op_location(out_t["name"]),
-                                           "n": 0, "sum": 0.0, "sum2": 0.0,
-                                           "max": 0.0, "sat_n": 0, "saturated": 0, "excess": 0.0}
-            st["n"] += err.size
-            st["sum"] += float(err.sum())
-            st["sum2"] += float(np.square(err).sum())
-            st["max"] = max(st["max"], float(np.abs(err).max()) if err.size else 0.0)
-            if self.count_saturation:
-                st["sat_n"] += err.size
-                st["saturated"] += int(saturated.sum())
-                st["excess"] += float(beyond[saturated].sum())
+            meta = {"op": name, "tensor": out_t["name"], "bits": 8 * dtype.itemsize,
+                    "where": outputs.get(outs[0]) or op_location(out_t["name"])}
+            self.record(index, meta, got, ref, float(_scales(out_t)[0]), int(_zero_points(out_t)[0]),
+                        lim.min, lim.max)
 
     def _reference(self, name: str, index: int, interp, tensors, ins: list[int],
                    out_shape: tuple[int, ...]) -> np.ndarray:
@@ -194,37 +169,6 @@ class OpNumerics:
         if x is None:
             x = self._const_values[key] = _dequantize(interp.get_tensor(index), tensors[index])
         return x
-
-    # ---- result ------------------------------------------------------------------------
-    def summary(self, worst: int = 5) -> dict[str, Any]:
-        rows = []
-        for index, st in sorted(self._stats.items()):
-            n = max(st["n"], 1)
-            rows.append({"index": index, "op": st["op"], "tensor": st["tensor"],
-                         "where": st["where"], "bits": st["bits"],
-                         "rms_lsb": round((st["sum2"] / n) ** 0.5, 4), "bias_lsb": round(st["sum"] / n, 4),
-                         "max_lsb": round(st["max"], 3), "saturated": round(st["saturated"] / max(st["sat_n"], 1), 6),
-                         "saturated_by_lsb": round(st["excess"] / st["saturated"], 2) if st["saturated"] else 0.0})
-        defects = [r for r in rows if is_defect(r)]
-        rms = np.array([r["rms_lsb"] for r in rows]) if rows else np.zeros(0)
-        return {
-            "invocations": self.invocations,
-            "ops_checked": len(rows),
-            "ops_not_checked": dict(sorted(self._unchecked.items())),
-            "rms_lsb_median": round(float(np.median(rms)), 4) if rows else None,
-            "rms_lsb_max": round(float(rms.max()), 4) if rows else None,
-            "defects": defects,
-            "worst_error": sorted(rows, key=lambda r: -r["rms_lsb"])[:worst],
-            "most_saturated": [r for r in sorted(rows, key=lambda r: -r["saturated"]) if r["saturated"] > 0][:worst],
-            "thresholds": {"rms_lsb": DEFECT_RMS_LSB, "bias_lsb": DEFECT_BIAS_LSB, "per": "8-bit step"},
-        }
-
-
-def is_defect(row: dict[str, Any]) -> bool:
-    """An op's local error beyond the thresholds, which are in 8-bit steps: for a wider output (int16)
-    they scale by ``2**(bits-8)``, so an int16 kernel is held to the precision of an int8 grid."""
-    widen = 2.0 ** (int(row.get("bits", 8)) - 8)
-    return row["rms_lsb"] > DEFECT_RMS_LSB * widen or abs(row["bias_lsb"]) > DEFECT_BIAS_LSB * widen
 
 
 class _Unsupported(Exception):

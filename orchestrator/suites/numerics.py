@@ -1,12 +1,13 @@
 """Numerics: per-op local error and saturation of a quantized graph while it translates test sentences.
 
-For backends that can expose their intermediate tensors (``supports_op_numerics()``: today the
-quantized TFLite variants), ``run()`` translates the first ``sentences`` test sources greedily through
-the backend's own host loop on an interpreter that keeps every intermediate tensor -- once as one
-batch, as deployed (padded to its source bucket: the mask paths run), then one sentence at a time at
-its own length (no padding row, no row stepping on after its EOS) -- and measures,
-for every quantized op of the encoder and the decoder step, the op's output against the same op
-computed in float on its dequantized inputs (``backends/tflite/numerics.py``):
+For backends that can expose their intermediate tensors (``supports_op_numerics()``: the quantized
+TFLite variants, on LiteRT's built-in kernels with every tensor kept; ``onnx-static-int8``, on the fused
+graph ORT builds, run as saved with its quantized tensors as extra outputs), ``run()`` translates the
+first ``sentences`` test sources greedily through the backend's own host loop -- once as one batch, as
+deployed (padded: the mask paths run), then one sentence at a time at its own length (no padding row,
+no row stepping on after its EOS) -- and measures, for every quantized op of each graph, the op's
+output against the same op computed in float on its dequantized inputs (``backends/numerics.py``,
+``backends/tflite/numerics.py``, ``backends/onnxrt/numerics.py``):
 
 * **local error** in units of the output's scale (LSB): rounding alone gives ~0.29 LSB rms, never more
   than 0.5; an op beyond ``DEFECT_RMS_LSB`` rms or ``DEFECT_BIAS_LSB`` mean is a *numerics defect*
