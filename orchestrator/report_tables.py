@@ -101,7 +101,8 @@ def op_label(r: dict[str, Any]) -> str:
 def _op_text(r: dict[str, Any] | None, what: str) -> str:
     if not isinstance(r, dict):
         return "-"
-    value = (f"{float(r.get('saturated') or 0):.1%}, by {fmt(r.get('saturated_by_lsb'), 1)} LSB"
+    share = float(r.get("saturated") or 0)
+    value = (f"{share:.{1 if share >= 1e-3 or share == 0 else 3}%}, by {fmt(r.get('saturated_by_lsb'), 1)} LSB"
              if what == "saturated" else f"{fmt(r.get('rms_lsb'), 2)} LSB")
     return f"{op_label(r)}: {value}"
 

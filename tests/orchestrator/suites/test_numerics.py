@@ -83,3 +83,14 @@ def test_report_table_and_verdict_evidence(int8_result):
     broken["graphs"]["decoder"]["defects"] = [saved_before]
     assert f"{row['op']} MatMul_541: 4.00 LSB" in numerics_table(_report(broken))[2][1][-1]
     assert _numerics_ev({"backends": {"x": {"status": "ok", "suites": {}}}}, "x") == []
+
+
+def test_small_saturation_shares_stay_visible():
+    """A share under 0.1% (ONNX Runtime's min-max ranges clip ~1e-4 of values) is not printed as 0.0%."""
+    from orchestrator.report_tables import _op_text
+
+    row = {"op": "QuantizeLinear", "where": "layers.0/self_attn/MatMul_1", "saturated": 7.9e-05,
+           "saturated_by_lsb": 2.26}
+    assert _op_text(row, "saturated") == "QuantizeLinear layers.0/self_attn/MatMul_1: 0.008%, by 2.3 LSB"
+    assert _op_text({**row, "saturated": 0.0336}, "saturated").endswith(": 3.4%, by 2.3 LSB")
+    assert _op_text({**row, "saturated": 0.0}, "saturated").endswith(": 0.0%, by 2.3 LSB")
