@@ -440,7 +440,8 @@ def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
         out = [_ev(name, "numerics_rms_lsb_max", worst, note=note)]
     if top:
         role, r = top
-        out.append(_ev(name, "numerics_saturated_max", r.get("saturated"), tensor=f"{role} {op_label(r)}", by_lsb=r.get("saturated_by_lsb"),
+        out.append(_ev(name, "numerics_saturated_max", r.get("saturated"), tensor=f"{role} {op_label(r)}",
+                       by_lsb=r.get("saturated_by_lsb"),
                        note="share of that op's values beyond its calibrated range (live rows)"
                        + ("; the range does not fit the values it meets at run time" if share >= 0.5 else "")))
     return out

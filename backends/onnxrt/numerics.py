@@ -55,13 +55,16 @@ class OrtOpNumerics(OpErrorStats):
         self._consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         self._deq_consts: dict[str, np.ndarray] = {}
         self._nodes: list[tuple[str, str, list[str], str]] = []
+        self._unmodelled: set[str] = set()
         for k, node in enumerate(model.graph.node):
             op, ins = node.op_type, list(node.input)
             key = node.name or f"{op}_{k}"
             if op in CHECKED_OPS:
-                params = ins[1:3] if op == "QuantizeLinear" else [n for i, n in enumerate(ins) if i % 3]
-                if len(ins) < 3 or not all(p in self._consts for p in params) \
-                        or np.size(self._consts[ins[1] if op == "QuantizeLinear" else ins[-2]]) != 1:
+                # the quantization parameters: x's (QuantizeLinear), or a's, b's and the output's
+                need = 3 if op == "QuantizeLinear" else 8
+                params = ins[1:3] + ins[4:8]
+                if len(ins) != need or not all(p in self._consts for p in params) \
+                        or np.size(self._consts[ins[need - 2]]) != 1:
                     self.not_checked(op)  # computed or per-axis output parameters: not modelled
                     continue
                 self._nodes.append((key, op, ins, node.output[0]))
@@ -108,8 +111,11 @@ class OrtOpNumerics(OpErrorStats):
                 scale, zp = ins[-2], ins[-1]
             q = values[out]
             got = _dequantize(q, self._consts[scale], self._consts[zp])
-            if ref.shape != got.shape:
-                continue  # not a form modelled here (broadcast output); counted once below
+            if ref.shape != got.shape:  # a form not modelled here (a broadcast output): counted once
+                if key not in self._unmodelled:
+                    self._unmodelled.add(key)
+                    self.not_checked(op)
+                continue
             lo, hi = _INT_RANGE[np.dtype(q.dtype)]
             meta = {"op": op, "tensor": out, "bits": 8 * np.dtype(q.dtype).itemsize,
                     "where": _where(ins[0] if op == "QuantizeLinear" else key)}

@@ -7,18 +7,15 @@ import pytest
 
 from backends.errors import InvalidInputError
 from backends.numerics import DEFECT_RMS_LSB
-from backends.onnxrt.numerics import CHECKED_OPS, OrtOpNumerics, _where
+from backends.onnxrt.numerics import CHECKED_OPS, OrtOpNumerics, _where, observed_sessions
 from tests.backends.onnxrt.conftest import SOURCES
+from tests.fixtures.numerics import numerics_between_translations
 
 
 def _numerics(bundle, backend):
-    enc = bundle.encode_sources(SOURCES, backend.max_source_length)
-    with backend:
-        before = backend.generate(enc.input_ids, enc.attention_mask)
-        res = backend.op_numerics(enc.input_ids, enc.attention_mask)
-        after = backend.generate(enc.input_ids, enc.attention_mask)
-        sessions = dict(backend._sessions.sessions)  # noqa: SLF001 - which sessions run afterwards
-    return res, before, after, sessions
+    # the state afterwards: which sessions the backend runs
+    return numerics_between_translations(bundle, backend, SOURCES,
+                                         lambda b: dict(b._sessions.sessions))  # noqa: SLF001
 
 
 @pytest.mark.parametrize("family", ["marian", "t5"])
@@ -43,18 +40,13 @@ def test_static_int8_ops_sit_at_the_rounding_floor(prepared, family):
     assert res["graphs"]["encoder"]["invocations"] == 1 + len(SOURCES)
 
 
-def test_a_shifted_output_is_flagged(prepared):
+def test_a_shifted_output_is_flagged(prepared, tmp_path):
     """The accounting on a real fused graph: an output off by +3 steps shows as a defect with bias 3."""
     import onnx
 
     bundle, be = prepared("marian", "onnx-static-int8")
-    from backends.onnxrt.numerics import observed_sessions
-
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        observed = observed_sessions(be.artifacts.files, ("encoder",), 1, "all", tmp)
-        session, stats = observed["encoder"]
-        fused = onnx.load(f"{tmp}/encoder.fused.onnx")
+    session, stats = observed_sessions(be.artifacts.files, ("encoder",), 1, "all", tmp_path)["encoder"]
+    fused = onnx.load(tmp_path / "encoder.fused.onnx")
     node = next(n for n in fused.graph.node if n.op_type == "QLinearMatMul")
     real_observe = stats.observe
 
@@ -76,7 +68,6 @@ def test_a_shifted_output_is_flagged(prepared):
 def test_checked_and_unchecked_node_types():
     """QLinearMatMul/Add/Mul and QuantizeLinear are modelled; other quantized nodes are counted as not
     checked rather than skipped silently."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
@@ -85,12 +76,14 @@ def test_checked_and_unchecked_node_types():
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="/in/q"),
              helper.make_node("QLinearMatMul", ["xq", "s", "z", "w", "s", "z", "s", "z"], ["y"], name="/mm"),
              helper.make_node("QLinearSoftmax", ["y", "s", "z", "s", "z"], ["p"], name="/sm",
-                              domain="com.microsoft")]
+                              domain="com.microsoft"),
+             # an output scale computed at run time (a graph input here): not modelled
+             helper.make_node("QLinearMatMul", ["xq", "s", "z", "w", "s", "z", "ys", "z"], ["y2"], name="/mm2")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("p", TensorProto.INT8, [1, 4])], inits)
     st = OrtOpNumerics(helper.make_model(graph))
     assert set(CHECKED_OPS) >= {"QLinearMatMul", "QuantizeLinear"}
-    assert st.summary()["ops_not_checked"] == {"QLinearSoftmax": 1}
+    assert st.summary()["ops_not_checked"] == {"QLinearMatMul": 1, "QLinearSoftmax": 1}
     assert st.exposed == ["x", "xq", "y"]  # each checked node's output and activation input
     x = np.array([[0.1, -0.2, 0.33, 20.0]], np.float32)  # 20.0 is beyond the int8 range (12.7)
     xq = np.clip(np.round(x / 0.1), -128, 127).astype(np.int8)

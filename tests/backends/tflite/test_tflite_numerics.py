@@ -12,18 +12,14 @@ from backends.tflite.graphs import op_location
 from backends.tflite.numerics import DEFECT_RMS_LSB, OpNumerics, is_defect
 from backends.tflite.runtime import TFLiteModel
 from tests.backends.tflite.conftest import SOURCES
+from tests.fixtures.numerics import numerics_between_translations
 
 INT8 = {"calibration_sources": 8}
 
 
 def _numerics(bundle, backend):
-    enc = bundle.encode_sources(SOURCES, backend.max_source_length)
-    with backend:
-        before = backend.generate(enc.input_ids, enc.attention_mask)
-        res = backend.op_numerics(enc.input_ids, enc.attention_mask)
-        after = backend.generate(enc.input_ids, enc.attention_mask)
-        kernels = backend._dec.kernels  # noqa: SLF001 - which interpreter runs after the measurement
-    return res, before, after, kernels
+    # the state afterwards: which kernels the backend's interpreter runs on
+    return numerics_between_translations(bundle, backend, SOURCES, lambda b: b._dec.kernels)  # noqa: SLF001
 
 
 @pytest.mark.parametrize("family", ["marian", "t5"])
