@@ -82,10 +82,9 @@ class OrtOpNumerics(OpErrorStats):
             if op == "QuantizeLinear":
                 types[ins[0]] = np.dtype(np.float32)
                 types[out] = self._consts[ins[2]].dtype
-            else:
+            else:  # a and b (b is an activation too in Q.K^T, P.V, QLinearAdd/Mul), and the output
                 types[ins[0]] = self._consts[ins[2]].dtype
-                if op != "QLinearMatMul":
-                    types[ins[3]] = self._consts[ins[5]].dtype
+                types[ins[3]] = self._consts[ins[5]].dtype
                 types[out] = self._consts[ins[-1]].dtype
         return {n: types[n] for n in self.exposed}
 

@@ -18,11 +18,13 @@ def _numerics(bundle, backend):
                                          lambda b: dict(b._sessions.sessions))  # noqa: SLF001
 
 
-@pytest.mark.parametrize("family", ["marian", "t5"])
-def test_static_int8_ops_sit_at_the_rounding_floor(prepared, family):
+@pytest.mark.parametrize("family,options", [("marian", {}), ("t5", {}),
+                                            ("marian", {"quantize_activation_matmuls": True})])
+def test_static_int8_ops_sit_at_the_rounding_floor(prepared, family, options):
     """Every fused QLinearMatMul and every QuantizeLinear of the three components computes its float
-    counterpart up to rounding; the backend runs its own sessions again afterwards."""
-    bundle, be = prepared(family, "onnx-static-int8")
+    counterpart up to rounding; the backend runs its own sessions again afterwards. With the attention
+    matmuls quantized too, both operands of Q.K^T and P.V are activations the graph must expose."""
+    bundle, be = prepared(family, "onnx-static-int8", **options)
     res, before, after, sessions = _numerics(bundle, be)
     assert after == before
     assert all(type(s).__name__ == "InferenceSession" for s in sessions.values())
