@@ -30,6 +30,17 @@ DEFECT_BIAS_LSB = 0.75
 MAX_EXCESS_LSB = 1e4
 
 
+def dequantize(q: np.ndarray, scale, zero_point, axis: int = -1) -> np.ndarray:
+    """``(q - zero_point) * scale`` in float64: per tensor (one scale), or per channel along ``axis``."""
+    s, z = np.asarray(scale, np.float64).reshape(-1), np.asarray(zero_point, np.int64).reshape(-1)
+    x = np.asarray(q).astype(np.float64)
+    if s.size == 1:
+        return (x - z[0]) * s[0]
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return (x - z.reshape(shape)) * s.reshape(shape)
+
+
 def is_defect(row: dict[str, Any]) -> bool:
     """An op's local error beyond the thresholds, which are in 8-bit steps: for a wider output (int16)
     they scale by ``2**(bits-8)``, so an int16 kernel is held to the precision of an int8 grid."""

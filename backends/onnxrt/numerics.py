@@ -28,7 +28,7 @@ import numpy as np
 
 from backends._imports import require
 from backends.errors import ArtifactError
-from backends.numerics import OpErrorStats
+from backends.numerics import OpErrorStats, dequantize  # per tensor; a weight's [N] scales per column
 
 #: node types whose float reference is modelled here
 CHECKED_OPS = ("QLinearMatMul", "QLinearAdd", "QLinearMul", "QuantizeLinear")
@@ -92,9 +92,9 @@ class OrtOpNumerics(OpErrorStats):
         if name in self._consts:
             x = self._deq_consts.get(name)
             if x is None:
-                x = self._deq_consts[name] = _dequantize(self._consts[name], self._consts[scale], self._consts[zp])
+                x = self._deq_consts[name] = dequantize(self._consts[name], self._consts[scale], self._consts[zp])
             return x
-        return _dequantize(values[name], self._consts[scale], self._consts[zp])
+        return dequantize(values[name], self._consts[scale], self._consts[zp])
 
     def observe(self, values: dict[str, np.ndarray]) -> None:
         self.invocations += 1
@@ -109,7 +109,7 @@ class OrtOpNumerics(OpErrorStats):
                     ref = {"QLinearMatMul": np.matmul, "QLinearAdd": np.add, "QLinearMul": np.multiply}[op](a, b)
                 scale, zp = ins[-2], ins[-1]
             q = values[out]
-            got = _dequantize(q, self._consts[scale], self._consts[zp])
+            got = dequantize(q, self._consts[scale], self._consts[zp])
             if ref.shape != got.shape:  # a form not modelled here (a broadcast output): counted once
                 if key not in self._unmodelled:
                     self._unmodelled.add(key)
@@ -119,13 +119,6 @@ class OrtOpNumerics(OpErrorStats):
             meta = {"op": op, "tensor": out, "bits": 8 * np.dtype(q.dtype).itemsize,
                     "where": _where(ins[0] if op == "QuantizeLinear" else key)}
             self.record(key, meta, got, ref, float(self._consts[scale]), int(self._consts[zp]), lo, hi)
-
-
-def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> np.ndarray:
-    """Per-tensor, or per-column for a matmul weight ([K, N] with N scales)."""
-    s, z = np.asarray(scale, np.float64), np.asarray(zp, np.int64)
-    x = np.asarray(q).astype(np.float64)
-    return (x - z) * s  # scalars, or [N] against the last axis
 
 
 class ObservedSession:

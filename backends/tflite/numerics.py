@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from backends._imports import require
-from backends.numerics import DEFECT_BIAS_LSB, DEFECT_RMS_LSB, OpErrorStats, is_defect
+from backends.numerics import DEFECT_BIAS_LSB, DEFECT_RMS_LSB, OpErrorStats, dequantize, is_defect
 from backends.tflite.graphs import op_location
 
 __all__ = ["CHECKED_OPS", "DEFECT_BIAS_LSB", "DEFECT_RMS_LSB", "OpNumerics", "is_defect"]
@@ -184,16 +184,10 @@ def _zero_points(t: dict) -> np.ndarray:
 
 
 def _dequantize(q: np.ndarray, t: dict) -> np.ndarray:
-    s, z = _scales(t), _zero_points(t)
-    x = np.asarray(q)
+    s = _scales(t)
     if not s.size:  # float, or a plain integer tensor (axes, ids): used as is
-        return x.astype(np.float64)
-    if s.size == 1:
-        return (x.astype(np.float64) - z[0]) * s[0]
-    axis = int(t["quantization_parameters"].get("quantized_dimension", 0))
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    return (x.astype(np.float64) - z.reshape(shape)) * s.reshape(shape)
+        return np.asarray(q).astype(np.float64)
+    return dequantize(q, s, _zero_points(t), int(t["quantization_parameters"].get("quantized_dimension", 0)))
 
 
 def _activation(x: np.ndarray, opts) -> np.ndarray:
