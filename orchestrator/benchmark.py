@@ -6,7 +6,9 @@ as JSON (``benchmark_summary(report)`` returns them as a dict). A file that is n
 report is an error (exit code 2).
 
 Printed: per backend BLEU, ΔBLEU vs the reference, identical-to-FP32 rate (exact match vs the
-reference), p50/p90 latency, size and verdict; ratios between named pairs (latency, size, BLEU
+reference), near-tie (share of its divergences where the reference's own margin was under the
+split-generation suite's ``near_tie_nats``), sure-flips (its flip rate at steps the reference was
+sure of), p50/p90 latency, size and verdict; ratios between named pairs (latency, size, BLEU
 delta: e.g. tflite-int8 vs tflite-fp32-split, vs ct2-int8); whether the verdicts come out as the
 issue expects on the default model; the run's wall time against the 15 min cold / 5 min warm target.
 
@@ -182,6 +184,8 @@ def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:
                       "p50_ms": m.get("latency_p50_ms"), "p90_ms": m.get("latency_p90_ms"),
                       "throughput_sps": m.get("throughput_sps"), "bytes": _size(b),
                       "cross_source_cosine": m.get("cross_source_cosine"), "source_blind": m.get("source_blind"),
+                      "near_tie_divergences": m.get("near_tie_divergence_share"),
+                      "decisive_flip_rate": m.get("decisive_flip_rate"),
                       "verdict": (b.get("verdict") or {}).get("kind")}
     ratios = []
     for a, b in PAIRS:
@@ -243,10 +247,12 @@ def run_kind(report: dict[str, Any]) -> tuple[str, list[str], int]:
 
 def format_summary(s: dict[str, Any]) -> str:
     lines = [f"benchmark: {s['n_sentences']} sentences, reference {s['reference']}", ""]
-    head = ("backend", "status", "BLEU", "dBLEU", "identical", "p50ms", "p90ms", "MB", "xsrc-cos", "verdict")
+    head = ("backend", "status", "BLEU", "dBLEU", "identical", "near-tie", "sure-flips", "p50ms", "p90ms", "MB",
+            "xsrc-cos", "verdict")
     table = [head]
     for n, r in s["backends"].items():
         table.append((n, r["status"], fmt(r["bleu"]), fmt(r["bleu_delta"]), fmt(r["identical_to_fp32"], 3),
+                      fmt(r.get("near_tie_divergences"), 3), fmt(r.get("decisive_flip_rate"), 4),
                       fmt(r["p50_ms"], 1), fmt(r["p90_ms"], 1),
                       fmt(r["bytes"] / 1e6 if isinstance(r["bytes"], (int, float)) else None, 1),
                       fmt(r["cross_source_cosine"], 3), fmt(r["verdict"])))

@@ -195,7 +195,10 @@ def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
                  store: RunStore, dry_run: bool = False) -> None:
     base = {"model": v.model.content_hash, "data": v.data.fingerprint, "calibration": v.calibration.fingerprint(),
             "source_prefix": v.model.conventions.source_prefix}
+    from orchestrator.suites.base import get_suite
+
     codes = {s: suite_code(s) for s, skip in suites.items() if skip is None}
+    roles = {s: get_suite(s).reference_role for s in codes}
     for p in plans:
         if p.skip_reason:
             continue
@@ -208,7 +211,10 @@ def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
             if skip is not None:
                 continue
             opts = cfg.suite_options(p.name, s)
-            fp = digest({"backend": p.fingerprint, "suite": s, "options": opts, "code": codes[s]})
+            key = {"backend": p.fingerprint, "suite": s, "options": opts, "code": codes[s]}
+            if roles[s] and p.name == cfg.reference:
+                key["role"] = "reference"
+            fp = digest(key)
             p.suites.append(SuitePlan(s, fp, opts, None if cfg.force else store.read_suite(p.name, s, fp)))
 
 
@@ -222,7 +228,7 @@ def _job(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact
             "calibration": {"sources": v.calibration.sources, "targets": v.calibration.targets,
                             "name": v.calibration.name},
             "suites": [{"name": s.name, "fingerprint": s.fingerprint, "options": s.options} for s in p.pending],
-            "settings": {**p.settings, "n_sentences": n}, "run_dir": str(store.run_dir),
+            "settings": {**p.settings, "n_sentences": n}, "reference": cfg.reference, "run_dir": str(store.run_dir),
             "artifact_dir": str(artifact_dir), "force_artifacts": cfg.force, "log_path": str(store.log_path(p.name)),
             "sys_path": list(sys.path),
             "registry_entry": {"name": e.name, "target": e.target, "requires": list(e.requires),
@@ -430,7 +436,8 @@ def dry_run_plan(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
         todo = {s.name: ("does not apply" if not get_suite(s.name).supports(backend)
                          else "reuse" if s.reuse is not None else "run") for s in p.suites}
         action = "run" if "run" in todo.values() else "reuse"
-        out["backends"][p.name] = {"action": action, "suites": todo, "settings": p.settings}
+        out["backends"][p.name] = {"action": action, "suites": todo, "settings": p.settings,
+                                   "fingerprints": {s.name: s.fingerprint for s in p.suites}}
     return out
 
 

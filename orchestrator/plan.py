@@ -67,9 +67,10 @@ def suite_available(name: str) -> str | None:
 
 
 def suite_code(name: str) -> str:
-    from orchestrator.suites.base import SUITES
+    from orchestrator.suites.base import SUITES, get_suite
 
-    return code_digest(SUITES[name].partition(":")[0], "orchestrator.suites.base")
+    return code_digest(SUITES[name].partition(":")[0], "orchestrator.suites.base", "orchestrator.suites.util",
+                       *get_suite(name).code_modules)
 
 
 def backend_fingerprint(name: str, entry, base: dict[str, Any], options: dict[str, Any],

@@ -2,8 +2,8 @@
 
 Plots are inline SVG written by hand: BLEU vs p50 latency scatter, size bars, divergence-step
 histograms (one small chart per backend), cross-source first-step cosine per backend (with the
-source-blind threshold). Tables: summary, verdicts with evidence, selection, boundary matrix, per-op numerics,
-baseline regressions. Missing data (a suite that did not run) just leaves its section out.
+source-blind threshold). Tables: summary, verdicts with evidence, selection, boundary matrix,
+divergence margins, per-op numerics, baseline regressions. Missing data (a suite that did not run) just leaves its section out.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_tables import evidence_text, fmt, numerics_table, outputs_texts, ranking_text
+from orchestrator.report_tables import (evidence_text, fmt, margins_table, numerics_table, outputs_texts,
+                                        ranking_text)
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
           "boundary": "#b5651d", "tflite-specific": "#c0392b", "runtime-specific": "#c0392b",
@@ -297,12 +298,13 @@ def render_html(report: dict[str, Any]) -> str:
     bd = _boundary_section(report)
     if bd:
         sections += ["<h2>Boundary matrix</h2>", bd]
-    num = numerics_table(report)
-    if num:
-        title, header, rows = num
-        sections += [f"<h2>{_e(title)}</h2>", "<table><tr>" + "".join(f"<th class='l'>{_e(h)}</th>" for h in header)
-                     + "</tr>" + "".join("<tr>" + "".join(f"<td class='l'>{_e(c)}</td>" for c in r) + "</tr>"
-                                         for r in rows) + "</table>"]
+    for table in (margins_table(report), numerics_table(report)):
+        if table:
+            title, header, rows = table
+            sections += [f"<h2>{_e(title)}</h2>", "<table><tr>" + "".join(f"<th class='l'>{_e(h)}</th>"
+                                                                             for h in header)
+                         + "</tr>" + "".join("<tr>" + "".join(f"<td class='l'>{_e(c)}</td>" for c in r) + "</tr>"
+                                             for r in rows) + "</table>"]
     base = _baseline_section(report)
     if base:
         sections += ["<h2>Baseline</h2>", base]

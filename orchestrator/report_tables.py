@@ -92,6 +92,30 @@ def boundary_table(report: dict[str, Any]) -> Table | None:
             ["backend", "mode", "BLEU", "identical to FP32 row", "ΔBLEU"], rows)
 
 
+def margins_table(report: dict[str, Any]) -> Table | None:
+    rows, labels, near = [], None, None
+    for n, b in _ok(report):
+        mg = ((b.get("suites") or {}).get("split-generation") or {}).get("margins")
+        if not isinstance(mg, dict) or "diverged" not in mg:
+            continue
+        curve = mg.get("flip_rate_by_margin") or {}
+        labels = labels or list(curve)
+        near = mg.get("near_tie_nats")
+        rows.append([n, fmt(mg["diverged"]),
+                     f"{fmt(mg.get('ref_margin_median'))} / {fmt(mg.get('ref_margin_max'))}",
+                     fmt(mg.get("near_tie_share"), pct=True), fmt(mg.get("runner_up_share"), pct=True),
+                     fmt(mg.get("decisive_flip_rate"), pct=True)]
+                    + [fmt((curve.get(lab) or {}).get("rate"), pct=True) for lab in labels])
+    if not rows:
+        return None
+    return (f"Where outputs leave the reference (split-generation: the reference's log-prob margin, in nats, "
+            f"between its token and the backend's at the first divergence; a near tie is under {near:g} nats; "
+            f"flip rate: share of the steps both outputs reached with the same prefix where the backend chose "
+            f"another token, by the reference's top-1 - top-2 margin)",
+            ["backend", "diverged", "margin median / max", "near ties", "took its runner-up",
+             f"flip rate, margin >= {near:g}"] + [f"flips at {lab}" for lab in labels], rows)
+
+
 def op_label(r: dict[str, Any]) -> str:
     """A numerics row's op as a reader finds it: its type and where it sits in the network
     (``FULLY_CONNECTED layer_3/ffn/fc2/MatMul``; the raw tensor name for rows saved before ``where``)."""
@@ -222,8 +246,8 @@ def outputs_texts(base: dict[str, Any]) -> list[str]:
     return lines
 
 
-SECTIONS = (quality_table, sensitivity_table, speed_table, boundary_table, numerics_table, verdict_table,
-            evidence_table, selection_table, baseline_table)
+SECTIONS = (quality_table, sensitivity_table, speed_table, boundary_table, margins_table, numerics_table,
+            verdict_table, evidence_table, selection_table, baseline_table)
 
 
 def section_tables(report: dict[str, Any]) -> list[Table]:

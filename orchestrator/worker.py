@@ -201,7 +201,8 @@ def backend_worker(conn, job: dict[str, Any]) -> None:
                 else:
                     ctx = SuiteContext(model=model, sources=job["sources"], references=job["references"],
                                        outdir=outdir, calibration=calibration, settings=job["settings"],
-                                       suite_options=spec.get("options", {}), progress=progress)
+                                       suite_options=spec.get("options", {}), progress=progress,
+                                       reference_backend=job.get("reference"))
                     result = suite.run(backend, ctx)
                     record.update(status="ok", result=result)
             except Exception as exc:

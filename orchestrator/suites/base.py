@@ -33,6 +33,7 @@ class SuiteContext:
     settings: dict[str, Any] = field(default_factory=dict)  # num_beams, batch_size, strict_length, ...
     suite_options: dict[str, Any] = field(default_factory=dict)  # [suites.<name>] table of the matrix
     progress: Callable[[int, int, str], None] | None = None  # (done, total, label)
+    reference_backend: str | None = None  # the run's reference (suites with ``reference_role`` use it)
 
     @property
     def num_beams(self) -> int:
@@ -68,6 +69,11 @@ class Suite(abc.ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     #: the keys it adds to ``report.json`` ``backends.<name>.metrics`` (what [tolerances] and rank_by may name)
     metrics: ClassVar[tuple[str, ...]] = ()
+    #: modules besides its own (and this one and ``suites.util``) whose code its results depend on
+    code_modules: ClassVar[tuple[str, ...]] = ()
+    #: whether ``run()`` measures more on the run's reference backend (its results then depend on
+    #: which backend is the reference, and the plan fingerprints that)
+    reference_role: ClassVar[bool] = False
 
     def options(self, table: dict[str, Any], where: str) -> dict[str, Any]:
         """Its options: ``defaults`` updated with ``table`` (named ``where`` in messages), checked.

@@ -21,12 +21,24 @@ the quality suite (``hypotheses.tokens.json``) and the reference's, and records 
 token index where they differ (``identical`` when they never do) as a histogram. Token
 agreement (share of positions equal up to the shorter length) is recorded too.
 
+(d) **Divergence margins** (greedy runs). In the *reference* backend's worker, ``run()``
+teacher-forces the reference's own quality-suite output and saves its processed top-k
+log-probabilities per step (``reference_margins.npz``; :mod:`orchestrator.suites.margins`).
+``compare()`` then says, for every backend, how sure the reference was where the backend's
+output left it (its margin in nats, whether the backend took its runner-up) and the
+backend's flip rate by the reference's margin: a noisy but healthy backend flips near-ties
+only, a broken one flips steps the reference was sure of. Needs the quality suite to run first
+in the same run (``suites = ["quality", "split-generation", ...]``).
+
 Options (``[suites.split-generation]``; defaults):
 
     tf_sentences = 16      # sentences for teacher-forced logits
     tf_steps = 16          # decoder steps per sentence
     boundary_n = 100       # sentences per boundary-matrix row
     boundary_num_beams = 1 # beams for the boundary rows
+    margins = true         # (d) on the reference backend
+    margins_top_k = 5      # log-probabilities kept per step
+    near_tie_nats = 1.0    # a reference margin below this is a near-tie; at or above, the step was decisive
 """
 from __future__ import annotations
 
@@ -39,12 +51,14 @@ import numpy as np
 from backends.base import BOUNDARY_MODES
 from orchestrator.suites.base import CompareContext, Suite, SuiteContext, translate_all
 from orchestrator.suites.quality import TOKENS, corpus_scores
-from orchestrator.suites.util import finite, suite_options
+from orchestrator.suites.util import finite, read_json, suite_options
 
 TF_LOGITS = "teacher_forced_logits.npy"
 TF_PREFIX = "teacher_forced_prefix.json"
 BOUNDARY_TOKENS = "boundary_{mode}.tokens.json"
-DEFAULTS: dict[str, Any] = {"tf_sentences": 16, "tf_steps": 16, "boundary_n": 100, "boundary_num_beams": 1}
+MARGINS = "reference_margins.npz"
+DEFAULTS: dict[str, Any] = {"tf_sentences": 16, "tf_steps": 16, "boundary_n": 100, "boundary_num_beams": 1,
+                            "margins": True, "margins_top_k": 5, "near_tie_nats": 1.0}
 FP32_ROW = "fp32enc-fp32dec"
 #: histogram buckets of the first divergence step (upper bounds inclusive)
 BUCKETS = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 7), (8, 15), (16, 31), (32, 10**9))
@@ -113,7 +127,10 @@ class SplitGenerationSuite(Suite):
     name = "split-generation"
     description = "teacher-forced step logits vs the reference, boundary matrix, first divergence step"
     defaults = DEFAULTS
-    metrics = ("tf_max_abs_logit_diff", "tf_argmax_agreement", "token_agreement_vs_reference")
+    metrics = ("tf_max_abs_logit_diff", "tf_argmax_agreement", "token_agreement_vs_reference",
+               "divergence_ref_margin_median", "near_tie_divergence_share", "decisive_flip_rate")
+    code_modules = ("orchestrator.suites.margins", "orchestrator.suites.quality")
+    reference_role = True
 
     def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
         opt = suite_options(ctx, self.name, DEFAULTS)
@@ -133,8 +150,30 @@ class SplitGenerationSuite(Suite):
         if modes and int(opt["boundary_n"]) > 0 and ctx.sources:
             out["boundary"] = self._boundary_matrix(backend, ctx, modes, int(opt["boundary_n"]),
                                                     int(opt["boundary_num_beams"]))
+        if opt["margins"] and ctx.reference_backend == backend.name:
+            out["reference_margins"] = self._reference_margins(backend, ctx, max(1, int(opt["margins_top_k"])))
         ctx.report(2, 2, self.name)
         return out
+
+    def _reference_margins(self, backend, ctx: SuiteContext, top_k: int) -> dict[str, Any]:
+        from orchestrator.suites.margins import score_own_output, self_agreement
+
+        if ctx.num_beams != 1:
+            return {"skipped": f"greedy runs only (num_beams = {ctx.num_beams})"}
+        tok_file = ctx.outdir / TOKENS
+        if not tok_file.exists():
+            return {"skipped": "no quality-suite output of the reference in this run (list the quality suite "
+                               "before split-generation)"}
+        tokens = read_json(tok_file)
+        if len(tokens) != len(ctx.sources):
+            return {"skipped": f"the reference's quality output has {len(tokens)} sentences, the data "
+                               f"{len(ctx.sources)}"}
+        scored = score_own_output(backend, ctx.model, ctx.sources, tokens, ctx.batch_size, top_k,
+                                  progress=lambda d, t: ctx.report(d, t, "reference margins"))
+        np.savez(ctx.outdir / MARGINS, **scored)
+        return {"file": MARGINS, "tokens_sha256": hashlib.sha256(tok_file.read_bytes()).hexdigest()[:16],
+                "sentences": len(tokens), "steps": int(len(scored["chosen"])), "top_k": top_k,
+                "self_agreement": finite(self_agreement(scored), 6)}
 
     def _boundary_matrix(self, backend, ctx: SuiteContext, modes, n: int, beams: int) -> dict[str, Any]:
         srcs, refs = ctx.sources[:n], ctx.references[:n]
@@ -199,6 +238,13 @@ class SplitGenerationSuite(Suite):
                 agree = token_agreement(toks, ref_toks)
                 out[name]["divergence"]["token_agreement"] = finite(agree)
                 out[name]["metrics"]["token_agreement_vs_reference"] = finite(agree)
+        # (d) the reference's margins where each backend's output leaves it
+        for name, d in self._margins(results, ctx).items():
+            out[name]["margins"] = d
+            if "diverged" in d:
+                out[name]["metrics"].update({"divergence_ref_margin_median": d["ref_margin_median"],
+                                             "near_tie_divergence_share": d["near_tie_share"],
+                                             "decisive_flip_rate": d["decisive_flip_rate"]})
         # (b) boundary rows without their own FP32 row: agreement with the reference's tokens
         if ref_tok_file.exists():
             ref_toks = json.loads(ref_tok_file.read_text())
@@ -212,6 +258,41 @@ class SplitGenerationSuite(Suite):
                     if len(base) == len(toks):
                         out[name].setdefault("boundary_vs_reference", {})[mode] = finite(
                             sum(x == y for x, y in zip(toks, base)) / max(1, len(toks)))
+        return out
+
+    def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext) -> dict[str, dict[str, Any]]:
+        from orchestrator.suites.margins import margin_stats
+
+        ref = ctx.reference_backend
+        info = (results.get(ref) or {}).get("reference_margins")
+        if not info:
+            return {}
+        if "skipped" in info:
+            return {name: {"skipped": f"reference: {info['skipped']}"} for name in results}
+        ref_dir = ctx.backend_dir(ref)
+        tok_file = ref_dir / TOKENS
+        if not tok_file.exists() or hashlib.sha256(tok_file.read_bytes()).hexdigest()[:16] != info["tokens_sha256"]:
+            return {name: {"skipped": "the reference's output changed after its margins were scored"}
+                    for name in results}
+        ref_toks = read_json(tok_file)
+        with np.load(ref_dir / info["file"]) as z:
+            scored = {k: z[k] for k in z.files}
+        near = float(suite_options(ctx, self.name, DEFAULTS)["near_tie_nats"])
+        eos = ctx.model.conventions.eos_token_id
+        out: dict[str, dict[str, Any]] = {}
+        for name in results:
+            f = ctx.backend_dir(name) / TOKENS
+            if name == ref or not f.exists():
+                continue
+            toks = read_json(f)
+            if len(toks) != len(ref_toks):
+                out[name] = {"skipped": f"{len(toks)} outputs, the reference {len(ref_toks)}"}
+                continue
+            stats = margin_stats(scored, ref_toks, toks, eos, near)
+            out[name] = {k: (finite(v) if isinstance(v, float) else v) for k, v in stats.items()}
+            out[name]["flip_rate_by_margin"] = {
+                b: {**c, "rate": finite(c["rate"], 6)} for b, c in stats["flip_rate_by_margin"].items()}
+            out[name]["decisive_flip_rate"] = finite(stats["decisive_flip_rate"], 6)
         return out
 
 

@@ -172,3 +172,23 @@ def test_dry_run_says_which_suites_do_not_apply(tiny_model, tmp_path):
     assert code == 0
     assert plan["backends"]["torch-fp32"]["suites"] == {"quality": "run", "numerics": "does not apply"}
     assert plan["backends"]["tflite-int8"]["suites"] == {"quality": "run", "numerics": "run"}
+
+
+def test_only_the_reference_role_changes_the_split_generation_fingerprint(tiny_model, tmp_path):
+    """split-generation measures more on the reference backend (its margins), so which backend is the
+    reference is part of that suite's fingerprint, and of no other suite's."""
+    from orchestrator.engine import run_compare
+
+    def prints(reference):
+        cfg = resolve_config({"model": str(tiny_model("marian")), "backends": "torch-fp32,torch-fp32-split",
+                              "suites": "quality,split-generation", "limit": 3, "reference": reference,
+                              "out": str(tmp_path / "run")})
+        plan, code, _ = run_compare(cfg, dry_run=True)
+        assert code == 0
+        return {n: b["fingerprints"] for n, b in plan["backends"].items()}
+
+    a, b = prints("torch-fp32"), prints("torch-fp32-split")
+    for name in a:
+        assert a[name]["quality"] == b[name]["quality"]
+        assert a[name]["split-generation"] != b[name]["split-generation"]
+    assert prints("torch-fp32") == a  # deterministic

@@ -33,7 +33,7 @@ def test_html_has_plots_and_tables(report, tmp_path):
     for s in svgs:
         ElementTree.fromstring(s)  # well-formed
     for title in ("BLEU vs latency", "Size on disk", "First divergence step", "Source sensitivity",
-                  "Boundary matrix", "Verdicts", "Selection"):
+                  "Boundary matrix", "Verdicts", "Selection", "Where outputs leave the reference"):
         assert title in text
     for name in report["backends"]:
         assert name in text

@@ -91,3 +91,22 @@ def test_real_model_fp32_split_int8_and_naive(real):
     for role, g in num["graphs"].items():
         assert g["ops_checked"] > 100 and g["defects"] == [], (role, g["defects"])
         assert g["rms_lsb_median"] < 0.35, (role, g["rms_lsb_median"])
+
+
+def test_real_model_int8_flips_only_near_ties_and_naive_flips_sure_steps(real):
+    """Where tflite-int8's greedy output leaves FP32's, FP32 itself nearly tied; the naive recipe
+    overrides steps FP32 was sure of (the divergence-margins analysis of the split-generation suite)."""
+    from orchestrator.suites.margins import margin_stats, score_own_output
+
+    bundle, _, sources, _ = real
+    fp32, ref_out, _ = _run(real, "tflite-fp32-split")
+    with fp32:
+        scored = score_own_output(fp32, bundle, sources, ref_out, batch_size=20)
+    _, q_out, _ = _run(real, "tflite-int8")
+    _, naive_out, _ = _run(real, "tflite-int8-naive")
+    eos = bundle.conventions.eos_token_id
+    q = margin_stats(scored, ref_out, q_out, eos, near_tie_nats=1.0)
+    naive = margin_stats(scored, ref_out, naive_out, eos, near_tie_nats=1.0)
+    assert q["diverged"] > 0 and q["near_tie_share"] >= 0.8, q
+    assert q["decisive_flip_rate"] <= 0.02, q
+    assert naive["diverged"] >= N - 2 and naive["decisive_flip_rate"] >= 0.3, naive

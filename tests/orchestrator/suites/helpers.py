@@ -128,7 +128,7 @@ def run_suites(model_dir: Path, backends: dict[str, Any], suites: list[str], sou
                     continue
                 ctx = SuiteContext(model=bundle, sources=sources, references=references,
                                    outdir=run_dir / "backends" / name, settings=settings,
-                                   suite_options=suite_options.get(s, {}))
+                                   suite_options=suite_options.get(s, {}), reference_backend=reference)
                 res = json.loads(json.dumps(suite.run(b, ctx)))  # must be JSON-serialisable
                 results[s][name] = res
                 entry["suites"][s] = dict(res)

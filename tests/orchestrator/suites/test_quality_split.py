@@ -34,6 +34,34 @@ def test_quantized_boundary_logits_differ_and_divergence_recorded(measured):
     assert sum(div["histogram"].values()) == div["n"]
 
 
+def test_divergence_margins_from_the_reference_run(measured):
+    """Only the reference scores its own output; every other backend gets the reference's margins where
+    its output leaves the reference's, consistent with its divergence histogram, and the report shows them."""
+    from orchestrator.report_tables import margins_table
+
+    report, _, run_dir = measured
+    ref = _b(report, "torch-fp32")["suites"]["split-generation"]
+    info = ref["reference_margins"]
+    assert info["sentences"] == 8 and info["steps"] >= 8 and info["self_agreement"] == 1.0
+    assert (run_dir / "backends" / "torch-fp32" / info["file"]).exists()
+    assert "margins" not in ref
+    for name in ("torch-fp32-split", "sim-int8", "sim-int8-raw", "sim-int8-naive"):
+        sg = _b(report, name)["suites"]["split-generation"]
+        assert "reference_margins" not in sg
+        mg, div = sg["margins"], sg["divergence"]
+        assert mg["diverged"] + mg["unscored"] == div["diverged"], name
+        curve = mg["flip_rate_by_margin"].values()
+        assert sum(c["flips"] for c in curve) == mg["diverged"]
+        assert sum(c["steps"] for c in curve) >= info["sentences"]
+        assert _b(report, name)["metrics"]["decisive_flip_rate"] == mg["decisive_flip_rate"]
+    assert _b(report, "torch-fp32-split")["suites"]["split-generation"]["margins"]["diverged"] == 0
+    naive = _b(report, "sim-int8-naive")["suites"]["split-generation"]["margins"]
+    assert naive["diverged"] > 0 and naive["ref_margin_median"] > 0
+    title, header, rows = margins_table(report)
+    assert title.startswith("Where outputs leave the reference") and header[-1] == "flips at 2+"
+    assert [r[0] for r in rows] == ["torch-fp32-split", "sim-int8", "sim-int8-raw", "sim-int8-naive"]
+
+
 def test_identical_outputs_get_p_value_one_and_others_a_real_test(measured):
     report, _, _ = measured
     same = _b(report, "torch-fp32-split")["suites"]["quality"]["significance"]
