@@ -54,10 +54,12 @@ import re
 from typing import Any
 
 from backends.errors import InvalidInputError
-from orchestrator.report_tables import op_label
+from orchestrator.report_tables import fmt, op_label
 
 #: below this share of clipped values (the numerics suite's most saturated op) the ranges fit the data
 SATURATION_FITS = 0.05
+#: at or above this flip rate at steps the reference was sure of, a backend does more than round
+DECISIVE_FLIPS_BROKEN = 0.05
 BAR_DEFAULTS: dict[str, Any] = {"max_bleu_drop": 1.0, "min_fp32_agreement": 0.95, "fail_source_blind": True,
                                 "min_first_step_cosine": 0.0, "min_int8_agreement": 0.0}
 KINDS = ("pass", "calibration", "mask", "kernel", "precision", "boundary", "tflite-specific", "runtime-specific", "model-inherent",
@@ -317,7 +319,7 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                                  f"about quantization", aev + ev)
             continue
         if ok:
-            verdicts[n] = _v("pass", f"{n} meets the bar", ev)
+            verdicts[n] = _v("pass", f"{n} meets the bar", ev + _margins_ev(report, n))
             continue
         broken = runtime_fp32_broken(n)
         if broken:
@@ -412,9 +414,26 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                                            f"itself does not survive INT8", ev + others + split_ev)
     for n, v in verdicts.items():
         if v["kind"] not in ("pass", "export-convention"):
-            v["evidence"] = v["evidence"] + _numerics_ev(report, n)
+            v["evidence"] = v["evidence"] + _margins_ev(report, n) + _numerics_ev(report, n)
         report["backends"][n]["verdict"] = v
     return summarize(report, verdicts, bar, int8, int8_pass)
+
+
+def _margins_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """How sure the reference was where the backend's greedy output left it (split-generation's
+    divergence margins; none if they were not measured or the outputs never diverge)."""
+    mg = suite(report, name, "split-generation").get("margins")
+    if not isinstance(mg, dict) or not mg.get("diverged") or mg.get("decisive_flip_rate") is None:
+        return []
+    near, rate = mg.get("near_tie_nats"), float(mg["decisive_flip_rate"])
+    if rate >= DECISIVE_FLIPS_BROKEN:
+        note = (f"it changes tokens the reference was sure of (margin >= {near} nats): more than rounding noise")
+    else:
+        note = (f"its outputs leave the reference's where the reference itself nearly tied "
+                f"({fmt(mg.get('near_tie_share'), pct=True)} of {mg['diverged']} divergences under {near} nats)")
+    return [_ev(name, "decisive_flip_rate", mg["decisive_flip_rate"], steps=mg.get("decisive_steps"),
+                near_tie_divergences=mg.get("near_tie_share"), ref_margin_median=mg.get("ref_margin_median"),
+                note=note)]
 
 
 def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:

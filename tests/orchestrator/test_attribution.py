@@ -35,6 +35,33 @@ def test_verdicts_on_measured_rows(report):
     assert summary["headline"].startswith("INT8 ships")
 
 
+def test_verdicts_cite_how_sure_the_reference_was_where_outputs_diverge(report):
+    """An INT8 pass and a failure both cite split-generation's divergence margins: near-tie flips for the
+    one that passes, flips of steps the reference was sure of for the broken one. FP32 passes do not."""
+    rep = copy.deepcopy(report)
+
+    def margins(name, **kw):
+        sg = rep["backends"][name]["suites"]["split-generation"]
+        sg["margins"] = {**sg["margins"], "near_tie_nats": 1.0, "decisive_steps": 100, **kw}
+
+    margins("sim-int8", diverged=3, decisive_flip_rate=0.0, near_tie_share=1.0, ref_margin_median=0.1)
+    margins("sim-int8-naive", diverged=8, decisive_flip_rate=0.4, near_tie_share=0.1, ref_margin_median=3.0)
+    attribute(rep, {})
+
+    def rows(name):
+        return [e for e in rep["backends"][name]["verdict"]["evidence"] if e["metric"] == "decisive_flip_rate"]
+
+    (ok,) = rows("sim-int8")
+    assert ok["value"] == 0.0 and ok["near_tie_divergences"] == 1.0 and "nearly tied (100.0% of 3" in ok["note"]
+    (bad,) = rows("sim-int8-naive")
+    assert bad["value"] == 0.4 and "sure of" in bad["note"] and rep["backends"]["sim-int8-naive"]["verdict"][
+        "kind"] == "calibration"
+    assert rows("torch-fp32-split") == []
+    margins("sim-int8", diverged=0)  # identical outputs: nothing to explain
+    attribute(rep, {})
+    assert rows("sim-int8") == []
+
+
 def test_every_verdict_cites_measured_rows(report):
     attribute(report, {})
     for name, b in report["backends"].items():
