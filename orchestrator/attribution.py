@@ -54,7 +54,7 @@ import re
 from typing import Any
 
 from backends.errors import InvalidInputError
-from orchestrator.report_tables import fmt, op_label
+from orchestrator.report_tables import nats, op_label, share
 
 #: below this share of clipped values (the numerics suite's most saturated op) the ranges fit the data
 SATURATION_FITS = 0.05
@@ -427,10 +427,10 @@ def _margins_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
         return []
     near, rate = mg.get("near_tie_nats"), float(mg["decisive_flip_rate"])
     if rate >= DECISIVE_FLIPS_BROKEN:
-        note = (f"it changes tokens the reference was sure of (margin >= {near} nats): more than rounding noise")
+        note = f"it changes tokens the reference was sure of (margin >= {nats(near)}): more than rounding noise"
     else:
         note = (f"its outputs leave the reference's where the reference itself nearly tied "
-                f"({fmt(mg.get('near_tie_share'), pct=True)} of {mg['diverged']} divergences under {near} nats)")
+                f"({share(mg.get('near_tie_share'))} of {mg['diverged']} divergences under {nats(near)})")
     return [_ev(name, "decisive_flip_rate", mg["decisive_flip_rate"], steps=mg.get("decisive_steps"),
                 near_tie_divergences=mg.get("near_tie_share"), ref_margin_median=mg.get("ref_margin_median"),
                 note=note)]
@@ -443,7 +443,7 @@ def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
         return []
     sat = [(role, r) for role, g in graphs.items() for r in (g.get("most_saturated") or [])[:1]]
     top = max(sat, key=lambda x: x[1].get("saturated") or 0) if sat else None
-    share = float((top[1].get("saturated") or 0) if top else 0)
+    clipped = float((top[1].get("saturated") or 0) if top else 0)
     rows = [(role, r) for role, g in graphs.items() for r in (g.get("defects") or [])]
     if rows:
         role, r = max(rows, key=lambda x: x[1].get("rms_lsb") or 0)
@@ -454,7 +454,7 @@ def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
     else:
         worst = max((g.get("rms_lsb_max") or 0 for g in graphs.values()), default=0)
         note = "every checked quantized op computes its float counterpart to within rounding (no broken op)"
-        if share < SATURATION_FITS:
+        if clipped < SATURATION_FITS:
             note += " and little is clipped: the loss is the grid's resolution accumulating"
         out = [_ev(name, "numerics_rms_lsb_max", worst, note=note)]
     if top:
@@ -462,7 +462,7 @@ def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
         out.append(_ev(name, "numerics_saturated_max", r.get("saturated"), tensor=f"{role} {op_label(r)}",
                        by_lsb=r.get("saturated_by_lsb"),
                        note="share of that op's values beyond its calibrated range (live rows)"
-                       + ("; the range does not fit the values it meets at run time" if share >= 0.5 else "")))
+                       + ("; the range does not fit the values it meets at run time" if clipped >= 0.5 else "")))
     return out
 
 

@@ -19,6 +19,17 @@ def fmt(x: Any, nd: int = 2, pct: bool = False) -> str:
     return "-" if x is None else str(x)
 
 
+def share(x: Any) -> str:
+    """A share as a percentage, with three decimals under 0.1% so a rare event does not read 0.0%."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return fmt(x)
+    return f"{x:.{1 if x >= 1e-3 or x == 0 else 3}%}"
+
+
+def nats(x: float) -> str:
+    return f"{x:g} nat" + ("" if x == 1 else "s")
+
+
 def _ok(report: dict[str, Any]):
     return [(n, b) for n, b in report.get("backends", {}).items() if b.get("status") == "ok"]
 
@@ -103,17 +114,17 @@ def margins_table(report: dict[str, Any]) -> Table | None:
         near = mg.get("near_tie_nats")
         rows.append([n, fmt(mg["diverged"]),
                      f"{fmt(mg.get('ref_margin_median'))} / {fmt(mg.get('ref_margin_max'))}",
-                     fmt(mg.get("near_tie_share"), pct=True), fmt(mg.get("runner_up_share"), pct=True),
-                     fmt(mg.get("decisive_flip_rate"), pct=True)]
-                    + [fmt((curve.get(lab) or {}).get("rate"), pct=True) for lab in labels])
+                     share(mg.get("near_tie_share")), share(mg.get("runner_up_share")),
+                     share(mg.get("decisive_flip_rate"))]
+                    + [share((curve.get(lab) or {}).get("rate")) for lab in labels])
     if not rows:
         return None
     return (f"Where outputs leave the reference (split-generation: the reference's log-prob margin, in nats, "
-            f"between its token and the backend's at the first divergence; a near tie is under {near:g} nats; "
+            f"between its token and the backend's at the first divergence; a near tie is under {nats(near)}; "
             f"flip rate: share of the steps both outputs reached with the same prefix where the backend chose "
             f"another token, by the reference's top-1 - top-2 margin)",
             ["backend", "diverged", "margin median / max", "near ties", "took its runner-up",
-             f"flip rate, margin >= {near:g}"] + [f"flips at {lab}" for lab in labels], rows)
+             f"flip rate, margin >= {nats(near)}"] + [f"flips at {lab}" for lab in labels], rows)
 
 
 def op_label(r: dict[str, Any]) -> str:
@@ -125,8 +136,7 @@ def op_label(r: dict[str, Any]) -> str:
 def _op_text(r: dict[str, Any] | None, what: str) -> str:
     if not isinstance(r, dict):
         return "-"
-    share = float(r.get("saturated") or 0)
-    value = (f"{share:.{1 if share >= 1e-3 or share == 0 else 3}%}, by {fmt(r.get('saturated_by_lsb'), 1)} LSB"
+    value = (f"{share(float(r.get('saturated') or 0))}, by {fmt(r.get('saturated_by_lsb'), 1)} LSB"
              if what == "saturated" else f"{fmt(r.get('rms_lsb'), 2)} LSB")
     return f"{op_label(r)}: {value}"
 
