@@ -185,10 +185,19 @@ def _resolve_suites(cfg: RunConfig) -> dict[str, str | None]:
 
 
 def default_run_dir(cfg: RunConfig, v: Validated) -> Path:
-    key = digest({"model": v.model.content_hash, "data": v.data.fingerprint, "cal": v.calibration.fingerprint(),
-                  "settings": {k: val for k, val in cfg.settings.items()
-                               if k not in ("threads", *RUN_ONLY_SETTINGS)}}, 8)
-    return Path("runs") / f"{cfg.model_path.resolve().name}-{key}"
+    """``runs/<model>-<hash8>`` for the default matrix; another matrix gets its own directory,
+    ``runs/<model>-<matrix stem>-<hash8>``, so its report does not replace the default run's (the
+    artifact cache, ``runs/.artifacts``, stays shared)."""
+    from orchestrator.matrix import DEFAULT_MATRIX
+
+    key = {"model": v.model.content_hash, "data": v.data.fingerprint, "cal": v.calibration.fingerprint(),
+           "settings": {k: val for k, val in cfg.settings.items() if k not in ("threads", *RUN_ONLY_SETTINGS)}}
+    name = cfg.model_path.resolve().name
+    matrix = cfg.matrix.path
+    if matrix is not None and matrix.resolve() != DEFAULT_MATRIX.resolve():
+        key["matrix"] = str(matrix.resolve())
+        name += f"-{matrix.stem}"
+    return Path("runs") / f"{name}-{digest(key, 8)}"
 
 
 def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites: dict[str, str | None],

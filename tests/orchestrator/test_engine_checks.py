@@ -192,3 +192,24 @@ def test_only_the_reference_role_changes_the_split_generation_fingerprint(tiny_m
         assert a[name]["quality"] == b[name]["quality"]
         assert a[name]["split-generation"] != b[name]["split-generation"]
     assert prints("torch-fp32") == a  # deterministic
+
+
+def test_another_matrix_gets_its_own_default_run_directory(tiny_model, tmp_path):
+    """A matrix other than the default writes into runs/<model>-<matrix stem>-<hash>, so its report does not
+    replace the default run's; the default matrix, named or not, keeps runs/<model>-<hash>."""
+    from orchestrator.engine import run_compare
+    from orchestrator.matrix import DEFAULT_MATRIX
+
+    def run_dir(**extra):
+        cfg = resolve_config({"model": str(tiny_model("marian")), "backends": "torch-fp32", "suites": "quality",
+                              "limit": 3, **extra})
+        plan, code, _ = run_compare(cfg, dry_run=True)
+        assert code == 0
+        return Path(plan["run_dir"])
+
+    peers = tmp_path / "peers.toml"
+    peers.write_text('schema = 1\n[run]\nbackends = ["torch-fp32"]\n')
+    default, named, other = run_dir(), run_dir(matrix=str(DEFAULT_MATRIX)), run_dir(matrix=str(peers))
+    assert default == named and default.parent == other.parent
+    assert other.name.startswith(f"{tiny_model('marian').name}-peers-") and other != default
+    assert run_dir(matrix=str(peers)) == other  # stable
