@@ -202,10 +202,10 @@ def default_run_dir(cfg: RunConfig, v: Validated) -> Path:
 
 def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites: dict[str, str | None],
                  store: RunStore, dry_run: bool = False) -> None:
-    base = {"model": v.model.content_hash, "data": v.data.fingerprint, "calibration": v.calibration.fingerprint(),
-            "source_prefix": v.model.conventions.source_prefix}
     from orchestrator.suites.base import get_suite
 
+    base = {"model": v.model.content_hash, "data": v.data.fingerprint, "calibration": v.calibration.fingerprint(),
+            "source_prefix": v.model.conventions.source_prefix}
     codes = {s: suite_code(s) for s, skip in suites.items() if skip is None}
     roles = {s: get_suite(s).reference_role for s in codes}
     for p in plans:

@@ -3,7 +3,8 @@
 Plots are inline SVG written by hand: BLEU vs p50 latency scatter, size bars, divergence-step
 histograms (one small chart per backend), cross-source first-step cosine per backend (with the
 source-blind threshold). Tables: summary, verdicts with evidence, selection, boundary matrix,
-divergence margins, per-op numerics, baseline regressions. Missing data (a suite that did not run) just leaves its section out.
+divergence margins, per-op numerics, baseline regressions. Missing data (a suite that did not run)
+just leaves its section out.
 """
 from __future__ import annotations
 

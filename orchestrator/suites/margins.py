@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from backends.generation import process_scores
+from orchestrator.suites.util import topk_ids
 
 #: upper edges (nats) of the reference-margin bins of the flip-rate curve; the last bin is open
 MARGIN_EDGES = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -78,10 +79,7 @@ def score_own_output(backend, model, sources: list[str], tokens: list[list[int]]
             logits, cache = backend.decode_step(state, prefix[:, :s + 1], cache)
             scores = process_scores(np.array(logits, dtype=np.float32), prefix[:, :s + 1], 1 + max_new, conv)
             logp = _log_softmax(scores.astype(np.float64))
-            k = min(top_k, logp.shape[1])
-            part = np.argpartition(-logp, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(logp, part, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(part, order, axis=1)
+            top = topk_ids(logp, top_k)
             per_step.append((top, np.take_along_axis(logp, top, axis=1)))
         for r in range(len(toks)):
             ids_out.append(np.stack([per_step[s][0][r] for s in range(steps[r])]))
