@@ -22,11 +22,13 @@ for another backend's tokens:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
 
-from backends.generation import process_scores
+from backends.generation import _log_softmax, process_scores
 from orchestrator.suites.util import topk_ids
 
 #: upper edges (nats) of the reference-margin bins of the flip-rate curve; the last bin is open
@@ -38,10 +40,9 @@ def bin_labels(edges=MARGIN_EDGES) -> list[str]:
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(lows, edges)] + [f"{edges[-1]:g}+"]
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = np.max(x, axis=-1, keepdims=True)
-    z = np.where(np.isfinite(x), x - m, -np.inf)
-    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+def tokens_digest(tokens: list[list[int]]) -> str:
+    """Identifies the outputs a reference's margins were scored on (compare() checks it still holds)."""
+    return hashlib.sha256(json.dumps(tokens, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def scored_steps(tokens: list[int], max_new_tokens: int) -> int:

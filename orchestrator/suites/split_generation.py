@@ -156,7 +156,7 @@ class SplitGenerationSuite(Suite):
         return out
 
     def _reference_margins(self, backend, ctx: SuiteContext, top_k: int) -> dict[str, Any]:
-        from orchestrator.suites.margins import score_own_output, self_agreement
+        from orchestrator.suites.margins import score_own_output, self_agreement, tokens_digest
 
         if ctx.num_beams != 1:
             return {"skipped": f"greedy runs only (num_beams = {ctx.num_beams})"}
@@ -171,7 +171,7 @@ class SplitGenerationSuite(Suite):
         scored = score_own_output(backend, ctx.model, ctx.sources, tokens, ctx.batch_size, top_k,
                                   progress=lambda d, t: ctx.report(d, t, "reference margins"))
         np.savez(ctx.outdir / MARGINS, **scored)
-        return {"file": MARGINS, "tokens_sha256": hashlib.sha256(tok_file.read_bytes()).hexdigest()[:16],
+        return {"file": MARGINS, "tokens_digest": tokens_digest(tokens),
                 "sentences": len(tokens), "steps": int(len(scored["chosen"])), "top_k": top_k,
                 "self_agreement": finite(self_agreement(scored), 6)}
 
@@ -222,15 +222,11 @@ class SplitGenerationSuite(Suite):
                 out[name]["teacher_forced"] = cmp = teacher_forced_diff(logits, ref_logits, valid)
                 out[name]["metrics"]["tf_max_abs_logit_diff"] = cmp["max_abs_logit_diff"]
                 out[name]["metrics"]["tf_argmax_agreement"] = cmp["argmax_agreement"]
-        # (c) divergence step from the quality suite's token files
-        ref_tok_file = ctx.backend_dir(ref) / TOKENS
-        if ref_tok_file.exists():
-            ref_toks = json.loads(ref_tok_file.read_text())
-            for name in results:
-                f = ctx.backend_dir(name) / TOKENS
-                if not f.exists():
-                    continue
-                toks = json.loads(f.read_text())
+        # (c) divergence step from the quality suite's token files (read once, for (c), (d) and (b))
+        outputs = {name: read_json(f) for name in results if (f := ctx.backend_dir(name) / TOKENS).exists()}
+        ref_toks = outputs.get(ref)
+        if ref_toks is not None:
+            for name, toks in outputs.items():
                 if len(toks) != len(ref_toks):
                     continue
                 steps = [first_divergence(a, b) for a, b in zip(toks, ref_toks)]
@@ -239,15 +235,14 @@ class SplitGenerationSuite(Suite):
                 out[name]["divergence"]["token_agreement"] = finite(agree)
                 out[name]["metrics"]["token_agreement_vs_reference"] = finite(agree)
         # (d) the reference's margins where each backend's output leaves it
-        for name, d in self._margins(results, ctx).items():
+        for name, d in self._margins(results, ctx, outputs).items():
             out[name]["margins"] = d
             if "diverged" in d:
                 out[name]["metrics"].update({"divergence_ref_margin_median": d["ref_margin_median"],
                                              "near_tie_divergence_share": d["near_tie_share"],
                                              "decisive_flip_rate": d["decisive_flip_rate"]})
         # (b) boundary rows without their own FP32 row: agreement with the reference's tokens
-        if ref_tok_file.exists():
-            ref_toks = json.loads(ref_tok_file.read_text())
+        if ref_toks is not None:
             for name, res in results.items():
                 b = res.get("boundary")
                 if not b:
@@ -260,8 +255,10 @@ class SplitGenerationSuite(Suite):
                             sum(x == y for x, y in zip(toks, base)) / max(1, len(toks)))
         return out
 
-    def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext) -> dict[str, dict[str, Any]]:
-        from orchestrator.suites.margins import margin_stats
+    def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext,
+                 outputs: dict[str, list[list[int]]]) -> dict[str, dict[str, Any]]:
+        """(d) for every backend with quality-suite ``outputs`` ({name: tokens}) but the reference."""
+        from orchestrator.suites.margins import margin_stats, tokens_digest
 
         ref = ctx.reference_backend
         info = (results.get(ref) or {}).get("reference_margins")
@@ -269,22 +266,18 @@ class SplitGenerationSuite(Suite):
             return {}
         if "skipped" in info:
             return {name: {"skipped": f"reference: {info['skipped']}"} for name in results}
-        ref_dir = ctx.backend_dir(ref)
-        tok_file = ref_dir / TOKENS
-        if not tok_file.exists() or hashlib.sha256(tok_file.read_bytes()).hexdigest()[:16] != info["tokens_sha256"]:
+        ref_toks = outputs.get(ref)
+        if ref_toks is None or tokens_digest(ref_toks) != info.get("tokens_digest"):
             return {name: {"skipped": "the reference's output changed after its margins were scored"}
                     for name in results}
-        ref_toks = read_json(tok_file)
-        with np.load(ref_dir / info["file"]) as z:
+        with np.load(ctx.backend_dir(ref) / info["file"]) as z:
             scored = {k: z[k] for k in z.files}
         near = float(suite_options(ctx, self.name, DEFAULTS)["near_tie_nats"])
         eos = ctx.model.conventions.eos_token_id
         out: dict[str, dict[str, Any]] = {}
-        for name in results:
-            f = ctx.backend_dir(name) / TOKENS
-            if name == ref or not f.exists():
+        for name, toks in outputs.items():
+            if name == ref:
                 continue
-            toks = read_json(f)
             if len(toks) != len(ref_toks):
                 out[name] = {"skipped": f"{len(toks)} outputs, the reference {len(ref_toks)}"}
                 continue
