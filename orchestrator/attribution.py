@@ -433,7 +433,7 @@ def _margins_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
                 f"({share(mg.get('near_tie_share'))} of {mg['diverged']} divergences under {nats(near)})")
     return [_ev(name, "decisive_flip_rate", mg["decisive_flip_rate"], steps=mg.get("decisive_steps"),
                 near_tie_divergences=mg.get("near_tie_share"), ref_margin_median=mg.get("ref_margin_median"),
-                note=note)]
+                noise_scale=mg.get("noise_scale"), note=note)]
 
 
 def _numerics_ev(report: dict[str, Any], name: str) -> list[dict[str, Any]]:

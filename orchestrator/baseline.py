@@ -52,9 +52,6 @@ SCHEMA = "seqquant-baseline/1"
 DEFAULT_TOLERANCES: dict[str, Any] = {"bleu": 0.5, "chrf": 0.5, "exact_match_vs_reference": 0.02,
                                       "latency_p50_ms": "25%", "latency_p90_ms": "25%", "throughput_sps": "20%",
                                       "bytes": "5%", "peak_rss_mb": "25%"}
-#: which way is better for known metrics (unknown metrics: higher is better unless named *_ms/bytes/...)
-LOWER_IS_BETTER = {"latency_p50_ms", "latency_p90_ms", "ms_per_token", "bytes", "peak_rss_mb",
-                   "tf_max_abs_logit_diff", "cross_source_cosine", "bleu_p_value_vs_reference", "outputs_changed"}
 #: metrics never gated (informational)
 UNGATED = {"threads", "bleu_p_value_vs_reference"}
 #: gated only when ``[tolerances]`` names it: share of sentences whose tokens differ from the golden outputs
@@ -171,7 +168,9 @@ def check_baseline(data: Any, where: str = "baseline") -> None:
 
 def parse_tolerance(metric: str, spec: Any, where: str = "[tolerances]") -> dict[str, Any]:
     """``spec`` (a number, ``"N%"`` or ``{abs, rel, direction}``) as ``{"direction", "abs"?, "rel"?}``."""
-    direction = "lower" if metric in LOWER_IS_BETTER else "higher"
+    from orchestrator.suites.base import lower_is_better  # which way is better: as the suite declares
+
+    direction = "lower" if metric == OUTPUTS_METRIC or lower_is_better(metric) else "higher"
     if isinstance(spec, dict):
         unknown = set(spec) - {"abs", "rel", "direction"}
         if unknown:

@@ -8,7 +8,8 @@ report is an error (exit code 2).
 Printed: per backend BLEU, ΔBLEU vs the reference, identical-to-FP32 rate (exact match vs the
 reference), near-tie (share of its divergences where the reference's own margin was under the
 split-generation suite's ``near_tie_nats``), sure-flips (its flip rate at steps the reference was
-sure of), p50/p90 latency, size and verdict; ratios between named pairs (latency, size, BLEU
+sure of), noise (the fitted noise scale of its flips, nats; the reference's noise budget for 80/90/95%
+identical is printed below the table), p50/p90 latency, size and verdict; ratios between named pairs (latency, size, BLEU
 delta: e.g. tflite-int8 vs tflite-fp32-split, vs ct2-int8); whether the verdicts come out as the
 issue expects on the default model; the run's wall time against the 15 min cold / 5 min warm target.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import InvalidInputError, SeqquantError
-from orchestrator.report_tables import fmt
+from orchestrator.report_tables import fmt, noise_budget_text
 
 #: (numerator, denominator): "a vs b"
 PAIRS = (("tflite-int8", "tflite-fp32-split"), ("tflite-int8", "ct2-int8"), ("tflite-int8", "onnx-dynamic-int8"),
@@ -185,7 +186,7 @@ def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:
                       "throughput_sps": m.get("throughput_sps"), "bytes": _size(b),
                       "cross_source_cosine": m.get("cross_source_cosine"), "source_blind": m.get("source_blind"),
                       "near_tie_divergences": m.get("near_tie_divergence_share"),
-                      "decisive_flip_rate": m.get("decisive_flip_rate"),
+                      "decisive_flip_rate": m.get("decisive_flip_rate"), "noise_scale": m.get("flip_noise_scale"),
                       "verdict": (b.get("verdict") or {}).get("kind")}
     ratios = []
     for a, b in PAIRS:
@@ -216,6 +217,7 @@ def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:
                            if _other_model(report) else None),
             "verdict_headline": (report.get("verdict") or {}).get("headline"),
             "selection": (report.get("selection") or {}).get("chosen"),
+            "noise_budget": noise_budget_text(report) or None,
             "wall_seconds": wall, "warm": warm, "run_kind": kind, "artifacts_built": built,
             "parallel_builds": run.get("parallel_builds"),
             "backends_with_artifacts": with_artifacts, "time_target_seconds": target,
@@ -247,17 +249,19 @@ def run_kind(report: dict[str, Any]) -> tuple[str, list[str], int]:
 
 def format_summary(s: dict[str, Any]) -> str:
     lines = [f"benchmark: {s['n_sentences']} sentences, reference {s['reference']}", ""]
-    head = ("backend", "status", "BLEU", "dBLEU", "identical", "near-tie", "sure-flips", "p50ms", "p90ms", "MB",
-            "xsrc-cos", "verdict")
+    head = ("backend", "status", "BLEU", "dBLEU", "identical", "near-tie", "sure-flips", "noise", "p50ms", "p90ms",
+            "MB", "xsrc-cos", "verdict")
     table = [head]
     for n, r in s["backends"].items():
         table.append((n, r["status"], fmt(r["bleu"]), fmt(r["bleu_delta"]), fmt(r["identical_to_fp32"], 3),
                       fmt(r.get("near_tie_divergences"), 3), fmt(r.get("decisive_flip_rate"), 4),
-                      fmt(r["p50_ms"], 1), fmt(r["p90_ms"], 1),
+                      fmt(r.get("noise_scale"), 3), fmt(r["p50_ms"], 1), fmt(r["p90_ms"], 1),
                       fmt(r["bytes"] / 1e6 if isinstance(r["bytes"], (int, float)) else None, 1),
                       fmt(r["cross_source_cosine"], 3), fmt(r["verdict"])))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in table]
+    if s.get("noise_budget"):
+        lines += ["", f"noise budget (flip model on the reference's margins): {s['noise_budget']}"]
     if s["ratios"]:
         lines += ["", "ratios (a / b):"]
         for r in s["ratios"]:

@@ -103,6 +103,20 @@ def boundary_table(report: dict[str, Any]) -> Table | None:
             ["backend", "mode", "BLEU", "identical to FP32 row", "ΔBLEU"], rows)
 
 
+def noise_budget_text(report: dict[str, Any]) -> str:
+    """The reference's noise budget (split-generation margins): "noise scale <= 0.086 nats for 80%
+    identical, <= 0.038 for 90%, ..." or "" when it was not measured."""
+    for _, b in _ok(report):
+        mg = ((b.get("suites") or {}).get("split-generation") or {}).get("margins")
+        budget = mg.get("noise_scale_for_identity") if isinstance(mg, dict) and mg.get("reference") else None
+        if budget:
+            parts = [f"<= {fmt(s, 3)}{' nats' if not k else ''} for {float(t):.0%}{' identical' if not k else ''}"
+                     if s is not None else f"none reaches {float(t):.0%} (the reference's exact ties)"
+                     for k, (t, s) in enumerate(budget.items())]
+            return "noise scale " + ", ".join(parts)
+    return ""
+
+
 def margins_table(report: dict[str, Any]) -> Table | None:
     rows, labels, near = [], None, None
     for n, b in _ok(report):
@@ -116,15 +130,21 @@ def margins_table(report: dict[str, Any]) -> Table | None:
                      f"{fmt(mg.get('ref_margin_median'))} / {fmt(mg.get('ref_margin_max'))}",
                      share(mg.get("near_tie_share")), share(mg.get("runner_up_share")),
                      share(mg.get("decisive_flip_rate"))]
-                    + [share((curve.get(lab) or {}).get("rate")) for lab in labels])
+                    + [share((curve.get(lab) or {}).get("rate")) for lab in labels]
+                    + [fmt(mg.get("noise_scale"), 3),
+                       f"{fmt(mg.get('identical_predicted'), pct=True)} / {fmt(mg.get('identical'), pct=True)}"])
     if not rows:
         return None
+    budget = noise_budget_text(report)
     return (f"Where outputs leave the reference (split-generation: the reference's log-prob margin, in nats, "
             f"between its token and the backend's at the first divergence; a near tie is under {nats(near)}; "
             f"flip rate: share of the steps both outputs reached with the same prefix where the backend chose "
-            f"another token, by the reference's top-1 - top-2 margin)",
+            f"another token, by the reference's top-1 - top-2 margin; noise scale: s of the fitted flip model "
+            f"P(flip) = 1 / (1 + exp(margin / s)), checked by the identical outputs it predicts"
+            + (f". Noise budget on these margins: {budget})" if budget else ")"),
             ["backend", "diverged", "margin median / max", "near ties", "took its runner-up",
-             f"flip rate, margin >= {nats(near)}"] + [f"flips at {lab}" for lab in labels], rows)
+             f"flip rate, margin >= {nats(near)}"] + [f"flips at {lab}" for lab in labels]
+            + ["noise scale (nats)", "identical: predicted / measured"], rows)
 
 
 def op_label(r: dict[str, Any]) -> str:

@@ -29,7 +29,8 @@ Constraints (``[constraints]`` in the matrix or a ``--constraints`` TOML file; d
     require_verdict_pass = true   # only backends whose verdict meets the run's [bar] (kind "pass"); false:
                                # the constraints above alone decide (e.g. to rank failing variants too)
     rank_by = ["latency_p50_ms", "bytes", "exact_match_vs_reference"]
-                               # best first (lower latency/size, higher quality); metrics missing -> last
+                               # best first, each metric in the direction its suite declares (lower
+                               # latency/size, higher quality); metrics missing -> last
     rank_tolerance = {latency_p50_ms = "10%", bytes = "5%"}
                                # values this close to the best count as a tie, so the next metric
                                # decides (a number, "N%" or {abs, rel}, as in [tolerances])
@@ -64,8 +65,13 @@ DEFAULTS: dict[str, Any] = {"runtimes": [], "backends": [], "exclude": [], "prec
 PRECISIONS = ("any", "int8-weights", "full-int8", "integer-only")
 #: precision constraint -> the op-audit flag it needs
 AUDIT_FLAGS = {"full-int8": "full_int8", "integer-only": "integer_only"}
-#: metrics where larger is better (ranked descending)
-HIGHER_IS_BETTER = {"bleu", "chrf", "throughput_sps", "tokens_per_s", "exact_match_vs_reference"}
+
+
+def _sign(metric: str) -> float:
+    """+1 where smaller is better (ranked ascending), -1 where larger is better: as the suite declares."""
+    from orchestrator.suites.base import lower_is_better
+
+    return 1.0 if lower_is_better(metric) else -1.0
 
 
 def effective_constraints(constraints: dict[str, Any] | None) -> dict[str, Any]:
@@ -195,7 +201,7 @@ def rank_key(report: dict[str, Any], name: str, rank_by: list[str]) -> tuple:
     key = []
     for metric in rank_by:
         v = _value(report, name, metric)
-        key.append((1, 0.0) if v is None else (0, -v if metric in HIGHER_IS_BETTER else v))
+        key.append((1, 0.0) if v is None else (0, _sign(metric) * v))
     return tuple(key) + (name,)
 
 
@@ -210,7 +216,7 @@ def _pick(report: dict[str, Any], names: list[str], rank_by: list[str],
         measured = [n for n in pool if vals[n] is not None]
         if not measured:
             continue
-        sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
+        sign = _sign(metric)
         best = min(sign * vals[n] for n in measured) * sign
         slack = allowed_delta(tolerance[metric], best) if metric in tolerance else 0.0
         kept = [n for n in measured if sign * (vals[n] - best) <= slack + 1e-12]

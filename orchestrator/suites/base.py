@@ -15,6 +15,7 @@ A suite result may carry a ``"metrics"`` dict; the engine merges those flat numb
 from __future__ import annotations
 
 import abc
+import functools
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,9 @@ class Suite(abc.ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     #: the keys it adds to ``report.json`` ``backends.<name>.metrics`` (what [tolerances] and rank_by may name)
     metrics: ClassVar[tuple[str, ...]] = ()
+    #: those of ``metrics`` where smaller is better (the others: larger is better); baselines gate and
+    #: selection ranks by this (:func:`lower_is_better`)
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()
     #: modules besides its own (and this one and ``suites.util``) whose code its results depend on
     code_modules: ClassVar[tuple[str, ...]] = ()
     #: whether ``run()`` measures more on the run's reference backend (its results then depend on
@@ -128,6 +132,23 @@ def known_metrics() -> set[str]:
         except ImportError:  # a suite module missing from this checkout: it reports nothing
             continue
     return out
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is better, as the suite reporting it declares (a metric no
+    suite of this checkout reports counts as larger-is-better)."""
+    return metric in _lower_is_better()
+
+
+@functools.lru_cache(maxsize=1)
+def _lower_is_better() -> frozenset[str]:
+    out: set[str] = set()
+    for name in SUITES:
+        try:
+            out.update(get_suite(name).lower_is_better)
+        except ImportError:  # a suite module missing from this checkout declares nothing
+            continue
+    return frozenset(out)
 
 
 def get_suite(name: str) -> Suite:

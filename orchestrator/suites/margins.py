@@ -18,7 +18,17 @@ for another backend's tokens:
   token, binned by the reference's top-1 − top-2 margin at that step. A backend whose logits
   carry a little noise flips only the lowest bins; a source-blind one flips every bin;
 * the **decisive flip rate**: the same over the steps where the reference's margin is at least
-  ``near_tie_nats`` (a step it was sure of).
+  ``near_tie_nats`` (a step it was sure of);
+* the **noise scale**: the flip curve summed up in one number. Each step is modelled as the reference's
+  top-1 - top-2 margin ``m`` plus noise, logistic with scale ``s``, so the backend flips the step with
+  probability ``1 / (1 + exp(m / s))`` (half the exact ties; 27% at ``m = s``; the noise on the margin
+  has standard deviation ``s * pi / sqrt(3)``). ``s`` is the maximum-likelihood fit over the steps both
+  outputs reached with the same prefix, and the model is checked by what it predicts: the share of
+  sentences identical to the reference, ``prod(1 - P(flip))`` over every step of the reference's
+  output, against the share measured;
+* the **noise budget** (:func:`noise_scale_for`): the largest scale at which the same model predicts
+  a target share of identical outputs (e.g. 80%) on the reference's own margins -- how much less
+  noise a backend needs to reach a target, before anyone tries a recipe.
 """
 from __future__ import annotations
 
@@ -33,6 +43,91 @@ from orchestrator.suites.util import topk_ids
 
 #: upper edges (nats) of the reference-margin bins of the flip-rate curve; the last bin is open
 MARGIN_EDGES = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+#: fitted noise scales are searched in [SCALE_MIN, SCALE_MAX] nats (a backend flipping even sure steps
+#: at random sits at the top; one that never flips is 0)
+SCALE_MIN, SCALE_MAX = 1e-4, 1e3
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+def _golden_min(f, lo: float, hi: float, iters: int = 80) -> float:
+    """The minimum of a unimodal ``f`` on ``[lo, hi]`` (golden-section search)."""
+    g = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iters):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    return (a + b) / 2.0
+
+
+def fit_noise_scale(margins: np.ndarray, flipped: np.ndarray) -> float | None:
+    """Maximum-likelihood scale ``s`` (nats) of the logistic flip model ``P(flip | m) = 1 / (1 + exp(m / s))``
+    over steps with reference top-1 - top-2 margins ``margins`` and whether the backend flipped them;
+    None without steps, 0.0 without flips. The log-likelihood is concave in ``1 / s``, so a search over
+    ``log s`` finds its one maximum."""
+    m = np.asarray(margins, dtype=np.float64)
+    f = np.asarray(flipped, dtype=bool)
+    if m.size == 0:
+        return None
+    if not f.any():
+        return 0.0
+
+    def nll(log_s: float) -> float:
+        s = np.exp(log_s)
+        return -float(np.sum(_log_sigmoid(-m[f] / s)) + np.sum(_log_sigmoid(m[~f] / s)))
+
+    return float(np.exp(_golden_min(nll, np.log(SCALE_MIN), np.log(SCALE_MAX))))
+
+
+def predicted_identical(top2: np.ndarray, offsets: np.ndarray, scale: float) -> float:
+    """Share of sentences the logistic flip model with ``scale`` predicts identical to the reference:
+    the mean over sentences of ``prod(1 - P(flip))`` over every step of the reference's output
+    (``top2``: its top-1 - top-2 margin per step; sentence i's steps are ``offsets[i]:offsets[i + 1]``)."""
+    m = np.asarray(top2, dtype=np.float64)
+    n = len(offsets) - 1
+    if n <= 0:
+        return 1.0
+    if scale <= 0:
+        keep = np.where(m > 0, 0.0, np.log(0.5))  # a zero-noise backend still splits exact ties
+    else:
+        keep = _log_sigmoid(m / scale)
+    per_sentence = np.zeros(n)
+    lens = np.diff(offsets)
+    nonempty = lens > 0
+    per_sentence[nonempty] = np.add.reduceat(keep, offsets[:-1][nonempty])
+    return float(np.mean(np.exp(per_sentence)))
+
+
+def noise_scale_for(top2: np.ndarray, offsets: np.ndarray, target: float) -> float | None:
+    """The largest logistic noise scale at which :func:`predicted_identical` still reaches ``target``
+    (None when even a noiseless backend would not: the reference's exact ties alone cost more)."""
+    if predicted_identical(top2, offsets, 0.0) < target:
+        return None
+    lo, hi = np.log(SCALE_MIN), np.log(SCALE_MAX)
+    if predicted_identical(top2, offsets, SCALE_MIN) < target:
+        return 0.0
+    for _ in range(80):  # predicted_identical falls as the scale grows
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if predicted_identical(top2, offsets, float(np.exp(mid))) >= target else (lo, mid)
+    return float(np.exp(lo))
+
+
+def top2_margins(scored: dict[str, np.ndarray]) -> np.ndarray:
+    """The reference's top-1 - top-2 log-prob margin per scored step (inf with a top-1 only)."""
+    logp = scored["logp"]
+    return (logp[:, 0] - logp[:, 1]).astype(np.float64) if logp.shape[1] > 1 else np.full(len(logp), np.inf)
 
 
 def bin_labels(edges=MARGIN_EDGES) -> list[str]:
@@ -107,11 +202,12 @@ def margin_stats(scored: dict[str, np.ndarray], ref_tokens: list[list[int]], tok
     from orchestrator.suites.split_generation import first_divergence
 
     ids, logp, off = scored["ids"], scored["logp"], scored["offsets"]
-    top2 = logp[:, 0] - logp[:, 1] if logp.shape[1] > 1 else np.full(len(logp), np.inf)
+    top2 = top2_margins(scored)
     n_bins = len(edges) + 1
     flips, steps = np.zeros(n_bins, dtype=np.int64), np.zeros(n_bins, dtype=np.int64)
     margins, ranks = [], []
-    unscored = dec_steps = dec_flips = 0
+    seen_all, flipped_all = [], []
+    unscored = dec_steps = dec_flips = identical = 0
     for i, (toks, ref) in enumerate(zip(tokens, ref_tokens)):
         n = int(off[i + 1] - off[i])
         d = first_divergence(list(toks), list(ref))
@@ -123,6 +219,9 @@ def margin_stats(scored: dict[str, np.ndarray], ref_tokens: list[list[int]], tok
         bins = np.searchsorted(edges, seen, side="right")
         np.add.at(steps, bins, 1)
         dec_steps += int(np.sum(seen >= near_tie_nats))
+        seen_all.append(seen)
+        flipped_all.append(np.arange(seen.size) == (seen.size - 1 if d is not None else -1))
+        identical += int(list(toks) == list(ref))
         if d is None:
             continue
         flips[bins[-1]] += 1
@@ -140,6 +239,8 @@ def margin_stats(scored: dict[str, np.ndarray], ref_tokens: list[list[int]], tok
     r = np.asarray(ranks)
     k = ids.shape[1]
     labels = bin_labels(edges)
+    scale = fit_noise_scale(np.concatenate(seen_all) if seen_all else np.zeros(0),
+                            np.concatenate(flipped_all) if flipped_all else np.zeros(0, bool))
     out: dict[str, Any] = {
         "diverged": int(m.size), "unscored": unscored, "top_k": int(k), "near_tie_nats": near_tie_nats,
         "ref_margin_median": float(np.median(m)) if m.size else None,
@@ -151,5 +252,9 @@ def margin_stats(scored: dict[str, np.ndarray], ref_tokens: list[list[int]], tok
         "decisive_flip_rate": dec_flips / dec_steps if dec_steps else None,
         "flip_rate_by_margin": {lab: {"steps": int(s), "flips": int(f), "rate": float(f / s) if s else None}
                                 for lab, s, f in zip(labels, steps, flips)},
+        "noise_scale": scale,
+        "identical": identical / len(tokens) if tokens else None,
+        "identical_predicted": predicted_identical(top2, off[:len(tokens) + 1], scale) if scale is not None
+        else None,
     }
     return out

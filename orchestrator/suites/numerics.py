@@ -40,6 +40,7 @@ class NumericsSuite(Suite):
     description = "per-op local error (LSB) and saturation of a quantized graph while it translates"
     defaults = DEFAULTS
     metrics = ("numerics_defects", "numerics_rms_lsb_max", "numerics_saturated_max")
+    lower_is_better = frozenset(metrics)
 
     def options(self, table: dict[str, Any], where: str) -> dict[str, Any]:
         from backends.errors import InvalidInputError

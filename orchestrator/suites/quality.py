@@ -87,6 +87,7 @@ class QualitySuite(Suite):
     defaults = DEFAULTS
     metrics = ("bleu", "chrf", "exact_match_vs_reference", "bleu_delta_vs_reference", "chrf_delta_vs_reference",
                "bleu_p_value_vs_reference")
+    lower_is_better = frozenset({"bleu_p_value_vs_reference"})
 
     def options(self, table: dict[str, Any], where: str) -> dict[str, Any]:
         opt = super().options(table, where)  # bootstrap_metrics is a list (its default is)

@@ -93,6 +93,7 @@ class SourceSensitivitySuite(Suite):
     defaults = DEFAULTS
     metrics = ("cross_source_cosine", "cross_source_same_argmax", "source_blind",
                "first_step_cosine_to_reference", "first_step_argmax_agreement")
+    lower_is_better = frozenset({"cross_source_cosine", "cross_source_same_argmax", "source_blind"})
 
     def supports(self, backend) -> bool:
         return callable(getattr(backend, "first_step_logits", None))

@@ -90,6 +90,8 @@ class SpeedSuite(Suite):
     defaults = DEFAULTS
     metrics = ("latency_p50_ms", "latency_p90_ms", "ms_per_token", "throughput_sps", "tokens_per_s", "bytes",
                "cpu_ms_p50", "peak_rss_mb", "threads")
+    lower_is_better = frozenset({"latency_p50_ms", "latency_p90_ms", "ms_per_token", "bytes", "cpu_ms_p50",
+                                 "peak_rss_mb"})
 
     def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
         opt = suite_options(ctx, self.name, DEFAULTS)

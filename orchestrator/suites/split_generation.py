@@ -27,8 +27,11 @@ log-probabilities per step (``reference_margins.npz``; :mod:`orchestrator.suites
 ``compare()`` then says, for every backend, how sure the reference was where the backend's
 output left it (its margin in nats, whether the backend took its runner-up) and the
 backend's flip rate by the reference's margin: a noisy but healthy backend flips near-ties
-only, a broken one flips steps the reference was sure of. Needs the quality suite to run first
-in the same run (``suites = ["quality", "split-generation", ...]``).
+only, a broken one flips steps the reference was sure of. The curve is fitted with one number, the
+backend's noise scale in nats, checked by the share of identical outputs it predicts; the
+reference's entry gets the noise budget, the scale at which each of ``identity_targets`` would
+be reached. Needs the quality suite to run first in the same run
+(``suites = ["quality", "split-generation", ...]``).
 
 Options (``[suites.split-generation]``; defaults):
 
@@ -39,6 +42,7 @@ Options (``[suites.split-generation]``; defaults):
     margins = true         # (d) on the reference backend
     margins_top_k = 5      # log-probabilities kept per step
     near_tie_nats = 1.0    # a reference margin below this is a near-tie; at or above, the step was decisive
+    identity_targets = [0.8, 0.9, 0.95]  # shares of identical outputs the noise budget is given for
 """
 from __future__ import annotations
 
@@ -51,14 +55,15 @@ import numpy as np
 from backends.base import BOUNDARY_MODES
 from orchestrator.suites.base import CompareContext, Suite, SuiteContext, translate_all
 from orchestrator.suites.quality import TOKENS, corpus_scores
-from orchestrator.suites.util import finite, read_json, suite_options
+from orchestrator.suites.util import finite, read_json, suite_table
 
 TF_LOGITS = "teacher_forced_logits.npy"
 TF_PREFIX = "teacher_forced_prefix.json"
 BOUNDARY_TOKENS = "boundary_{mode}.tokens.json"
 MARGINS = "reference_margins.npz"
 DEFAULTS: dict[str, Any] = {"tf_sentences": 16, "tf_steps": 16, "boundary_n": 100, "boundary_num_beams": 1,
-                            "margins": True, "margins_top_k": 5, "near_tie_nats": 1.0}
+                            "margins": True, "margins_top_k": 5, "near_tie_nats": 1.0,
+                            "identity_targets": [0.8, 0.9, 0.95]}
 FP32_ROW = "fp32enc-fp32dec"
 #: histogram buckets of the first divergence step (upper bounds inclusive)
 BUCKETS = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 7), (8, 15), (16, 31), (32, 10**9))
@@ -128,12 +133,26 @@ class SplitGenerationSuite(Suite):
     description = "teacher-forced step logits vs the reference, boundary matrix, first divergence step"
     defaults = DEFAULTS
     metrics = ("tf_max_abs_logit_diff", "tf_argmax_agreement", "token_agreement_vs_reference",
-               "divergence_ref_margin_median", "near_tie_divergence_share", "decisive_flip_rate")
+               "divergence_ref_margin_median", "near_tie_divergence_share", "decisive_flip_rate",
+               "flip_noise_scale")
+    lower_is_better = frozenset({"tf_max_abs_logit_diff", "divergence_ref_margin_median", "decisive_flip_rate",
+                                 "flip_noise_scale"})
     code_modules = ("orchestrator.suites.margins", "orchestrator.suites.quality")
     reference_role = True
 
+    def options(self, table: dict[str, Any], where: str) -> dict[str, Any]:
+        from backends.errors import InvalidInputError
+
+        opts = super().options(table, where)
+        bad = [t for t in opts["identity_targets"]
+               if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1]
+        if bad:
+            raise InvalidInputError(f"{where}: identity_targets must be shares between 0 and 1 (exclusive), "
+                                    f"got {bad}")
+        return opts
+
     def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
-        opt = suite_options(ctx, self.name, DEFAULTS)
+        opt = self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")
         ctx.outdir.mkdir(parents=True, exist_ok=True)
         out: dict[str, Any] = {}
         m, k = int(opt["tf_sentences"]), int(opt["tf_steps"])
@@ -240,7 +259,8 @@ class SplitGenerationSuite(Suite):
             if "diverged" in d:
                 out[name]["metrics"].update({"divergence_ref_margin_median": d["ref_margin_median"],
                                              "near_tie_divergence_share": d["near_tie_share"],
-                                             "decisive_flip_rate": d["decisive_flip_rate"]})
+                                             "decisive_flip_rate": d["decisive_flip_rate"],
+                                             "flip_noise_scale": d["noise_scale"]})
         # (b) boundary rows without their own FP32 row: agreement with the reference's tokens
         if ref_toks is not None:
             for name, res in results.items():
@@ -258,7 +278,7 @@ class SplitGenerationSuite(Suite):
     def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext,
                  outputs: dict[str, list[list[int]]]) -> dict[str, dict[str, Any]]:
         """(d) for every backend with quality-suite ``outputs`` ({name: tokens}) but the reference."""
-        from orchestrator.suites.margins import margin_stats, tokens_digest
+        from orchestrator.suites.margins import margin_stats, noise_scale_for, tokens_digest, top2_margins
 
         ref = ctx.reference_backend
         info = (results.get(ref) or {}).get("reference_margins")
@@ -272,9 +292,14 @@ class SplitGenerationSuite(Suite):
                     for name in results}
         with np.load(ctx.backend_dir(ref) / info["file"]) as z:
             scored = {k: z[k] for k in z.files}
-        near = float(suite_options(ctx, self.name, DEFAULTS)["near_tie_nats"])
+        opt = self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")
+        near = float(opt["near_tie_nats"])
         eos = ctx.model.conventions.eos_token_id
-        out: dict[str, dict[str, Any]] = {}
+        top2 = top2_margins(scored)
+        budget = {f"{float(t):g}": finite(noise_scale_for(top2, scored["offsets"], float(t)), 6)
+                  for t in sorted(opt["identity_targets"])}
+        out: dict[str, dict[str, Any]] = {ref: {"reference": True, "steps": int(len(top2)),
+                                                "noise_scale_for_identity": budget}}
         for name, toks in outputs.items():
             if name == ref:
                 continue
@@ -286,6 +311,7 @@ class SplitGenerationSuite(Suite):
             out[name]["flip_rate_by_margin"] = {
                 b: {**c, "rate": finite(c["rate"], 6)} for b, c in stats["flip_rate_by_margin"].items()}
             out[name]["decisive_flip_rate"] = finite(stats["decisive_flip_rate"], 6)
+            out[name]["noise_scale"] = finite(stats["noise_scale"], 6)
         return out
 
 

@@ -93,6 +93,12 @@ def test_tolerance_parsing_and_bad_files(tmp_path):
     assert parse_tolerance("bleu", -0.5) == {"direction": "higher", "abs": 0.5}
     assert parse_tolerance("latency_p90_ms", "25%") == {"direction": "lower", "rel": 0.25}
     assert parse_tolerance("x", {"abs": 1, "direction": "lower"}) == {"direction": "lower", "abs": 1.0}
+    # each metric in the direction its suite declares, the baseline's own outputs_changed lower
+    for metric in ("decisive_flip_rate", "flip_noise_scale", "numerics_defects", "cross_source_same_argmax",
+                   "cpu_ms_p50", "outputs_changed"):
+        assert parse_tolerance(metric, 0.01)["direction"] == "lower", metric
+    for metric in ("token_agreement_vs_reference", "near_tie_divergence_share", "first_step_argmax_agreement"):
+        assert parse_tolerance(metric, 0.01)["direction"] == "higher", metric
     with pytest.raises(InvalidInputError):
         parse_tolerance("bleu", "lots")
     with pytest.raises(InvalidInputError):

@@ -203,3 +203,21 @@ def test_the_docstring_names_only_real_commands():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     named = set(re.findall(r"python cli\.py (\w[\w-]*)", benchmark.__doc__))
     assert named and named <= commands, named - commands
+
+
+def test_noise_scales_and_the_reference_budget_print():
+    rep = _bench(100)
+    names = sorted(rep["backends"])
+    ref, other = names[0], names[1]
+    rep["reference_backend"] = ref
+    rep["backends"][ref]["suites"] = {"split-generation": {"margins": {
+        "reference": True, "noise_scale_for_identity": {"0.8": 0.0861, "0.9": 0.0382, "0.95": None}}}}
+    rep["backends"][other]["metrics"]["flip_noise_scale"] = 0.1514
+    s = benchmark_summary(rep)
+    assert s["backends"][other]["noise_scale"] == 0.1514
+    assert s["noise_budget"] == ("noise scale <= 0.086 nats for 80% identical, <= 0.038 for 90%, "
+                                 "none reaches 95% (the reference's exact ties)")
+    text = format_summary(s)
+    assert "noise budget (flip model on the reference's margins): noise scale <= 0.086 nats" in text
+    row = next(line for line in text.splitlines() if line.startswith(other + " "))
+    assert "0.151" in row

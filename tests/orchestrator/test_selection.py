@@ -30,6 +30,21 @@ def test_default_constraints_rank_by_latency(report):
     assert "BLEU drop" in sel["rejected"]["sim-int8-raw"]
 
 
+def test_rank_by_follows_each_metrics_declared_direction(report):
+    """Agreement metrics rank the most agreeing backend first, error metrics the smallest: as the suites
+    declare, not a list kept in selection."""
+    rep = copy.deepcopy(report)
+    c = {"require_verdict_pass": False, "max_bleu_drop": -1, "allow_source_blind": True, "rank_tolerance": {}}
+    for i, name in enumerate(("torch-fp32-split", "sim-int8", "sim-int8-raw")):
+        rep["backends"][name]["metrics"].update({"token_agreement_vs_reference": 0.5 + 0.1 * i,
+                                                 "decisive_flip_rate": 0.1 * i})
+    names = ["torch-fp32-split", "sim-int8", "sim-int8-raw"]
+    sel = select_targets(rep, {**c, "backends": names, "rank_by": ["token_agreement_vs_reference"]})
+    assert sel["ranking"] == names[::-1]
+    sel = select_targets(rep, {**c, "backends": names, "rank_by": ["decisive_flip_rate"]})
+    assert sel["ranking"] == names
+
+
 def test_int8_only_picks_the_passing_int8(report):
     sel = select_targets(report, {"precision": "int8-weights"})
     assert sel["chosen"] == "sim-int8" and sel["fallback_chain"] == []

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.suites.margins import bin_labels, margin_stats, score_own_output, scored_steps, self_agreement
+from orchestrator.suites.margins import (bin_labels, fit_noise_scale, margin_stats, noise_scale_for, predicted_identical,
+                                         score_own_output, scored_steps, self_agreement)
 
 EOS = 0
 
@@ -105,3 +106,67 @@ def test_score_own_output_on_a_tiny_model(tiny_model):
     assert s["diverged"] == 0 and sum(c["steps"] for c in s["flip_rate_by_margin"].values()) == counts.sum()
     with pytest.raises(ValueError, match="7 sources but 6 outputs"):
         score_own_output(be, bundle, sources, tokens[:6], batch_size=3)
+
+
+def test_noise_scale_and_predicted_identity_on_the_hand_made_example():
+    s = margin_stats(SCORED, REF, [list(t) for t in REF], EOS, near_tie_nats=1.0)
+    assert s["noise_scale"] == 0.0 and s["identical"] == 1.0 and s["identical_predicted"] == 1.0
+    s = margin_stats(SCORED, REF, [[5, 4], [2]], EOS, near_tie_nats=1.0)
+    assert s["identical"] == 0.0 and s["noise_scale"] > 0
+    # flips at margins 0.2 and 1.3, a keep at 2.4: the fit is the one maximum of the likelihood
+    m, f = np.array([2.4, 0.2, 1.3]), np.array([False, True, True])
+    assert s["noise_scale"] == pytest.approx(fit_noise_scale(m, f))
+    nll = lambda x: -np.sum(np.where(f, -np.logaddexp(0, m / x), -np.logaddexp(0, -m / x)))  # noqa: E731
+    assert nll(s["noise_scale"]) <= min(nll(s["noise_scale"] * 0.9), nll(s["noise_scale"] * 1.1))
+
+
+def test_fit_noise_scale_edges():
+    assert fit_noise_scale(np.zeros(0), np.zeros(0, bool)) is None
+    assert fit_noise_scale(np.array([0.1, 2.0]), np.array([False, False])) == 0.0
+
+
+def test_predicted_identical_by_hand():
+    # sentence 0: one step at margin ln 3 (keeps 3/4 at s = 1); sentence 1: an exact tie (1/2) and a sure step
+    top2, off = np.array([np.log(3.0), 0.0, np.inf]), np.array([0, 1, 3])
+    assert predicted_identical(top2, off, 1.0) == pytest.approx((0.75 + 0.5) / 2)
+    assert predicted_identical(top2, off, 0.0) == pytest.approx((1.0 + 0.5) / 2)  # noiseless still splits ties
+    assert noise_scale_for(top2, off, 0.9) is None  # the exact tie alone keeps it at 75%
+    s = noise_scale_for(top2, off, 0.7)
+    assert predicted_identical(top2, off, s) == pytest.approx(0.7, abs=1e-6)
+    assert noise_scale_for(top2, off, 0.6) > s  # a lower target allows more noise
+
+
+def test_the_flip_model_recovers_a_known_noise_scale_from_greedy_outputs():
+    """Simulated backends flip each step of the reference's output with the logistic model's
+    probability and continue on their own token: margin_stats sees only tokens, yet fits the scale
+    and predicts the identical share it measures."""
+    rng = np.random.default_rng(0)
+    n, steps = 3000, 6
+    margins = rng.exponential(0.8, size=(n, steps))
+    rows = [[([10 + t, 50 + t], [0.0, -float(margins[i, t])]) for t in range(steps)] for i in range(n)]
+    scored = _scored(rows)
+    ref = [[10 + t for t in range(steps - 1)] for _ in range(n)]
+    scored["ids"][scored["offsets"][1:] - 1, 0] = EOS  # each output's last step predicts EOS
+    for true_s in (0.05, 0.2):
+        flips = rng.random((n, steps)) < 1.0 / (1.0 + np.exp(margins / true_s))
+        outs = []
+        for i in range(n):
+            t = int(np.argmax(flips[i])) if flips[i].any() else None
+            if t is None:
+                outs.append(list(ref[i]))
+            else:
+                outs.append(ref[i][:t] + [50 + t])
+        s = margin_stats(scored, ref, outs, EOS, near_tie_nats=1.0)
+        assert s["noise_scale"] == pytest.approx(true_s, rel=0.15)
+        assert s["identical_predicted"] == pytest.approx(s["identical"], abs=0.03)
+        assert s["identical"] == pytest.approx(np.mean(~flips.any(axis=1)))
+
+
+def test_identity_targets_must_be_shares():
+    from backends.errors import InvalidInputError
+    from orchestrator.suites.split_generation import SplitGenerationSuite
+
+    suite = SplitGenerationSuite()
+    assert suite.options({"identity_targets": [0.5, 0.99]}, "[w]")["identity_targets"] == [0.5, 0.99]
+    with pytest.raises(InvalidInputError, match=r"identity_targets must be shares .*\[1\.2, 0, True\]"):
+        suite.options({"identity_targets": [0.8, 1.2, 0, True]}, "[w]")

@@ -44,7 +44,10 @@ def test_divergence_margins_from_the_reference_run(measured):
     info = ref["reference_margins"]
     assert info["sentences"] == 8 and info["steps"] >= 8 and info["self_agreement"] == 1.0
     assert (run_dir / "backends" / "torch-fp32" / info["file"]).exists()
-    assert "margins" not in ref
+    # the reference's entry holds the noise budget for the default targets, tighter for a higher target
+    budget = ref["margins"]["noise_scale_for_identity"]
+    assert ref["margins"]["reference"] and list(budget) == ["0.8", "0.9", "0.95"]
+    assert all(s is None for s in budget.values()) or budget["0.8"] >= budget["0.9"] >= budget["0.95"] >= 0
     for name in ("torch-fp32-split", "sim-int8", "sim-int8-raw", "sim-int8-naive"):
         sg = _b(report, name)["suites"]["split-generation"]
         assert "reference_margins" not in sg
@@ -54,11 +57,16 @@ def test_divergence_margins_from_the_reference_run(measured):
         assert sum(c["flips"] for c in curve) == mg["diverged"]
         assert sum(c["steps"] for c in curve) >= info["sentences"]
         assert _b(report, name)["metrics"]["decisive_flip_rate"] == mg["decisive_flip_rate"]
-    assert _b(report, "torch-fp32-split")["suites"]["split-generation"]["margins"]["diverged"] == 0
+        assert _b(report, name)["metrics"]["flip_noise_scale"] == mg["noise_scale"]
+        assert mg["identical"] == _b(report, name)["metrics"]["exact_match_vs_reference"]
+        assert (mg["noise_scale"] == 0) == (mg["diverged"] == 0) and 0 <= mg["identical_predicted"] <= 1
+    split = _b(report, "torch-fp32-split")["suites"]["split-generation"]["margins"]
+    assert split["diverged"] == 0 and split["identical_predicted"] >= 0.99
     naive = _b(report, "sim-int8-naive")["suites"]["split-generation"]["margins"]
     assert naive["diverged"] > 0 and naive["ref_margin_median"] > 0
     title, header, rows = margins_table(report)
-    assert title.startswith("Where outputs leave the reference") and header[-1] == "flips at 2+"
+    assert title.startswith("Where outputs leave the reference") and header[-3] == "flips at 2+"
+    assert header[-2:] == ["noise scale (nats)", "identical: predicted / measured"]
     assert [r[0] for r in rows] == ["torch-fp32-split", "sim-int8", "sim-int8-raw", "sim-int8-naive"]
 
 
