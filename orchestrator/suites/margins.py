@@ -115,9 +115,9 @@ def noise_scale_for(top2: np.ndarray, offsets: np.ndarray, target: float) -> flo
     (None when even a noiseless backend would not: the reference's exact ties alone cost more)."""
     if predicted_identical(top2, offsets, 0.0) < target:
         return None
-    lo, hi = np.log(SCALE_MIN), np.log(SCALE_MAX)
     if predicted_identical(top2, offsets, SCALE_MIN) < target:
         return 0.0
+    lo, hi = np.log(SCALE_MIN), np.log(SCALE_MAX)
     for _ in range(80):  # predicted_identical falls as the scale grows
         mid = (lo + hi) / 2.0
         lo, hi = (mid, hi) if predicted_identical(top2, offsets, float(np.exp(mid))) >= target else (lo, mid)

@@ -277,7 +277,8 @@ class SplitGenerationSuite(Suite):
 
     def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext,
                  outputs: dict[str, list[list[int]]]) -> dict[str, dict[str, Any]]:
-        """(d) for every backend with quality-suite ``outputs`` ({name: tokens}) but the reference."""
+        """(d) for every backend with quality-suite ``outputs`` ({name: tokens}) but the reference; the
+        reference's own entry holds the noise budget."""
         from orchestrator.suites.margins import margin_stats, noise_scale_for, tokens_digest, top2_margins
 
         ref = ctx.reference_backend
