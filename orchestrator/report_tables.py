@@ -94,13 +94,15 @@ def boundary_table(report: dict[str, Any]) -> Table | None:
         bd = ((b.get("suites") or {}).get("split-generation") or {}).get("boundary")
         if not isinstance(bd, dict):
             continue
+        noise = ((b.get("suites") or {}).get("split-generation") or {}).get("boundary_noise") or {}
         for mode, r in (bd.get("rows") or {}).items():
             rows.append([n, mode, fmt(r.get("bleu")), fmt(r.get("agreement_with_fp32_row"), pct=True),
-                         fmt(r.get("bleu_delta_vs_fp32_row"))])
+                         fmt(r.get("bleu_delta_vs_fp32_row")), fmt((noise.get(mode) or {}).get("noise_scale"), 3)])
     if not rows:
         return None
-    return ("Encoder→decoder boundary matrix (split-generation; agreement with the backend's own FP32 row)",
-            ["backend", "mode", "BLEU", "identical to FP32 row", "ΔBLEU"], rows)
+    return ("Encoder→decoder boundary matrix (split-generation; agreement with the backend's own FP32 row; "
+            "noise scale: each row's flips against the reference, as in the margins table)",
+            ["backend", "mode", "BLEU", "identical to FP32 row", "ΔBLEU", "noise scale vs ref (nats)"], rows)
 
 
 def noise_budget_text(report: dict[str, Any]) -> str:

@@ -94,9 +94,10 @@ def fit_noise_scale(margins: np.ndarray, flipped: np.ndarray) -> float | None:
 def predicted_identical(top2: np.ndarray, offsets: np.ndarray, scale: float) -> float:
     """Share of sentences the logistic flip model with ``scale`` predicts identical to the reference:
     the mean over sentences of ``prod(1 - P(flip))`` over every step of the reference's output
-    (``top2``: its top-1 - top-2 margin per step; sentence i's steps are ``offsets[i]:offsets[i + 1]``)."""
-    m = np.asarray(top2, dtype=np.float64)
+    (``top2``: its top-1 - top-2 margin per step; sentence i's steps are ``offsets[i]:offsets[i + 1]``,
+    ``offsets[0] = 0``; steps past ``offsets[-1]`` belong to sentences not asked about)."""
     n = len(offsets) - 1
+    m = np.asarray(top2, dtype=np.float64)[:int(offsets[-1])] if n > 0 else np.zeros(0)
     if n <= 0:
         return 1.0
     if scale <= 0:

@@ -254,14 +254,16 @@ class SplitGenerationSuite(Suite):
                 out[name]["divergence"]["token_agreement"] = finite(agree)
                 out[name]["metrics"]["token_agreement_vs_reference"] = finite(agree)
         # (d) the reference's margins where each backend's output leaves it
-        for name, d in self._margins(results, ctx, outputs).items():
+        margins, scored = self._margins(results, ctx, outputs)
+        for name, d in margins.items():
             out[name]["margins"] = d
             if "diverged" in d:
                 out[name]["metrics"].update({"divergence_ref_margin_median": d["ref_margin_median"],
                                              "near_tie_divergence_share": d["near_tie_share"],
                                              "decisive_flip_rate": d["decisive_flip_rate"],
                                              "flip_noise_scale": d["noise_scale"]})
-        # (b) boundary rows without their own FP32 row: agreement with the reference's tokens
+        # (b) boundary rows without their own FP32 row: agreement with the reference's tokens, and (greedy
+        # rows, margins scored) each row's noise scale against the reference: which graph's INT8 adds how much
         if ref_toks is not None:
             for name, res in results.items():
                 b = res.get("boundary")
@@ -270,27 +272,41 @@ class SplitGenerationSuite(Suite):
                 for mode, row in b["rows"].items():
                     toks = json.loads((ctx.backend_dir(name) / row["tokens"]).read_text())
                     base = ref_toks[:len(toks)]
-                    if len(base) == len(toks):
-                        out[name].setdefault("boundary_vs_reference", {})[mode] = finite(
-                            sum(x == y for x, y in zip(toks, base)) / max(1, len(toks)))
+                    if len(base) != len(toks):
+                        continue
+                    out[name].setdefault("boundary_vs_reference", {})[mode] = finite(
+                        sum(x == y for x, y in zip(toks, base)) / max(1, len(toks)))
+                    if scored is not None and b.get("num_beams") == 1:
+                        out[name].setdefault("boundary_noise", {})[mode] = self._row_noise(scored, base, toks, ctx)
         return out
 
-    def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext,
-                 outputs: dict[str, list[list[int]]]) -> dict[str, dict[str, Any]]:
+    def _row_noise(self, scored: dict[str, np.ndarray], ref_toks: list[list[int]], toks: list[list[int]],
+                   ctx: CompareContext) -> dict[str, Any]:
+        """A boundary row's noise scale against the reference (its first ``len(toks)`` sentences)."""
+        from orchestrator.suites.margins import margin_stats
+
+        near = float(self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")["near_tie_nats"])
+        stats = margin_stats(scored, ref_toks, toks, ctx.model.conventions.eos_token_id, near)
+        return {"sentences": len(toks), "noise_scale": finite(stats["noise_scale"], 6),
+                "identical_predicted": finite(stats["identical_predicted"])}
+
+    def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext, outputs: dict[str, list[list[int]]]
+                 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray] | None]:
         """(d) for every backend with quality-suite ``outputs`` ({name: tokens}) but the reference; the
-        reference's own entry holds the noise budget."""
+        reference's own entry holds the noise budget. Also returns the reference's scores (None when
+        they were not measured or no longer match its output)."""
         from orchestrator.suites.margins import margin_stats, noise_scale_for, tokens_digest, top2_margins
 
         ref = ctx.reference_backend
         info = (results.get(ref) or {}).get("reference_margins")
         if not info:
-            return {}
+            return {}, None
         if "skipped" in info:
-            return {name: {"skipped": f"reference: {info['skipped']}"} for name in results}
+            return {name: {"skipped": f"reference: {info['skipped']}"} for name in results}, None
         ref_toks = outputs.get(ref)
         if ref_toks is None or tokens_digest(ref_toks) != info.get("tokens_digest"):
             return {name: {"skipped": "the reference's output changed after its margins were scored"}
-                    for name in results}
+                    for name in results}, None
         with np.load(ctx.backend_dir(ref) / info["file"]) as z:
             scored = {k: z[k] for k in z.files}
         opt = self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")
@@ -313,7 +329,7 @@ class SplitGenerationSuite(Suite):
                 b: {**c, "rate": finite(c["rate"], 6)} for b, c in stats["flip_rate_by_margin"].items()}
             out[name]["decisive_flip_rate"] = finite(stats["decisive_flip_rate"], 6)
             out[name]["noise_scale"] = finite(stats["noise_scale"], 6)
-        return out
+        return out, scored
 
 
 def teacher_forced_diff(logits: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> dict[str, Any]:

@@ -134,6 +134,8 @@ def test_predicted_identical_by_hand():
     s = noise_scale_for(top2, off, 0.7)
     assert predicted_identical(top2, off, s) == pytest.approx(0.7, abs=1e-6)
     assert noise_scale_for(top2, off, 0.6) > s  # a lower target allows more noise
+    # the first sentence alone: the steps after offsets[-1] belong to sentences not asked about
+    assert predicted_identical(top2, off[:2], 1.0) == pytest.approx(0.75)
 
 
 def test_the_flip_model_recovers_a_known_noise_scale_from_greedy_outputs():

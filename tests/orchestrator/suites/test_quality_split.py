@@ -97,6 +97,16 @@ def test_boundary_matrix_rows(measured):
         "agreement_with_fp32_row"]
     toks = json.loads((run_dir / "backends" / "sim-int8" / rows["int8enc-raw-int8dec"]["tokens"]).read_text())
     assert len(toks) == bd["n"]
+    # each greedy row's noise scale against the reference: none on the FP32 row, most on the raw boundary
+    noise = _b(report, "sim-int8")["suites"]["split-generation"]["boundary_noise"]
+    assert list(noise) == list(rows) and all(r["sentences"] == bd["n"] for r in noise.values())
+    assert noise["fp32enc-fp32dec"]["noise_scale"] == 0.0 and noise["fp32enc-fp32dec"]["identical_predicted"] == 1.0
+    assert noise["int8enc-raw-int8dec"]["noise_scale"] > noise["int8enc-requant-int8dec"]["noise_scale"]
+    from orchestrator.report_tables import boundary_table
+
+    title, header, table = boundary_table(report)
+    assert header[-1] == "noise scale vs ref (nats)"
+    assert ["sim-int8", "fp32enc-fp32dec", "0.000"] == [table[0][0], table[0][1], table[0][-1]]
     # torch-fp32-split has no boundary modes: no matrix
     assert "boundary" not in _b(report, "torch-fp32-split")["suites"]["split-generation"]
 
