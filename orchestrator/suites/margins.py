@@ -97,9 +97,9 @@ def predicted_identical(top2: np.ndarray, offsets: np.ndarray, scale: float) -> 
     (``top2``: its top-1 - top-2 margin per step; sentence i's steps are ``offsets[i]:offsets[i + 1]``,
     ``offsets[0] = 0``; steps past ``offsets[-1]`` belong to sentences not asked about)."""
     n = len(offsets) - 1
-    m = np.asarray(top2, dtype=np.float64)[:int(offsets[-1])] if n > 0 else np.zeros(0)
     if n <= 0:
         return 1.0
+    m = np.asarray(top2, dtype=np.float64)[:int(offsets[-1])]
     if scale <= 0:
         keep = np.where(m > 0, 0.0, np.log(0.5))  # a zero-noise backend still splits exact ties
     else:

@@ -14,7 +14,9 @@ translates the first ``boundary_n`` test sentences (greedy unless ``boundary_num
 in every mode (``set_boundary_mode(mode)``; restored with ``set_boundary_mode(None)``)
 and records BLEU vs the references and exact-match agreement with the backend's own
 ``fp32enc-fp32dec`` row; ``compare()`` adds ``boundary_vs_reference`` (each row's exact-match
-agreement with the reference backend's quality tokens on the same sentences).
+agreement with the reference backend's quality tokens on the same sentences) and, for greedy rows
+once the reference's margins (d) are scored, ``boundary_noise`` (each row's noise scale against the
+reference: how much noise the INT8 encoder, the INT8 decoder and both add).
 
 (c) **Divergence step.** ``compare()`` reads each backend's greedy/beam output written by
 the quality suite (``hypotheses.tokens.json``) and the reference's, and records the first
@@ -265,6 +267,7 @@ class SplitGenerationSuite(Suite):
         # (b) boundary rows without their own FP32 row: agreement with the reference's tokens, and (greedy
         # rows, margins scored) each row's noise scale against the reference: which graph's INT8 adds how much
         if ref_toks is not None:
+            near = float(self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")["near_tie_nats"])
             for name, res in results.items():
                 b = res.get("boundary")
                 if not b:
@@ -277,18 +280,9 @@ class SplitGenerationSuite(Suite):
                     out[name].setdefault("boundary_vs_reference", {})[mode] = finite(
                         sum(x == y for x, y in zip(toks, base)) / max(1, len(toks)))
                     if scored is not None and b.get("num_beams") == 1:
-                        out[name].setdefault("boundary_noise", {})[mode] = self._row_noise(scored, base, toks, ctx)
+                        out[name].setdefault("boundary_noise", {})[mode] = row_noise(
+                            scored, base, toks, ctx.model.conventions.eos_token_id, near)
         return out
-
-    def _row_noise(self, scored: dict[str, np.ndarray], ref_toks: list[list[int]], toks: list[list[int]],
-                   ctx: CompareContext) -> dict[str, Any]:
-        """A boundary row's noise scale against the reference (its first ``len(toks)`` sentences)."""
-        from orchestrator.suites.margins import margin_stats
-
-        near = float(self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")["near_tie_nats"])
-        stats = margin_stats(scored, ref_toks, toks, ctx.model.conventions.eos_token_id, near)
-        return {"sentences": len(toks), "noise_scale": finite(stats["noise_scale"], 6),
-                "identical_predicted": finite(stats["identical_predicted"])}
 
     def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext, outputs: dict[str, list[list[int]]]
                  ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray] | None]:
@@ -330,6 +324,16 @@ class SplitGenerationSuite(Suite):
             out[name]["decisive_flip_rate"] = finite(stats["decisive_flip_rate"], 6)
             out[name]["noise_scale"] = finite(stats["noise_scale"], 6)
         return out, scored
+
+
+def row_noise(scored: dict[str, np.ndarray], ref_toks: list[list[int]], toks: list[list[int]], eos_token_id: int,
+              near_tie_nats: float) -> dict[str, Any]:
+    """A boundary row's noise scale against the reference, on its sentences (the first ``len(toks)``)."""
+    from orchestrator.suites.margins import margin_stats
+
+    stats = margin_stats(scored, ref_toks, toks, eos_token_id, near_tie_nats)
+    return {"sentences": len(toks), "noise_scale": finite(stats["noise_scale"], 6),
+            "identical_predicted": finite(stats["identical_predicted"])}
 
 
 def teacher_forced_diff(logits: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
