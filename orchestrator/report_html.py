@@ -17,7 +17,7 @@ from orchestrator.report_tables import (evidence_text, fmt, margins_table, numer
                                         ranking_text)
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
-          "boundary": "#b5651d", "tflite-specific": "#c0392b", "runtime-specific": "#c0392b",
+          "boundary": "#b5651d", "activation-ranges": "#8e44ad", "tflite-specific": "#c0392b", "runtime-specific": "#c0392b",
           "model-inherent": "#7d3c98", "export-convention": "#2c6fbb", None: "#888888"}
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}

@@ -121,6 +121,45 @@ def test_peer_runtime_passes(report, runtime, kind):
     assert any(e["backend"] == "sim-int8" for e in v["evidence"])
 
 
+def _int8_variant(report, runtime: str, quantization: dict, agreement: float) -> dict:
+    """sim-int8's measurements under another runtime's INT8 signature, with its own agreement rate."""
+    b = copy.deepcopy(report["backends"]["sim-int8"])
+    b["signature"] = {**b["signature"], "runtime": runtime, "quantization": quantization}
+    b["metrics"]["exact_match_vs_reference"] = agreement
+    b["suites"]["split-generation"].pop("boundary", None)  # no boundary matrix: the boundary rule stays out
+    return b
+
+
+def test_activation_ranges_when_only_per_call_peers_pass(report):
+    """An agreement bar that static-range INT8 misses in two runtimes while per-call ranges meet it:
+    the scheme, not TFLite."""
+    rep = copy.deepcopy(report)
+    rep["backends"].update({
+        "tfl-int8": _int8_variant(rep, "tflite", {"mode": "int8", "activations": "int8"}, 0.70),
+        "ort-static": _int8_variant(rep, "onnxruntime", {"mode": "static"}, 0.72),
+        "ort-dynamic": _int8_variant(rep, "onnxruntime", {"mode": "dynamic"}, 0.86),
+        "ct2-mkl": _int8_variant(rep, "ctranslate2", {"scheme": "w8-per-row-sym+a8-dynamic"}, 0.91)})
+    rep["backends"]["sim-int8"]["metrics"]["exact_match_vs_reference"] = 0.5  # only the four above pass or not
+    attribute(rep, {"min_int8_agreement": 0.8})
+    v = rep["backends"]["tfl-int8"]["verdict"]
+    assert v["kind"] == "activation-ranges", v
+    assert "so does ort-static" in v["summary"] and "ort-dynamic" in v["summary"] and "not tflite" in v["summary"]
+    assert any(e["backend"] == "ort-static" and e["passes"] is False for e in v["evidence"])
+    assert {"ort-dynamic", "ct2-mkl"} <= {e["backend"] for e in v["evidence"]}
+    # the same reading for ORT static, whose same-runtime peer passes only with dynamic ranges
+    v = rep["backends"]["ort-static"]["verdict"]
+    assert v["kind"] == "activation-ranges" and "so does tfl-int8" in v["summary"]
+    # a backend that also loses BLEU is broken, not a near miss of the scheme
+    rep["backends"]["tfl-int8"]["metrics"]["bleu_delta_vs_reference"] = -30.0
+    attribute(rep, {"min_int8_agreement": 0.8})
+    assert _kind(rep, "tfl-int8") == "tflite-specific"
+    rep["backends"]["tfl-int8"]["metrics"]["bleu_delta_vs_reference"] = 0.0
+    # with a static-range peer of another runtime passing, it is TFLite's alone again
+    rep["backends"]["ort-static"]["metrics"]["exact_match_vs_reference"] = 0.85
+    attribute(rep, {"min_int8_agreement": 0.8})
+    assert _kind(rep, "tfl-int8") == "tflite-specific"
+
+
 def test_failed_backends_get_no_verdict(report):
     rep = copy.deepcopy(report)
     rep["backends"]["broken"] = {"status": "failed", "reason": "exit code 1", "metrics": {}, "suites": {}}
@@ -219,6 +258,21 @@ def test_int8_agreement_bar_applies_to_int8_only(report):
     assert any(e["metric"] == "exact_match_vs_reference" and e["value"] == em and e["passes"] is False
                for e in v["evidence"])
     assert _kind(rep, "torch-fp32-split") == "pass"  # FP32 variants keep their own agreement rule
+    # at one of split-generation's identity_targets the evidence says how far the noise is from the budget
+    sg = rep["backends"]["sim-int8"]["suites"]["split-generation"]
+    sg["margins"]["noise_scale"] = 0.1512
+    rep["backends"]["sim-int8"]["metrics"]["exact_match_vs_reference"] = 0.5
+    rep["backends"][rep["reference_backend"]]["suites"]["split-generation"]["margins"][
+        "noise_scale_for_identity"] = {"0.8": 0.0861, "0.9": 0.0382}
+    attribute(rep, {"min_int8_agreement": 0.9})
+    ev = next(e for e in rep["backends"]["sim-int8"]["verdict"]["evidence"]
+              if e["metric"] == "exact_match_vs_reference")
+    assert (ev["noise_scale"], ev["noise_scale_needed"]) == (0.1512, 0.0382)
+    assert ev["note"] == "its noise scale is 0.151 nats; 90% identical needs 0.038 or less (split-generation's noise budget)"
+    attribute(rep, {"min_int8_agreement": 0.85})  # not a target the budget was computed for: no note
+    ev = next(e for e in rep["backends"]["sim-int8"]["verdict"]["evidence"]
+              if e["metric"] == "exact_match_vs_reference")
+    assert "noise_scale_needed" not in ev and "note" not in ev and ev["noise_scale"] == 0.1512
     rep["backends"]["sim-int8"]["metrics"].pop("exact_match_vs_reference")
     attribute(rep, {"min_int8_agreement": 0.5})
     assert _kind(rep, "sim-int8") != "pass"  # not measured -> cannot pass a bar that asks for it
