@@ -21,7 +21,8 @@ Kinds (first matching rule wins, in this order):
   (``quantization.gemm_library``, e.g. CTranslate2 on oneDNN vs MKL) passes: the same quantization
   scheme, computed by another GEMM, keeps the quality;
 * ``calibration`` — a quantized variant of the *same runtime* that differs in its calibration
-  settings passes (e.g. ``tflite-int8-naive`` fails, decoder-calibrated ``tflite-int8`` passes);
+  settings passes (e.g. ``tflite-int8-naive`` fails, decoder-calibrated ``tflite-int8`` passes); a
+  variant whose activation ranges are computed per call is another scheme, not another calibration;
 * ``precision`` — no same-precision variant passes, but a same-runtime variant with wider integer
   activations does (e.g. ``tflite-int8`` fails an agreement bar that ``tflite-int16x8`` meets) and the
   failing decoder is not source-blind (a source-blind one is a calibration failure whatever the width);
@@ -30,12 +31,20 @@ Kinds (first matching rule wins, in this order):
   its activation ranges per call (ORT dynamic, CTranslate2), and another runtime's INT8 with static
   ranges misses the same way (e.g. an 80% agreement bar on the default model: tflite-int8 and
   onnx-static-int8 miss it, onnx-dynamic-int8 and ct2-int8-mkl meet it): the static per-tensor scheme
-  loses the accuracy in more than one runtime, so it is not the runtime's fault;
+  loses the accuracy in more than one runtime, so it is not the runtime's fault. Also when, instead of
+  that peer, a same-runtime variant with per-call ranges passes (ORT static vs ORT dynamic);
 * ``tflite-specific`` — a TFLite INT8 backend fails while a peer INT8 runtime (CTranslate2,
   ONNX Runtime) passes; ``runtime-specific`` is the same rule for a non-TFLite runtime;
 * ``calibration`` (again) — a same-runtime INT8 variant with other quantization settings passes
   (the settings that differ are named in the summary);
 * ``model-inherent`` — every INT8 backend fails the bar (and an FP32 split backend passes).
+
+The same-runtime peers of the ``mask``, ``kernel`` and ``calibration`` rules are the variants that pass
+and, for a backend that fails more than the agreement bar (BLEU, source-blind), also those that miss
+only ``min_int8_agreement``: at an 80% bar no TFLite INT8 passes, yet ``tflite-int8`` (71% identical,
+BLEU kept) still shows that ``tflite-int8-naive``'s collapse is its calibration. Settings compared are
+the quantization keys that differ, less a requested one whose effective value is the same
+(:data:`RESOLVED_BY`: CTranslate2's compute_type int8_float32 runs as int8 on CPU).
 
 A failing verdict also cites the numerics suite when it ran on that backend: the ops whose local
 error marks a kernel or quantization-parameter defect, or else that every checked op sits at the
@@ -75,6 +84,9 @@ CALIBRATION_KEYS = ("recipe", "calib", "method", "sources", "positions")
 UNBOUNDED_MASKS = ("hf",)
 #: quantization settings that choose how int8 is computed, not what is quantized (the "kernel" rule)
 KERNEL_KEYS = ("gemm_library",)
+# requested settings that say nothing once the effective one they resolve to is the same (CTranslate2 on
+# CPU runs compute_type int8 as int8_float32)
+RESOLVED_BY = {"compute_type": "effective_compute_type", "weights_stored_as": "effective_compute_type"}
 RAW_MODE, REQUANT_MODE, FP32_MODE = "int8enc-raw-int8dec", "int8enc-requant-int8dec", "fp32enc-fp32dec"
 
 
@@ -288,8 +300,11 @@ def _quant(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _differing_quant_keys(report: dict[str, Any], a: str, b: str) -> list[str]:
+    """Quantization keys whose values differ, leaving out a requested setting whose effective value is
+    the same on both (:data:`RESOLVED_BY`)."""
     qa, qb = _quant(report, a), _quant(report, b)
-    return sorted(k for k in set(qa) | set(qb) if qa.get(k) != qb.get(k))
+    same = {k for k, eff in RESOLVED_BY.items() if qa.get(eff) is not None and qa.get(eff) == qb.get(eff)}
+    return sorted(k for k in set(qa) | set(qb) if qa.get(k) != qb.get(k) and k not in same)
 
 
 def activation_bits(report: dict[str, Any], name: str) -> int:
@@ -378,9 +393,19 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
             continue
         same_rt = [p for p in int8_pass if runtime_of(report, p) == rt]
         other_rt = [p for p in int8_pass if runtime_of(report, p) != rt]
-        diffs = {p: _differing_quant_keys(report, n, p) for p in same_rt}  # quantization keys that differ
+        # peers that show what repairs a broken backend: same-runtime variants that pass, and, when this one
+        # fails more than the agreement bar (BLEU, source-blind), those that miss only that bar
+        near = [] if misses_only_agreement(ev) else [
+            p for p in int8 if p != n and p not in int8_pass and runtime_of(report, p) == rt
+            and misses_only_agreement(passes[p][1])]
+        fixing = same_rt + near
+        diffs = {p: _differing_quant_keys(report, n, p) for p in fixing}  # quantization keys that differ
+
+        def fares(p: str) -> str:
+            return "passes" if p in int8_pass else "misses only min_int8_agreement (BLEU and the source kept)"
+
         mask = _quant(report, n).get("mask")
-        mask_peer = [p for p in same_rt if mask in UNBOUNDED_MASKS
+        mask_peer = [p for p in fixing if mask in UNBOUNDED_MASKS
                      and _quant(report, p).get("mask") not in (None, *UNBOUNDED_MASKS)]
         if mask_peer:
             p = mask_peer[0]
@@ -388,22 +413,24 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
             others = [k for k in diff if k != "mask"]
             verdicts[n] = _v("mask",
                              f"{n} fails while {p} (same runtime, attention mask '{_quant(report, p)['mask']}' "
-                             f"instead of the additive {mask!r} mask) passes: the mask's huge negative values own "
+                             f"instead of the additive {mask!r} mask) {fares(p)}: the mask's huge negative values own "
                              f"the attention-score quantization range"
                              + (f" (other settings differ too: {', '.join(others)})" if others else ""),
                              ev + _peer_ev(report, p, passes, n, diff))
             continue
-        kernel_peer = [p for p in same_rt if diffs[p] and set(diffs[p]) <= set(KERNEL_KEYS)]
+        kernel_peer = [p for p in fixing if diffs[p] and set(diffs[p]) <= set(KERNEL_KEYS)]
         if kernel_peer:
             p = kernel_peer[0]
             diff = diffs[p]
             qa, qb = _quant(report, n), _quant(report, p)
             what = ", ".join(f"{k} {qb.get(k)!r} instead of {qa.get(k)!r}" for k in diff)
-            verdicts[n] = _v("kernel", f"{n} fails while {p} (same runtime and quantization scheme, {what}) passes: "
+            verdicts[n] = _v("kernel", f"{n} fails while {p} (same runtime and quantization scheme, {what}) {fares(p)}: "
                                        f"the int8 kernel, not the quantization, loses the accuracy",
                              ev + _peer_ev(report, p, passes, n, diff))
             continue
-        calib_peer = [p for p in same_rt if any(c in k for k in diffs[p] for c in CALIBRATION_KEYS)]
+        # a peer whose activation ranges are computed per call is another scheme, not another calibration
+        calib_peer = [p for p in fixing if any(c in k for k in diffs[p] for c in CALIBRATION_KEYS)
+                      and activation_ranges(report, p) == activation_ranges(report, n)]
         wider = [p for p in same_rt if activation_bits(report, p) > activation_bits(report, n) > 0]
         if calib_peer and (not wider or is_source_blind(report, n)
                            or any("activations" not in diffs[p] for p in calib_peer)):
@@ -418,7 +445,7 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                         + (f", but {n}'s decoder is source-blind: calibration, not bit width"
                            if is_source_blind(report, n) else ""))
             verdicts[n] = _v("calibration",
-                             f"{n} fails while {p} (same runtime, different calibration: {', '.join(diff)}) passes"
+                             f"{n} fails while {p} (same runtime, different calibration: {', '.join(diff)}) {fares(p)}"
                              + (f"; {where[0]}" if where else "") + note,
                              ev + _peer_ev(report, p, passes, n, diff) + (where[1] if where else []))
             continue
@@ -434,15 +461,22 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
             continue
         static_peers = [q for q in int8 if q not in int8_pass and runtime_of(report, q) != rt
                         and activation_ranges(report, q) == "static" and misses_only_agreement(passes[q][1])]
-        if other_rt and static_peers and activation_ranges(report, n) == "static" and misses_only_agreement(ev) \
-                and all(activation_ranges(report, p) == "dynamic" for p in int8_pass):
-            q = static_peers[0]
-            verdicts[n] = _v("activation-ranges",
-                             f"{n} fails, and so does {q} ({runtime_of(report, q)}, static activation ranges too), "
-                             f"while the INT8 backends that pass ({', '.join(int8_pass)}) compute their activation "
-                             f"ranges per call: static per-tensor INT8 activations lose the accuracy, not {rt}",
-                             ev + [e for e in passes[q][1] if e.get("passes") is False][:1]
-                             + [e for p in int8_pass for e in passes[p][1][:1]])
+        per_call_same = [p for p in same_rt if activation_ranges(report, p) == "dynamic"]
+        if ((other_rt and static_peers) or per_call_same) and activation_ranges(report, n) == "static" \
+                and misses_only_agreement(ev) and all(activation_ranges(report, p) == "dynamic" for p in int8_pass):
+            passing = f"the INT8 backends that pass ({', '.join(int8_pass)}) compute their activation ranges per call"
+            if static_peers:
+                q = static_peers[0]
+                summary = (f"{n} fails, and so does {q} ({runtime_of(report, q)}, static activation ranges too), "
+                           f"while {passing}: static per-tensor INT8 activations lose the accuracy, not {rt}")
+                peer_ev = [e for e in passes[q][1] if e.get("passes") is False][:1]
+            else:
+                q = per_call_same[0]
+                summary = (f"{n} fails while {q} (same runtime, activation ranges computed per call) passes, and "
+                           f"{passing}: static per-tensor INT8 activations lose the accuracy")
+                peer_ev = _peer_ev(report, q, passes, n, diffs[q])
+            verdicts[n] = _v("activation-ranges", summary,
+                             ev + peer_ev + [e for p in int8_pass if p != q for e in passes[p][1][:1]])
             continue
         if other_rt:
             kind = "tflite-specific" if rt == "tflite" else "runtime-specific"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
+RUN_DIR_HELP = "a run directory written by compare (holds report.json)"
 
 
 def _pos_int(name: str):
@@ -22,6 +23,21 @@ def _pos_int(name: str):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
     return conv
+
+
+def _bar_assignment(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as a TOML value (0.8, true); left a string if it is not one, so the
+    bar's own check names the key and the type it wants."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. min_int8_agreement=0.8), got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,16 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--json", action="store_true", help="machine-readable output")
     lb.add_argument("--matrix", help="also list the [variants] this matrix file defines")
     s = sub.add_parser("select", help="pick a deployable backend from an existing run under constraints")
-    s.add_argument("run_dir", help="a run directory written by compare (holds report.json)")
+    s.add_argument("run_dir", help=RUN_DIR_HELP)
     s.add_argument("--constraints", help="TOML file with constraints (default: the run's matrix [constraints])")
+    j = sub.add_parser("judge", help="re-judge an existing run's verdicts against another [bar], without re-running",
+                       description="Apply the verdict rules to a stored run again under another quality bar "
+                                   "(e.g. the share of greedy outputs INT8 must keep: --set "
+                                   "min_int8_agreement=0.8), re-select with the run's constraints, and rewrite "
+                                   "report.json/md/html. Nothing is measured again.")
+    j.add_argument("run_dir", help=RUN_DIR_HELP)
+    j.add_argument("--bar", dest="bar_file", help="TOML file with a [bar] table (any matrix) or top-level bar keys; "
+                                                  "replaces the run's bar (default: the bar the run was judged by)")
+    j.add_argument("--set", dest="bar_set", action="append", type=_bar_assignment, metavar="KEY=VALUE",
+                   help="one bar key over the bar, e.g. min_int8_agreement=0.8 or fail_source_blind=false "
+                        "(repeatable)")
     sh = sub.add_parser("show", help="print the result table of an existing run")
-    sh.add_argument("run_dir", help="a run directory written by compare (holds report.json)")
+    sh.add_argument("run_dir", help=RUN_DIR_HELP)
     ex = sub.add_parser("export", help="copy one backend's measured artifacts out of a run, ready to ship",
                         description="Copy the artifacts a run measured (checksums checked), the model's config and "
                                     "tokenizer files, and export.json (provenance, metrics, verdict) into a "
                                     "directory. TFLite exports also get reference_loop.py, the host loop as "
                                     "generation.json describes it (numpy + LiteRT only).")
-    ex.add_argument("run_dir", help="a run directory written by compare (holds report.json)")
+    ex.add_argument("run_dir", help=RUN_DIR_HELP)
     ex.add_argument("--to", required=True, dest="dest", help="directory to create (must be new or empty)")
     ex.add_argument("--backend", help="backend to export (default: the run's selection)")
     ex.add_argument("--force", action="store_true", help="replace --to if it exists")
@@ -89,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Save a run's per-backend metrics, signatures and outputs as a baseline "
                                      "file; gate a later run against it with `compare --baseline FILE` "
                                      "(exit 4 on a regression beyond the matrix's [tolerances]).")
-    bs.add_argument("run_dir", help="a run directory written by compare (holds report.json)")
+    bs.add_argument("run_dir", help=RUN_DIR_HELP)
     bs.add_argument("file", help="baseline JSON file to write")
     return p
 
@@ -208,6 +235,44 @@ def cmd_select(args) -> int:
     return 3 if selection_infeasible(selection) else 0
 
 
+def cmd_judge(args) -> int:
+    import time
+
+    from backends.errors import SeqquantError
+    from orchestrator.attribution import attribute, effective_bar
+    from orchestrator.errors import SettingsError
+    from orchestrator.hooks import selection_infeasible, write_all_reports
+    from orchestrator.matrix import load_table
+    from orchestrator.selection import select_targets
+
+    path, report = _read_report(args.run_dir)  # checked before anything is written
+    if args.bar_file:
+        bar, where = load_table(args.bar_file, "bar"), args.bar_file
+    else:
+        old = report.get("verdict") if isinstance(report.get("verdict"), dict) else {}
+        bar = old.get("bar") or ((report.get("settings") or {}).get("matrix") or {}).get("bar") or {}
+        where = f"{args.run_dir}/report.json [bar]"
+    bar = {**bar, **dict(args.bar_set or [])}
+    try:
+        effective_bar(bar)
+    except SeqquantError as exc:
+        raise SettingsError(f"bar from {where}{' and --set' if args.bar_set else ''}: {exc}") from exc
+    verdict = attribute(report, bar)
+    verdict["judged"] = {"command": "python cli.py " + shlex.join(args._argv),
+                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report["verdict"] = verdict
+    # selection reads the verdicts (require_verdict_pass): re-select under the constraints it last used
+    old_sel = report.get("selection") if isinstance(report.get("selection"), dict) else {}
+    constraints = old_sel.get("constraints") or ((report.get("settings") or {}).get("matrix") or {}).get(
+        "constraints") or {}
+    report["selection"] = select_targets(report, dict(constraints))
+    write_all_reports(report, path.parent)
+    from orchestrator.console import print_report
+
+    print_report(report, run_dir=args.run_dir)
+    return 3 if selection_infeasible(report["selection"]) else 0
+
+
 def cmd_show(args) -> int:
     from orchestrator.console import print_report
 
@@ -262,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list_backends(args)
         if args.cmd == "select":
             return cmd_select(args)
+        if args.cmd == "judge":
+            return cmd_judge(args)
         if args.cmd == "show":
             return cmd_show(args)
         if args.cmd == "baseline":

@@ -279,11 +279,19 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
     return parse_matrix(read_toml(path), path.resolve())
 
 
+def load_table(path: str | Path, table: str) -> dict[str, Any]:
+    """A file holding one table of a matrix (``bar``, ``constraints``): either that table (so any matrix
+    file will do; one without it gives {}, the defaults) or its keys at the top level."""
+    doc = read_toml(path, table)
+    if table in doc:
+        if not isinstance(doc[table], dict):
+            raise MatrixError(f"{table} file {path}: '{table}' must be a table")
+        return dict(doc[table])
+    if set(doc) & (TOP_KEYS - {table}):  # a matrix file without the table
+        return {}
+    return dict(doc)
+
+
 def load_constraints(path: str | Path) -> dict[str, Any]:
     """A constraints file: either a ``[constraints]`` table (a matrix) or top-level constraint keys."""
-    doc = read_toml(path, "constraints")
-    if "constraints" in doc:
-        if not isinstance(doc["constraints"], dict):
-            raise MatrixError(f"constraints file {path}: 'constraints' must be a table")
-        return dict(doc["constraints"])
-    return dict(doc)
+    return load_table(path, "constraints")

@@ -276,9 +276,11 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"{d['truncated_sources']} source(s) truncated to {d['max_source_length']} tokens",
              f"- Calibration: `{d['calibration']['src']}` ({d['calibration']['n_sentences']} sentences)",
              f"- Settings: beams {s['num_beams']}, batch {s['batch_size']}, max new tokens {s['max_new_tokens']}, "
-             f"threads {s['threads']}; reference backend `{report['reference_backend']}`", "",
-             "## Backends", "", "| " + " | ".join(SUMMARY_HEADER) + " |",
-             "|" + "---|" * len(SUMMARY_HEADER)]
+             f"threads {s['threads']}; reference backend `{report['reference_backend']}`", ""]
+    judged = (report.get("verdict") or {}).get("judged") if isinstance(report.get("verdict"), dict) else None
+    if isinstance(judged, dict):
+        lines[3:3] = [f"Verdicts re-judged: `{judged.get('command')}` ({judged.get('created')})  "]
+    lines += ["## Backends", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
     for row in summary_rows(report):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     lines.append("")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_tables import (evidence_text, fmt, margins_table, numerics_table, outputs_texts,
+from orchestrator.report_tables import (bar_text, evidence_text, fmt, margins_table, numerics_table, outputs_texts,
                                         ranking_text)
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
@@ -185,6 +185,11 @@ def _verdict_section(report: dict[str, Any]) -> str:
     v = report.get("verdict") or {}
     if v.get("headline"):
         parts.append(f"<p><b>{_e(v['headline'])}</b></p>")
+    if isinstance(v.get("bar"), dict) and v["bar"]:
+        judged = v.get("judged") or {}
+        parts.append(f"<p class='muted'>bar: {_e(bar_text(v['bar']))}"
+                     + (f" · re-judged {_e(judged.get('created'))} by <code>{_e(judged.get('command'))}</code>"
+                        if judged else "") + "</p>")
     for name, b in report.get("backends", {}).items():
         ver = b.get("verdict")
         if not ver:

@@ -205,6 +205,11 @@ def regression_text(r: Any) -> str:
             + (f" ({reason})" if reason else ""))
 
 
+def bar_text(bar: dict[str, Any]) -> str:
+    """``max_bleu_drop=1.0, ..., min_int8_agreement=0.8`` (TOML spelling, as ``judge --set`` takes it)."""
+    return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in bar.items())
+
+
 def verdict_table(report: dict[str, Any]) -> Table | None:
     rows = []
     for n, b in report.get("backends", {}).items():
@@ -213,8 +218,11 @@ def verdict_table(report: dict[str, Any]) -> Table | None:
             rows.append([n, str(v.get("kind")), str(v.get("summary") or "")])
     if not rows:
         return None
-    head = (report.get("verdict") or {}).get("headline")
-    return "Verdicts" + (f": {head}" if head else ""), ["backend", "verdict", "why"], rows
+    v = report.get("verdict") or {}
+    head, bar = v.get("headline"), v.get("bar")
+    title = "Verdicts" + (f": {head}" if head else "") + (f" (bar: {bar_text(bar)})" if isinstance(bar, dict) and bar
+                                                         else "")
+    return title, ["backend", "verdict", "why"], rows
 
 
 def evidence_table(report: dict[str, Any]) -> Table | None:

@@ -41,7 +41,7 @@ def test_help_imports_nothing_heavy():
 def test_top_level_help_lists_commands():
     r = run_cli("--help", timeout=120)
     assert r.returncode == 0
-    for cmd in ("compare", "list-backends", "select", "baseline"):
+    for cmd in ("compare", "list-backends", "select", "judge", "baseline"):
         assert cmd in r.stdout
 
 
@@ -230,11 +230,12 @@ def _bad_reports():
 @pytest.mark.parametrize("text,why", _bad_reports())
 def test_show_select_baseline_refuse_a_file_that_is_not_a_report(tmp_path, text, why):
     """Exit 2 with a message, no traceback, and nothing written: report.json is byte-identical after `select`
-    (which rewrites the reports of a real run), no report.md/html appear, no baseline file is written."""
+    and `judge` (which rewrite the reports of a real run), no report.md/html appear, no baseline file is written."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "report.json").write_text(text)
-    for args in (["show", str(run)], ["select", str(run)], ["baseline", "save", str(run), str(tmp_path / "b.json")]):
+    for args in (["show", str(run)], ["select", str(run)], ["judge", str(run)],
+                 ["baseline", "save", str(run), str(tmp_path / "b.json")]):
         r = run_cli(*args, timeout=120)
         err = " ".join(r.stderr.split())
         assert r.returncode == 2, (args, r.stdout, r.stderr)
@@ -256,6 +257,70 @@ def test_show_and_baseline_save_accept_a_minimal_report(tmp_path, capsys):
     before = (tmp_path / "report.json").read_text()
     assert main(["baseline", "save", str(tmp_path), str(tmp_path / "report.json")]) == 2
     assert "not overwriting it" in err_of(capsys) and (tmp_path / "report.json").read_text() == before
+
+
+def _judgeable_run(tmp_path) -> Path:
+    """A minimal report with one INT8 backend 70% identical to the reference, written to a run directory."""
+    from tests.orchestrator.test_console import minimal_report
+
+    rep = minimal_report()
+    rep["backends"]["x-int8"] = {"status": "ok", "reason": None,
+                                 "signature": {"runtime": "onnxruntime", "precision": "int8",
+                                               "quantization": {"mode": "static"}, "short": "onnxruntime int8"},
+                                 "metrics": {"bleu": 30.4, "exact_match_vs_reference": 0.7},
+                                 "suites": {"quality": {"status": "ok"}}}
+    (tmp_path / "report.json").write_text(json.dumps(rep))
+    return tmp_path
+
+
+def test_judge_re_judges_a_stored_run_under_another_bar(tmp_path, capsys):
+    run = _judgeable_run(tmp_path)
+    assert main(["judge", str(run)]) == 0  # the run's own bar (none stored: the defaults)
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["backends"]["x-int8"]["verdict"]["kind"] == "pass" and rep["verdict"]["bar"]["min_int8_agreement"] == 0
+    assert main(["judge", str(run), "--set", "min_int8_agreement=0.8", "--set", "fail_source_blind=false"]) == 0
+    out = err_of(capsys)
+    assert "min_int8_agreement=0.8" in out and "fail_source_blind=false" in out
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["verdict"]["bar"]["min_int8_agreement"] == 0.8 and rep["verdict"]["bar"]["fail_source_blind"] is False
+    assert rep["backends"]["x-int8"]["verdict"]["kind"] == "model-inherent"  # the only INT8 backend misses it
+    assert rep["verdict"]["judged"]["command"] == ("python cli.py judge " + str(run)
+                                                   + " --set min_int8_agreement=0.8 --set fail_source_blind=false")
+    assert rep["selection"]["chosen"] == "torch-fp32"  # x-int8 fails the bar now (require_verdict_pass)
+    md = (run / "report.md").read_text()
+    assert "Verdicts re-judged: `python cli.py judge" in md and "min_int8_agreement=0.8)" in md
+    assert "min_int8_agreement=0.8" in (run / "report.html").read_text()
+    # --set is applied over the run's current bar; --bar FILE replaces it (any matrix file will do)
+    assert main(["judge", str(run), "--set", "max_bleu_drop=2"]) == 0
+    bar = json.loads((run / "report.json").read_text())["verdict"]["bar"]
+    assert (bar["max_bleu_drop"], bar["min_int8_agreement"]) == (2, 0.8)
+    (tmp_path / "bar.toml").write_text("[bar]\nmin_int8_agreement = 0.5\n")
+    assert main(["judge", str(run), "--bar", str(tmp_path / "bar.toml")]) == 0
+    bar = json.loads((run / "report.json").read_text())["verdict"]["bar"]
+    assert (bar["max_bleu_drop"], bar["min_int8_agreement"]) == (1.0, 0.5)
+    assert main(["judge", str(run), "--bar", str(REPO / "matrices" / "default.toml")]) == 0
+    assert json.loads((run / "report.json").read_text())["verdict"]["bar"]["min_int8_agreement"] == 0
+
+
+@pytest.mark.parametrize("args,why", [
+    (["--set", "min_int8_agrement=0.8"], "unknown key(s) ['min_int8_agrement']"),
+    (["--set", "min_int8_agreement=high"], "min_int8_agreement must be a number, got 'high'"),
+    (["--set", "fail_source_blind=1"], "fail_source_blind must be true or false"),
+    (["--bar", "nope.toml"], "bar file nope.toml does not exist"),
+])
+def test_judge_refuses_a_bad_bar_and_writes_nothing(tmp_path, capsys, args, why):
+    run = _judgeable_run(tmp_path)
+    before = (run / "report.json").read_text()
+    assert main(["judge", str(run), *args]) == 2
+    assert why in err_of(capsys)
+    assert (run / "report.json").read_text() == before and sorted(f.name for f in run.iterdir()) == ["report.json"]
+
+
+def test_judge_set_needs_key_equals_value(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["judge", str(tmp_path), "--set", "min_int8_agreement"])
+    assert e.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["judge", str(tmp_path)]) == 2 and "no report.json" in err_of(capsys)
 
 
 def test_baseline_without_an_action_prints_its_help_and_exits_2(capsys):

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from backends.errors import InvalidInputError
-from orchestrator.attribution import attribute, effective_bar, precision_class
+from orchestrator.attribution import _differing_quant_keys, attribute, effective_bar, precision_class, runtime_of
 from tests.orchestrator.suites.conftest import measured_report
 
 
@@ -158,6 +158,67 @@ def test_activation_ranges_when_only_per_call_peers_pass(report):
     rep["backends"]["ort-static"]["metrics"]["exact_match_vs_reference"] = 0.85
     attribute(rep, {"min_int8_agreement": 0.8})
     assert _kind(rep, "tfl-int8") == "tflite-specific"
+
+
+def test_a_near_miss_peer_still_explains_a_broken_backend(report):
+    """At an agreement bar no INT8 backend meets, a same-runtime variant that misses only that bar (BLEU and
+    the source kept) still shows what repairs a broken one: calibration, or the mask."""
+    rep = copy.deepcopy(report)
+    rep["backends"]["sim-int8"]["metrics"]["exact_match_vs_reference"] = 0.7
+    assert attribute(rep, {"min_int8_agreement": 0.8})["int8_passing"] == []
+    v = rep["backends"]["sim-int8-naive"]["verdict"]
+    assert v["kind"] == "calibration", v
+    assert "sim-int8 (same runtime" in v["summary"] and "misses only min_int8_agreement" in v["summary"]
+    rep["backends"]["sim-int8-naive"]["signature"]["quantization"]["mask"] = "hf"
+    rep["backends"]["sim-int8"]["signature"]["quantization"]["mask"] = "select"
+    attribute(rep, {"min_int8_agreement": 0.8})
+    v = rep["backends"]["sim-int8-naive"]["verdict"]
+    assert v["kind"] == "mask" and "misses only min_int8_agreement" in v["summary"], v
+    # a peer that also misses only the agreement bar explains nothing about another near miss
+    rep["backends"]["sim-int8-naive"] = _int8_variant(rep, "simulated", {"mode": "int8", "recipe": "other"}, 0.6)
+    rep["backends"]["sim-int8-naive"]["signature"]["runtime"] = runtime_of(rep, "sim-int8")
+    attribute(rep, {"min_int8_agreement": 0.8})
+    assert _kind(rep, "sim-int8-naive") == "model-inherent"
+
+
+def test_a_requested_compute_type_resolved_to_the_same_one_is_no_difference(report):
+    """CTranslate2 runs compute_type int8_float32 as int8 on CPU: only the GEMM library differs -> kernel."""
+    rep = copy.deepcopy(report)
+    scheme = {"effective_compute_type": "int8_float32", "scheme": "w8-per-row-sym+a8-dynamic"}
+    rep["backends"].update({
+        "ct2-int8-float32": _int8_variant(rep, "ctranslate2", {**scheme, "compute_type": "int8_float32",
+                                                               "weights_stored_as": "int8_float32",
+                                                               "gemm_library": "dnnl"}, 0.7),
+        "ct2-int8-mkl": _int8_variant(rep, "ctranslate2", {**scheme, "compute_type": "int8",
+                                                           "weights_stored_as": "int8", "gemm_library": "mkl"}, 0.9)})
+    assert _differing_quant_keys(rep, "ct2-int8-float32", "ct2-int8-mkl") == ["gemm_library"]
+    attribute(rep, {"min_int8_agreement": 0.8})
+    v = rep["backends"]["ct2-int8-float32"]["verdict"]
+    assert v["kind"] == "kernel" and "gemm_library 'mkl' instead of 'dnnl'" in v["summary"], v
+    # a different effective compute type is a different scheme: the requested keys count again
+    rep["backends"]["ct2-int8-mkl"]["signature"]["quantization"]["effective_compute_type"] = "int8"
+    assert "compute_type" in _differing_quant_keys(rep, "ct2-int8-float32", "ct2-int8-mkl")
+
+
+def test_static_ranges_against_a_same_runtime_per_call_peer_are_not_calibration(report):
+    """ORT static vs ORT dynamic differ in calibration keys too, but the passing peer computes its ranges
+    per call: that is the scheme, even with no other runtime in the run."""
+    rep = copy.deepcopy(report)
+    rep["backends"].update({
+        "ort-static": _int8_variant(rep, "onnxruntime", {"mode": "static", "calibration_method": "MinMax"}, 0.72),
+        "ort-dynamic": _int8_variant(rep, "onnxruntime", {"mode": "dynamic"}, 0.86)})
+    rep["backends"]["sim-int8"]["metrics"]["exact_match_vs_reference"] = 0.5
+    attribute(rep, {"min_int8_agreement": 0.8})
+    v = rep["backends"]["ort-static"]["verdict"]
+    assert v["kind"] == "activation-ranges", v
+    assert "ort-dynamic (same runtime, activation ranges computed per call) passes" in v["summary"]
+    assert any(e["metric"] == "quantization.mode" and e["value"] == "dynamic" for e in v["evidence"])
+    # a static-range peer that passes is a calibration to copy, not a scheme to leave
+    rep["backends"]["ort-static-pct"] = _int8_variant(rep, "onnxruntime", {"mode": "static",
+                                                                            "calibration_method": "Percentile"}, 0.85)
+    attribute(rep, {"min_int8_agreement": 0.8})
+    v = rep["backends"]["ort-static"]["verdict"]
+    assert v["kind"] == "calibration" and "ort-static-pct" in v["summary"], v
 
 
 def test_failed_backends_get_no_verdict(report):

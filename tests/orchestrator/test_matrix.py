@@ -5,7 +5,7 @@ import pytest
 
 from orchestrator.config import resolve_config
 from orchestrator.errors import MatrixError, SettingsError
-from orchestrator.matrix import DEFAULT_MATRIX, MATRICES_DIR, load_constraints, load_matrix
+from orchestrator.matrix import DEFAULT_MATRIX, MATRICES_DIR, load_constraints, load_matrix, load_table
 
 
 def test_shipped_matrices_parse():
@@ -121,6 +121,14 @@ def test_constraints_file_table_or_top_level(tmp_path):
     c.write_text('runtimes = ["tflite"]\nmax_bytes = = 3\n')
     with pytest.raises(MatrixError, match="line"):
         load_constraints(c)
+    # a matrix file without the table: the defaults ({}), not its other tables taken for constraint keys
+    m = tmp_path / "m.toml"
+    m.write_text('schema = 1\n[run]\nbackends = ["torch-fp32"]\n')
+    assert load_constraints(m) == {} and load_table(m, "bar") == {}
+    assert load_table(DEFAULT_MATRIX, "bar") == {"max_bleu_drop": 1.0}
+    d = tmp_path / "d.toml"
+    d.write_text('[bar]\nmin_int8_agreement = 0.8\n[constraints]\nruntimes = ["tflite"]\n')
+    assert load_table(d, "bar") == {"min_int8_agreement": 0.8} and load_constraints(d) == {"runtimes": ["tflite"]}
 
 
 def test_per_backend_suite_options(tmp_path):
