@@ -461,10 +461,14 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
             continue
         static_peers = [q for q in int8 if q not in int8_pass and runtime_of(report, q) != rt
                         and activation_ranges(report, q) == "static" and misses_only_agreement(passes[q][1])]
-        per_call_same = [p for p in same_rt if activation_ranges(report, p) == "dynamic"]
-        if ((other_rt and static_peers) or per_call_same) and activation_ranges(report, n) == "static" \
-                and misses_only_agreement(ev) and all(activation_ranges(report, p) == "dynamic" for p in int8_pass):
-            passing = f"the INT8 backends that pass ({', '.join(int8_pass)}) compute their activation ranges per call"
+        # the INT8 backends that pass with 8-bit activations (a wider-activation pass is the precision rule's)
+        pass8 = [p for p in int8_pass if activation_bits(report, p) <= 8]
+        per_call_same = [p for p in same_rt if p in pass8 and activation_ranges(report, p) == "dynamic"]
+        if (([p for p in pass8 if runtime_of(report, p) != rt] and static_peers) or per_call_same) and pass8 \
+                and activation_ranges(report, n) == "static" and misses_only_agreement(ev) \
+                and all(activation_ranges(report, p) == "dynamic" for p in pass8):
+            passing = (f"the INT8 backends that pass with 8-bit activations ({', '.join(pass8)}) compute their "
+                       f"activation ranges per call")
             if static_peers:
                 q = static_peers[0]
                 summary = (f"{n} fails, and so does {q} ({runtime_of(report, q)}, static activation ranges too), "
@@ -476,7 +480,7 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
                            f"{passing}: static per-tensor INT8 activations lose the accuracy")
                 peer_ev = _peer_ev(report, q, passes, n, diffs[q])
             verdicts[n] = _v("activation-ranges", summary,
-                             ev + peer_ev + [e for p in int8_pass if p != q for e in passes[p][1][:1]])
+                             ev + peer_ev + [e for p in pass8 if p != q for e in passes[p][1][:1]])
             continue
         if other_rt:
             kind = "tflite-specific" if rt == "tflite" else "runtime-specific"

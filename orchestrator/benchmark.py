@@ -11,7 +11,9 @@ split-generation suite's ``near_tie_nats``), sure-flips (its flip rate at steps 
 sure of), noise (the fitted noise scale of its flips, nats; the reference's noise budget for 80/90/95%
 identical is printed below the table), p50/p90 latency, size and verdict; ratios between named pairs (latency, size, BLEU
 delta: e.g. tflite-int8 vs tflite-fp32-split, vs ct2-int8); whether the verdicts come out as the
-issue expects on the default model; the run's wall time against the 15 min cold / 5 min warm target.
+issue expects on the default model, and the verdicts and selection at issue 3's agreement target (the
+run's bar with ``min_int8_agreement = 0.8``, judged on a copy: ``python cli.py judge`` would rewrite the
+run); the run's wall time against the 15 min cold / 5 min warm target.
 
 A target is judged only when the run has what it is defined for, else it says "not judged" and why:
 the verdict expectations need the quality suite and the reference backend (:func:`verdict_gaps`; on
@@ -42,6 +44,8 @@ EXPECTED = {"tflite-int8-naive": "calibration", "tflite-int8-hfmask": "mask", "t
             "onnx-dynamic-int8": "pass", "onnx-static-int8": "pass", "ct2-int8": "pass", "ct2-int8-mkl": "pass",
             "torch-fp32-split": "pass", "tflite-fp32-split": "pass", "onnx-fp32": "pass", "ct2-fp32": "pass"}
 COLD_TARGET_S, WARM_TARGET_S = 15 * 60, 5 * 60
+#: issue 3's target: >= 80% of tflite-int8's greedy outputs identical to FP32's
+ISSUE_AGREEMENT = 0.8
 
 
 def report_problems(report: Any) -> list[str]:
@@ -218,12 +222,34 @@ def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:
             "verdict_headline": (report.get("verdict") or {}).get("headline"),
             "selection": (report.get("selection") or {}).get("chosen"),
             "noise_budget": noise_budget_text(report) or None,
+            "at_issue_bar": None if verdicts_not_judged else judged_at_issue_bar(report),
             "wall_seconds": wall, "warm": warm, "run_kind": kind, "artifacts_built": built,
             "parallel_builds": run.get("parallel_builds"),
             "backends_with_artifacts": with_artifacts, "time_target_seconds": target,
             "time_target_not_judged": time_not_judged,
             "time_target_met": (wall <= target) if isinstance(wall, (int, float)) and target is not None
             and not time_not_judged else None}
+
+
+def judged_at_issue_bar(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's verdicts and selection re-judged (on a copy) with the issue's agreement target as the
+    bar's ``min_int8_agreement``, as ``python cli.py judge RUN --set min_int8_agreement=0.8`` would;
+    None when the run's own bar already asks for as much."""
+    import copy
+
+    from orchestrator.attribution import attribute
+    from orchestrator.selection import select_targets
+
+    bar = dict((report.get("verdict") or {}).get("bar") or {})
+    if float(bar.get("min_int8_agreement") or 0) >= ISSUE_AGREEMENT:
+        return None
+    rep = copy.deepcopy(report)
+    verdict = attribute(rep, {**bar, "min_int8_agreement": ISSUE_AGREEMENT})
+    constraints = (report.get("selection") or {}).get("constraints") or {}
+    return {"min_int8_agreement": ISSUE_AGREEMENT, "headline": verdict.get("headline"),
+            "verdicts": {n: k for n, k in (verdict.get("backends") or {}).items() if n in verdict["int8_failing"]
+                         or n in verdict["int8_passing"]},
+            "selection": select_targets(rep, dict(constraints)).get("chosen")}
 
 
 def run_kind(report: dict[str, Any]) -> tuple[str, list[str], int]:
@@ -280,6 +306,12 @@ def format_summary(s: dict[str, Any]) -> str:
         lines += ["", f"verdict: {s['verdict_headline']}"]
     if s.get("selection") is not None:
         lines.append(f"selection: {s['selection']}")
+    at = s.get("at_issue_bar")
+    if at:
+        lines += ["", f"at issue 3's agreement target (the run's bar with min_int8_agreement={at['min_int8_agreement']:g}; "
+                      f"python cli.py judge RUN --set min_int8_agreement={at['min_int8_agreement']:g} rewrites the "
+                      f"run's reports so):", f"  verdict: {at['headline']}",
+                  f"  selection: {at['selection'] or 'nothing feasible'}"]
     if s["wall_seconds"] is not None:
         if s.get("time_target_not_judged"):
             lines += ["", f"wall time {s['wall_seconds']:.0f} s: time targets (cold {COLD_TARGET_S} s, warm "

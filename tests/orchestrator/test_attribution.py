@@ -149,6 +149,12 @@ def test_activation_ranges_when_only_per_call_peers_pass(report):
     # the same reading for ORT static, whose same-runtime peer passes only with dynamic ranges
     v = rep["backends"]["ort-static"]["verdict"]
     assert v["kind"] == "activation-ranges" and "so does tfl-int8" in v["summary"]
+    # a wider-activation pass is the precision rule's for its own runtime, and no counter-example for others
+    both = copy.deepcopy(rep)
+    both["backends"]["tfl-int16x8"] = _int8_variant(both, "tflite", {"mode": "int16x8", "activations": "int16"}, 0.93)
+    attribute(both, {"min_int8_agreement": 0.8})
+    assert _kind(both, "tfl-int8") == "precision" and _kind(both, "ort-static") == "activation-ranges"
+    assert "pass with 8-bit activations (ort-dynamic, ct2-mkl)" in both["backends"]["ort-static"]["verdict"]["summary"]
     # a backend that also loses BLEU is broken, not a near miss of the scheme
     rep["backends"]["tfl-int8"]["metrics"]["bleu_delta_vs_reference"] = -30.0
     attribute(rep, {"min_int8_agreement": 0.8})

@@ -221,3 +221,24 @@ def test_noise_scales_and_the_reference_budget_print():
     assert "noise budget (flip model on the reference's margins): noise scale <= 0.086 nats" in text
     row = next(line for line in text.splitlines() if line.startswith(other + " "))
     assert "0.151" in row
+
+
+def test_the_verdicts_at_the_issues_agreement_target_print_without_touching_the_run():
+    from orchestrator.attribution import attribute
+
+    rep = minimal_report()
+    for name, mode, em in (("x-int8", "static", 0.7), ("y-int8", "dynamic", 0.85)):
+        rep["backends"][name] = {"status": "ok", "signature": {"runtime": "onnxruntime", "precision": "int8",
+                                                               "quantization": {"mode": mode}},
+                                 "metrics": {"bleu": 30.4, "exact_match_vs_reference": em}, "suites": {}}
+    rep["verdict"] = attribute(rep, {})
+    before = json.dumps(rep)
+    s = benchmark_summary(rep)
+    at = s["at_issue_bar"]
+    assert at["headline"].startswith("INT8 ships: y-int8 meet the bar; failing: x-int8 (")
+    assert at["verdicts"]["x-int8"] != "pass" and at["verdicts"]["y-int8"] == "pass"
+    assert json.dumps(rep) == before  # judged on a copy
+    text = format_summary(s)
+    assert "min_int8_agreement=0.8" in text and "  verdict: INT8 ships: y-int8" in text
+    rep["verdict"] = attribute(rep, {"min_int8_agreement": 0.9})  # the run's bar asks for more already
+    assert benchmark_summary(rep)["at_issue_bar"] is None
