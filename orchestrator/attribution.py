@@ -109,6 +109,12 @@ def effective_bar(bar: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def run_bar(report: dict[str, Any]) -> dict[str, Any]:
+    """The bar a stored run was last judged by (its verdict's), else its matrix's ``[bar]``."""
+    verdict = report.get("verdict") if isinstance(report.get("verdict"), dict) else {}
+    return dict(verdict.get("bar") or ((report.get("settings") or {}).get("matrix") or {}).get("bar") or {})
+
+
 def signature(report: dict[str, Any], name: str) -> dict[str, Any]:
     return (report["backends"].get(name) or {}).get("signature") or {}
 
@@ -464,8 +470,9 @@ def attribute(report: dict[str, Any], bar: dict[str, Any] | None = None) -> dict
         # the INT8 backends that pass with 8-bit activations (a wider-activation pass is the precision rule's)
         pass8 = [p for p in int8_pass if activation_bits(report, p) <= 8]
         per_call_same = [p for p in same_rt if p in pass8 and activation_ranges(report, p) == "dynamic"]
-        if (([p for p in pass8 if runtime_of(report, p) != rt] and static_peers) or per_call_same) and pass8 \
-                and activation_ranges(report, n) == "static" and misses_only_agreement(ev) \
+        # the scheme, not the runtime: static ranges miss in another runtime too, or this runtime's per-call pass
+        scheme_shown = bool([p for p in pass8 if runtime_of(report, p) != rt] and static_peers) or bool(per_call_same)
+        if scheme_shown and activation_ranges(report, n) == "static" and misses_only_agreement(ev) \
                 and all(activation_ranges(report, p) == "dynamic" for p in pass8):
             passing = (f"the INT8 backends that pass with 8-bit activations ({', '.join(pass8)}) compute their "
                        f"activation ranges per call")

@@ -237,19 +237,18 @@ def judged_at_issue_bar(report: dict[str, Any]) -> dict[str, Any] | None:
     None when the run's own bar already asks for as much."""
     import copy
 
-    from orchestrator.attribution import attribute
-    from orchestrator.selection import select_targets
+    from orchestrator.attribution import attribute, run_bar
+    from orchestrator.selection import run_constraints, select_targets
 
-    bar = dict((report.get("verdict") or {}).get("bar") or {})
+    bar = run_bar(report)
     if float(bar.get("min_int8_agreement") or 0) >= ISSUE_AGREEMENT:
         return None
     rep = copy.deepcopy(report)
     verdict = attribute(rep, {**bar, "min_int8_agreement": ISSUE_AGREEMENT})
-    constraints = (report.get("selection") or {}).get("constraints") or {}
     return {"min_int8_agreement": ISSUE_AGREEMENT, "headline": verdict.get("headline"),
             "verdicts": {n: k for n, k in (verdict.get("backends") or {}).items() if n in verdict["int8_failing"]
                          or n in verdict["int8_passing"]},
-            "selection": select_targets(rep, dict(constraints)).get("chosen")}
+            "selection": select_targets(rep, run_constraints(report)).get("chosen")}
 
 
 def run_kind(report: dict[str, Any]) -> tuple[str, list[str], int]:

@@ -239,19 +239,17 @@ def cmd_judge(args) -> int:
     import time
 
     from backends.errors import SeqquantError
-    from orchestrator.attribution import attribute, effective_bar
+    from orchestrator.attribution import attribute, effective_bar, run_bar
     from orchestrator.errors import SettingsError
     from orchestrator.hooks import selection_infeasible, write_all_reports
     from orchestrator.matrix import load_table
-    from orchestrator.selection import select_targets
+    from orchestrator.selection import run_constraints, select_targets
 
     path, report = _read_report(args.run_dir)  # checked before anything is written
     if args.bar_file:
         bar, where = load_table(args.bar_file, "bar"), args.bar_file
     else:
-        old = report.get("verdict") if isinstance(report.get("verdict"), dict) else {}
-        bar = old.get("bar") or ((report.get("settings") or {}).get("matrix") or {}).get("bar") or {}
-        where = f"{args.run_dir}/report.json [bar]"
+        bar, where = run_bar(report), f"{args.run_dir}/report.json [bar]"
     bar = {**bar, **dict(args.bar_set or [])}
     try:
         effective_bar(bar)
@@ -262,10 +260,7 @@ def cmd_judge(args) -> int:
                          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     report["verdict"] = verdict
     # selection reads the verdicts (require_verdict_pass): re-select under the constraints it last used
-    old_sel = report.get("selection") if isinstance(report.get("selection"), dict) else {}
-    constraints = old_sel.get("constraints") or ((report.get("settings") or {}).get("matrix") or {}).get(
-        "constraints") or {}
-    report["selection"] = select_targets(report, dict(constraints))
+    report["selection"] = select_targets(report, run_constraints(report))
     write_all_reports(report, path.parent)
     from orchestrator.console import print_report
 

@@ -268,19 +268,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     d = report["data"]
     m = report["model"]
     s = report["settings"]
-    lines = [f"# seqquant report", "",
-             f"Command: `{report['command']}`  ", f"Created: {report['created']} (seqquant {report['tool']['version']}, "
+    verdict = report.get("verdict") if isinstance(report.get("verdict"), dict) else {}
+    judged = verdict.get("judged") if isinstance(verdict.get("judged"), dict) else None
+    lines = [f"# seqquant report", "", f"Command: `{report['command']}`  ",
+             *([f"Verdicts re-judged: `{judged.get('command')}` ({judged.get('created')})  "] if judged else []),
+             f"Created: {report['created']} (seqquant {report['tool']['version']}, "
              f"report schema {report['schema_version']})", "",
              f"- Model: `{m['path']}` ({m['family']}, sha256 {m['content_hash'][:12]})",
              f"- Data: `{d['src']}` / `{d['ref']}`: {d['n_sentences']} sentences; "
              f"{d['truncated_sources']} source(s) truncated to {d['max_source_length']} tokens",
              f"- Calibration: `{d['calibration']['src']}` ({d['calibration']['n_sentences']} sentences)",
              f"- Settings: beams {s['num_beams']}, batch {s['batch_size']}, max new tokens {s['max_new_tokens']}, "
-             f"threads {s['threads']}; reference backend `{report['reference_backend']}`", ""]
-    judged = (report.get("verdict") or {}).get("judged") if isinstance(report.get("verdict"), dict) else None
-    if isinstance(judged, dict):
-        lines[3:3] = [f"Verdicts re-judged: `{judged.get('command')}` ({judged.get('created')})  "]
-    lines += ["## Backends", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
+             f"threads {s['threads']}; reference backend `{report['reference_backend']}`", "",
+             "## Backends", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
     for row in summary_rows(report):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     lines.append("")

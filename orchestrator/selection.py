@@ -244,6 +244,13 @@ def rank(report: dict[str, Any], names: list[str], rank_by: list[str],
     return order, first
 
 
+def run_constraints(report: dict[str, Any]) -> dict[str, Any]:
+    """The constraints a stored run's selection last used (``select --constraints`` may have changed
+    them), else its matrix's ``[constraints]``."""
+    sel = report.get("selection") if isinstance(report.get("selection"), dict) else {}
+    return dict(sel.get("constraints") or ((report.get("settings") or {}).get("matrix") or {}).get("constraints") or {})
+
+
 def select_targets(report: dict[str, Any], constraints: dict[str, Any] | None = None) -> dict[str, Any]:
     c = effective_constraints(constraints)
     rejected: dict[str, str] = {}
