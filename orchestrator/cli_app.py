@@ -209,9 +209,19 @@ def cmd_list_backends(args) -> int:
     return 0
 
 
+def _rewrite_reports(report: dict[str, Any], path: Path, run_dir: str | None = None) -> int:
+    """After ``select``/``judge`` changed a stored report: rewrite report.json/md/html (all show the new
+    verdicts and choice), print it, exit 3 when nothing is feasible."""
+    from orchestrator.console import print_report
+    from orchestrator.hooks import selection_infeasible, write_all_reports
+
+    write_all_reports(report, path.parent)
+    print_report(report, run_dir=run_dir)
+    return 3 if selection_infeasible(report["selection"]) else 0
+
+
 def cmd_select(args) -> int:
     from orchestrator.errors import SettingsError
-    from orchestrator.hooks import selection_infeasible, write_all_reports
     from orchestrator.matrix import load_constraints
     from orchestrator.selection import select_targets as select
 
@@ -228,11 +238,7 @@ def cmd_select(args) -> int:
         where = args.constraints or f"{args.run_dir}/report.json [constraints]"
         raise SettingsError(f"constraints from {where}: {exc}") from exc
     report["selection"] = selection
-    write_all_reports(report, path.parent)  # report.json, report.md and report.html all show the new choice
-    from orchestrator.console import print_report
-
-    print_report(report)
-    return 3 if selection_infeasible(selection) else 0
+    return _rewrite_reports(report, path)
 
 
 def cmd_judge(args) -> int:
@@ -241,7 +247,6 @@ def cmd_judge(args) -> int:
     from backends.errors import SeqquantError
     from orchestrator.attribution import attribute, effective_bar, run_bar
     from orchestrator.errors import SettingsError
-    from orchestrator.hooks import selection_infeasible, write_all_reports
     from orchestrator.matrix import load_table
     from orchestrator.selection import run_constraints, select_targets
 
@@ -261,11 +266,7 @@ def cmd_judge(args) -> int:
     report["verdict"] = verdict
     # selection reads the verdicts (require_verdict_pass): re-select under the constraints it last used
     report["selection"] = select_targets(report, run_constraints(report))
-    write_all_reports(report, path.parent)
-    from orchestrator.console import print_report
-
-    print_report(report, run_dir=args.run_dir)
-    return 3 if selection_infeasible(report["selection"]) else 0
+    return _rewrite_reports(report, path, args.run_dir)
 
 
 def cmd_show(args) -> int:

@@ -256,7 +256,8 @@ class SplitGenerationSuite(Suite):
                 out[name]["divergence"]["token_agreement"] = finite(agree)
                 out[name]["metrics"]["token_agreement_vs_reference"] = finite(agree)
         # (d) the reference's margins where each backend's output leaves it
-        margins, scored = self._margins(results, ctx, outputs)
+        opt = self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")
+        margins, scored = self._margins(results, ctx, outputs, opt)
         for name, d in margins.items():
             out[name]["margins"] = d
             if "diverged" in d:
@@ -267,7 +268,7 @@ class SplitGenerationSuite(Suite):
         # (b) boundary rows without their own FP32 row: agreement with the reference's tokens, and (greedy
         # rows, margins scored) each row's noise scale against the reference: which graph's INT8 adds how much
         if ref_toks is not None:
-            near = float(self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")["near_tie_nats"])
+            near = float(opt["near_tie_nats"])
             for name, res in results.items():
                 b = res.get("boundary")
                 if not b:
@@ -284,8 +285,8 @@ class SplitGenerationSuite(Suite):
                             scored, base, toks, ctx.model.conventions.eos_token_id, near)
         return out
 
-    def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext, outputs: dict[str, list[list[int]]]
-                 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray] | None]:
+    def _margins(self, results: dict[str, dict[str, Any]], ctx: CompareContext, outputs: dict[str, list[list[int]]],
+                 opt: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray] | None]:
         """(d) for every backend with quality-suite ``outputs`` ({name: tokens}) but the reference; the
         reference's own entry holds the noise budget. Also returns the reference's scores (None when
         they were not measured or no longer match its output)."""
@@ -303,7 +304,6 @@ class SplitGenerationSuite(Suite):
                     for name in results}, None
         with np.load(ctx.backend_dir(ref) / info["file"]) as z:
             scored = {k: z[k] for k in z.files}
-        opt = self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")
         near = float(opt["near_tie_nats"])
         eos = ctx.model.conventions.eos_token_id
         top2 = top2_margins(scored)
