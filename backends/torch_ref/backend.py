@@ -45,6 +45,12 @@ class TorchSplitBackend(Seq2SeqBackend):
     def deactivate_impl(self) -> None:
         self._net = None
 
+    def torch_module(self):
+        """The live PyTorch model (for diagnostics that perturb its weights, e.g.
+        :mod:`orchestrator.weight_probe`); only while active."""
+        self._check_active("torch_module")
+        return self._net
+
     def _t(self, a: np.ndarray):
         return self._torch.as_tensor(np.asarray(a), dtype=self._torch.long)
 
