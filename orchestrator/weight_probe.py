@@ -74,16 +74,23 @@ def weight_groups(net) -> dict[str, list[Any]]:
             "linear": linear}
 
 
+#: what the ``all`` probe rounds: each group as a full-INT8 TFLite build stores it
+ALL_INT8 = (("embedding", "tensor"), ("lm_head", "row"), ("linear", "row"))
+
+
+def probe_plan(probe: str) -> tuple[tuple[str, str], ...]:
+    """The (group, granule) pairs a probe rounds."""
+    what, granule = PROBES[probe]
+    return ALL_INT8 if what == "all" else ((what, granule),)
+
+
 def apply_probe(groups: dict[str, list[Any]], probe: str) -> Callable[[], None]:
     """Round the probe's weights in place; returns the function that restores them."""
     import torch
 
-    what, granule = PROBES[probe]
-    plan = ([("embedding", "tensor"), ("lm_head", "row"), ("linear", "row")] if what == "all"
-            else [(what, granule)])
     saved = []
     with torch.no_grad():
-        for group, g in plan:
+        for group, g in probe_plan(probe):
             for p in groups[group]:
                 saved.append((p, p.detach().clone()))
                 p.copy_(fake_quant_int8(p, g))
@@ -105,6 +112,7 @@ def _generate(backend, model, sources: list[str], batch_size: int) -> list[list[
 
 def run_probes(model_dir: str | Path, sources: list[str], probes: list[str], threads: int = 2,
                batch_size: int = 32, max_source_length: int = 64, max_new_tokens: int = 64,
+               source_prefix: str | None = None,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The probe results as a JSON-ready dict (see the module docstring)."""
     from backends.model import ModelBundle
@@ -116,7 +124,7 @@ def run_probes(model_dir: str | Path, sources: list[str], probes: list[str], thr
         raise InvalidInputError(f"unknown probe(s) {unknown}; choose from {sorted(PROBES)}")
     if not sources:
         raise InvalidInputError("no source sentences to probe")
-    model = ModelBundle.load(model_dir)
+    model = ModelBundle.load(model_dir, source_prefix=source_prefix)
     backend = get_backend("torch-fp32-split", threads=threads, max_source_length=max_source_length,
                           max_new_tokens=max_new_tokens)
     started = time.time()
@@ -139,9 +147,7 @@ def run_probes(model_dir: str | Path, sources: list[str], probes: list[str], thr
                     restore()
                 identical = float(np.mean([a == b for a, b in zip(out, ref)]))
                 rows.append({"probe": probe, "group": PROBES[probe][0], "granule": PROBES[probe][1],
-                             "tensors": sum(len(groups[g]) for g in
-                                            (("embedding", "lm_head", "linear") if PROBES[probe][0] == "all"
-                                             else (PROBES[probe][0],))),
+                             "tensors": sum(len(groups[g]) for g, _ in probe_plan(probe)),
                              "identical": identical, "noise_scale": noise_scale_for(top2, offsets, identical)})
         finally:
             backend.deactivate()
@@ -162,7 +168,8 @@ def format_results(res: dict[str, Any], backend_scale: float | None = None) -> s
              + (f" {'backend without it':>19}" if backend_scale else "")]
     for r in res["probes"]:
         s = r["noise_scale"]
-        line = f"{r['probe']:<18} {r['tensors']:>7} {r['identical']:>9.1%} {('-' if s is None else f'{s:.3f}'):>12}"
+        noise = "-" if s is None else f"{s:.3f}"
+        line = f"{r['probe']:<18} {r['tensors']:>7} {r['identical']:>9.1%} {noise:>12}"
         if backend_scale and s is not None:
             line += f" {removal_effect(backend_scale, s):>19.3f}"
         lines.append(line)
@@ -186,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-source-length", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--source-prefix", default=None, help="task prefix prepended to every source (e.g. for T5)")
     ap.add_argument("--backend-noise", type=float, default=None,
                     help="a backend's fitted noise scale (nats): also print it with each probe's source removed")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             sources = sources[:args.limit]
         probes = [p.strip() for p in args.probes.split(",") if p.strip()]
         res = run_probes(args.model, sources, probes, args.threads, args.batch_size, args.max_source_length,
-                         args.max_new_tokens, progress=None if args.json else
+                         args.max_new_tokens, args.source_prefix, progress=None if args.json else
                          (lambda p: print(f"probing {p} ...", file=sys.stderr, flush=True)))
     except SeqquantError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 from backends.errors import InvalidInputError  # noqa: E402
 from orchestrator import weight_probe as wp  # noqa: E402
+from tests.fixtures.tiny_models import FAMILIES  # noqa: E402
 
 
 def test_fake_quant_rounds_to_the_int8_grid_of_its_granule():
@@ -44,6 +45,21 @@ def test_groups_untie_the_head_and_skip_positional_tables(tiny_model):
     assert all(p is not head for p in groups["linear"])
     n_linear = sum(isinstance(m, torch.nn.Linear) for m in net.modules()) - 1
     assert len(groups["linear"]) == n_linear > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_its_groups(tiny_model, family):
+    """Token tables only (not BART's learned or Marian's sinusoidal positions, nor T5's relative-bias
+    buckets), one head apart from them, the other linears."""
+    from backends.model import ModelBundle
+
+    net = ModelBundle.load(tiny_model(family)).load_torch_model()
+    groups = wp.weight_groups(net)
+    vocab = net.config.vocab_size
+    assert groups["embedding"] and all(p.shape[0] == vocab for p in groups["embedding"])
+    (head,) = groups["lm_head"]
+    assert head.shape[0] == vocab and all(head is not p for p in groups["embedding"] + groups["linear"])
+    assert len(groups["linear"]) == sum(isinstance(m, torch.nn.Linear) for m in net.modules()) - 1
 
 
 def test_a_probe_changes_only_its_group_and_restores_it(tiny_model):
