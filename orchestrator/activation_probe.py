@@ -25,7 +25,10 @@ Groups (``GROUPS``), on both the encoder and the decoder side:
 Probes: each group, ``all``, ``all-encoder``, ``all-decoder``, and ``all+weights`` (every site plus
 every int8 weight group of :data:`orchestrator.weight_probe.ALL_INT8`: a PyTorch stand-in for a
 full-INT8 build, to set beside a backend's own identity rate); on request ``all-but-<group>[+<group>...]``
-(every site but those groups': what leaving them in float would buy). The stand-in quantizes at module
+(every site but those groups': what leaving them in float would buy). ``--norm-split F`` carries the
+layer norms' inputs and outputs as two int8 tensors instead of one (:func:`fake_quant_split`): the
+residual stream at nearly twice the bits, still all int8, an upper bound for that rewrite (the consumers'
+second matmul and the add that joins them are not rounded here). The stand-in quantizes at module
 boundaries with min-max ranges; a converted graph quantizes more tensors (every op's output) with
 tuned ranges, so the groups' shares are the point, not an exact match of a backend. Attention runs
 eagerly (``attn_implementation="eager"``) for the reference and every probe alike, so the softmax is
@@ -84,6 +87,29 @@ def fake_quant_act(x, lo: float, hi: float):
     return (q - zero_point) * scale
 
 
+def fake_quant_split(x, lo: float, hi: float, fraction: float):
+    """``x`` carried as two int8 tensors: the op's output again at a finer scale, clipped to ``fraction`` of
+    the range ``[lo, hi]`` (clip points on the coarse grid), plus the coarse tensor's excess beyond that clip
+    (int8 MINIMUM/MAXIMUM and SUB on one grid: exact). Inside the clip the error is the fine grid's, outside
+    it the coarse grid's. What a strict-INT8 graph could carry for a tensor whose consumers then run twice."""
+    import torch
+
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0.0:
+        return torch.zeros_like(x)
+    step = (hi - lo) / 255.0
+    lo_c, hi_c = round(lo * fraction / step) * step, round(hi * fraction / step) * step
+    coarse = fake_quant_act(x, lo, hi)
+    if hi_c - lo_c <= 0.0:
+        return coarse
+    fine = fake_quant_act(torch.clamp(x, lo_c, hi_c), lo_c, hi_c)
+    return fine + (coarse - torch.clamp(coarse, lo_c, hi_c))
+
+
+#: the groups ``norm_split`` applies to: the residual stream around the layer norms
+SPLIT_GROUPS = ("norm-in", "norm-out")
+
+
 def fake_quant_probs(p):
     """Softmax outputs on int8 softmax's fixed grid (k / 256, k = 0..255)."""
     import torch
@@ -116,7 +142,8 @@ class ActivationSites:
     """Fake int8 quantizers at every activation site of a transformers seq2seq model.
 
     ``mode`` is ``"off"`` (the model computes as if unhooked), ``"calibrate"`` (each site's min-max is
-    recorded) or ``"quantize"`` (the sites of ``active`` groups and sides quantize with their ranges).
+    recorded) or ``"quantize"`` (the sites of ``active`` groups and sides quantize with their ranges; with
+    ``norm_split`` set, the layer norms' inputs and outputs as two int8 tensors, :func:`fake_quant_split`).
     A site is named ``<side>/<module path>[.scores|.probs]``; a table shared by encoder and decoder is
     two sites. :meth:`remove` takes every hook off and puts ``torch.nn.functional.softmax`` back.
     """
@@ -127,6 +154,7 @@ class ActivationSites:
         self.net = net
         self.mode = "off"
         self.active: tuple[set[str], set[str]] = (set(), set())
+        self.norm_split: float | None = None
         self.ranges: dict[str, list[float]] = {}
         self.sites: dict[str, tuple[str, str]] = {}  # site -> (group, side), as seen in calibration
         self._side: str | None = None
@@ -234,6 +262,8 @@ class ActivationSites:
             return fake_quant_probs(x)
         if key not in self.ranges:  # calibration never saw a value here (all masked): leave it
             return x
+        if self.norm_split is not None and group in SPLIT_GROUPS:
+            return fake_quant_split(x, *self.ranges[key], self.norm_split)
         q = fake_quant_act(x, *self.ranges[key])
         return q if masked is None else torch.where(masked, x, q)
 
@@ -256,7 +286,7 @@ class ActivationSites:
         return {g: {s: self.count((g,), (s,)) for s in SIDES} for g in GROUPS}
 
 
-def _setup(calibration: list[str]):
+def _setup(calibration: list[str], norm_split: float | None = None):
     def setup(session: probe_runner.ProbeSession):
         net = session.net
         if hasattr(net, "set_attn_implementation"):
@@ -268,9 +298,10 @@ def _setup(calibration: list[str]):
         except BaseException:
             sites.remove()
             raise
+        sites.norm_split = norm_split
         session.state["sites"] = sites
         session.extra.update({"calibration_sentences": len(calibration), "ranges": "min-max",
-                              "sites": sites.summary()})
+                              "norm_split": norm_split, "sites": sites.summary()})
         return sites.remove
     return setup
 
@@ -295,16 +326,20 @@ def _perturb(session: probe_runner.ProbeSession, probe: str):
 
 def run_probes(model_dir, sources: list[str], probes: list[str], calibration: list[str], threads: int = 2,
                batch_size: int = 32, max_source_length: int = 64, max_new_tokens: int = 64,
-               source_prefix: str | None = None,
+               source_prefix: str | None = None, norm_split: float | None = None,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The probe results as a JSON-ready dict (see the module docstring)."""
+    if norm_split is not None and not 0.0 < norm_split < 1.0:
+        raise InvalidInputError(f"norm_split must be between 0 and 1 (a fraction of the range), got {norm_split}")
     for p in probes:
         probe_spec(p)
     if not calibration:
         raise InvalidInputError("no calibration sentences: the activation ranges come from them")
     return probe_runner.run_probe_set(
-        model_dir, sources, probes, list(PROBES) + probes, _perturb, setup=_setup(calibration), kind="activation probe",
-        method="asymmetric int8 activations, static min-max ranges per tensor, round to nearest",
+        model_dir, sources, probes, list(PROBES) + probes, _perturb, setup=_setup(calibration, norm_split),
+        kind="activation probe", method="asymmetric int8 activations, static min-max ranges per tensor, round to "
+        "nearest" + (f"; layer norms' inputs and outputs as two int8 tensors (fine part clipped to {norm_split:g} "
+                     f"of the range)" if norm_split is not None else ""),
         threads=threads, batch_size=batch_size, max_source_length=max_source_length,
         max_new_tokens=max_new_tokens, source_prefix=source_prefix, progress=progress)
 
@@ -319,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", default=str(data_mod.DEFAULT_CAL_SRC),
                     help="calibration sources for the ranges (default: Multi30k val)")
     ap.add_argument("--calibration-size", type=int, default=200, help="first N calibration sentences")
+    ap.add_argument("--norm-split", type=float, default=None, metavar="FRACTION",
+                    help="carry the layer norms' inputs and outputs as two int8 tensors: a fine part clipped to "
+                         "FRACTION of the range plus the coarse excess (what strict INT8 could do at the cost of "
+                         "running their consumers twice)")
     args = ap.parse_args(argv)
 
     def run(sources, probes, progress):
@@ -327,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         cal = [s for s in data_mod.read_lines(args.calibration, "calibration source") if s.strip()]
         return run_probes(args.model, sources, probes, cal[:args.calibration_size], args.threads,
                           args.batch_size, args.max_source_length, args.max_new_tokens, args.source_prefix,
-                          progress=progress)
+                          norm_split=args.norm_split, progress=progress)
     return probe_runner.run_cli(args, run)
 
 

@@ -38,6 +38,23 @@ def test_probs_sit_on_the_fixed_softmax_grid_and_masked_scores_are_found():
     assert ap.masked_entries(s).tolist() == [False, False, True, True, False]
 
 
+def test_split_keeps_the_fine_grid_inside_the_clip_and_the_coarse_one_outside():
+    x = torch.linspace(-2.0, 4.0, 2001)
+    coarse = ap.fake_quant_act(x, -2.0, 4.0)
+    split = ap.fake_quant_split(x, -2.0, 4.0, 0.25)
+    step = 6.0 / 255
+    lo_c, hi_c = round(-0.5 / step) * step, round(1.0 / step) * step  # the clip points, on the coarse grid
+    fine_step = (hi_c - lo_c) / 255
+    inside = (x > lo_c + fine_step) & (x < hi_c - fine_step)
+    assert float((split - x)[inside].abs().max()) <= fine_step / 2 + 1e-6  # ~4x finer than one int8 tensor
+    assert float((coarse - x)[inside].abs().max()) > 2 * fine_step
+    outside = (x < lo_c - fine_step) | (x > hi_c + fine_step)
+    # outside: the coarse value, give or take where the fine grid puts the clip point
+    assert float((split - coarse)[outside].abs().max()) <= fine_step / 2 + 1e-6
+    assert float(ap.fake_quant_split(torch.tensor([0.0]), -2.0, 4.0, 0.5)) == 0.0
+    assert torch.equal(ap.fake_quant_split(torch.ones(2), 0.0, 0.0, 0.5), torch.zeros(2))
+
+
 def _sites(tiny_model, family):
     from backends.model import ModelBundle
 
@@ -113,6 +130,9 @@ def test_run_probes_on_a_tiny_model(tiny_model):
     text = ap.probe_runner.format_results(res, backend_scale=0.15)
     assert text.startswith("activation probe:") and "all+weights" in text
     assert torch.nn.functional.softmax.__module__ == "torch.nn.functional"  # put back after the run
+    split = ap.run_probes(tiny_model("marian"), SOURCES, ["norm-in"], CALIBRATION, threads=1, batch_size=2,
+                          max_new_tokens=8, norm_split=0.5)
+    assert split["norm_split"] == 0.5 and "two int8 tensors" in split["method"]
 
 
 def test_bad_input_is_a_clear_error(tiny_model, tmp_path, capsys):
@@ -122,6 +142,8 @@ def test_bad_input_is_a_clear_error(tiny_model, tmp_path, capsys):
         ap.run_probes(tiny_model("marian"), ["x"], ["all"], [])
     with pytest.raises(InvalidInputError, match="no source"):
         ap.run_probes(tiny_model("marian"), [], ["all"], CALIBRATION)
+    with pytest.raises(InvalidInputError, match="norm_split"):
+        ap.run_probes(tiny_model("marian"), ["x"], ["all"], CALIBRATION, norm_split=1.0)
     assert ap.main(["--model", str(tmp_path / "missing"), "--limit", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert ap.main(["--calibration-size", "0", "--limit", "1"]) == 2
