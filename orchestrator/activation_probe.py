@@ -166,6 +166,8 @@ class ActivationSites:
 
     # -- wiring ---------------------------------------------------------------------------------
     def _install(self) -> None:
+        import torch
+
         net = self.net
         head = net.get_output_embeddings()
         vocab = int(net.config.vocab_size)
@@ -173,8 +175,6 @@ class ActivationSites:
             self._handles.append(stack.register_forward_pre_hook(self._enter(side)))
             self._handles.append(stack.register_forward_hook(self._leave))
         attention: list[str] = []
-        import torch
-
         for name, m in net.named_modules():
             inside_attention = any(name.startswith(a + ".") for a in attention)
             if m is head:

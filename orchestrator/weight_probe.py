@@ -132,5 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         args.model, sources, probes, args.threads, args.batch_size, args.max_source_length,
         args.max_new_tokens, args.source_prefix, progress=progress))
 
+
 if __name__ == "__main__":
     sys.exit(main())
