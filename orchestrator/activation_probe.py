@@ -25,7 +25,8 @@ Groups (``GROUPS``), on both the encoder and the decoder side:
 Probes: each group, ``all``, ``all-encoder``, ``all-decoder``, and ``all+weights`` (every site plus
 every int8 weight group of :data:`orchestrator.weight_probe.ALL_INT8`: a PyTorch stand-in for a
 full-INT8 build, to set beside a backend's own identity rate); on request ``all-but-<group>[+<group>...]``
-(every site but those groups': what leaving them in float would buy). ``--norm-split F`` carries the
+(every site but those groups': what leaving them in float would buy); any probe as ``<probe>+weights``
+(the int8 weights too). ``--norm-split F`` carries the
 layer norms' inputs and outputs as two int8 tensors instead of one (:func:`fake_quant_split`): the
 residual stream at nearly twice the bits, still all int8, an upper bound for that rewrite (the consumers'
 second matmul and the add that joins them are not rounded here). The stand-in quantizes at module
@@ -56,18 +57,24 @@ PROBES: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
 }
 #: every site but these groups': ``all-but-<group>[+<group>...]`` (what leaving them in float would buy)
 ALL_BUT = "all-but-"
+#: ``<probe>+weights``: any probe with the int8 weights of :data:`orchestrator.weight_probe.ALL_INT8` too
+WITH_WEIGHTS = "+weights"
 
 
 def probe_spec(name: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
     """(groups, sides, int8 weights too) of a probe name; an unknown name is an InvalidInputError."""
     if name in PROBES:
         return PROBES[name]
+    if name.endswith(WITH_WEIGHTS) and len(name) > len(WITH_WEIGHTS):
+        groups, sides, _ = probe_spec(name[:-len(WITH_WEIGHTS)])
+        return groups, sides, True
     if name.startswith(ALL_BUT):
         left_out = name[len(ALL_BUT):].split("+")
         if all(g in GROUPS for g in left_out):
             return tuple(g for g in GROUPS if g not in left_out), SIDES, False
     raise InvalidInputError(f"unknown probe {name!r}; choose from {', '.join(PROBES)} or "
-                            f"{ALL_BUT}<group>[+<group>...] with groups from {', '.join(GROUPS)}")
+                            f"{ALL_BUT}<group>[+<group>...] with groups from {', '.join(GROUPS)}, "
+                            f"each also as <probe>{WITH_WEIGHTS}")
 
 #: softmax outputs in int8 sit on this fixed grid (TFLite's int8 SOFTMAX: scale 1/256, zero point -128)
 PROBS_LEVELS = 256
@@ -350,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = probe_runner.argument_parser(
         "python -m orchestrator.activation_probe",
         "What static int8 ranges on one group of activations cost greedy outputs (PyTorch reference, "
-        "everything else float).", list(PROBES), list(PROBES) + [ALL_BUT + "<group>[+<group>...]"])
+        "everything else float).", list(PROBES),
+        list(PROBES) + [ALL_BUT + "<group>[+<group>...]", "<probe>" + WITH_WEIGHTS])
     ap.add_argument("--calibration", default=str(data_mod.DEFAULT_CAL_SRC),
                     help="calibration sources for the ranges (default: Multi30k val)")
     ap.add_argument("--calibration-size", type=int, default=200, help="first N calibration sentences")

@@ -158,6 +158,8 @@ def test_probe_names():
     assert ap.probe_spec("all+weights")[2] is True
     groups, sides, weights = ap.probe_spec("all-but-norm-in+norm-out")
     assert set(groups) == set(ap.GROUPS) - {"norm-in", "norm-out"} and sides == ap.SIDES and not weights
-    for bad in ("all-but-", "all-but-norm", "all-but-logits+", "norms", ""):
+    assert ap.probe_spec("all-but-logits+weights") == (ap.probe_spec("all-but-logits")[0], ap.SIDES, True)
+    assert ap.probe_spec("norm-out+weights") == (("norm-out",), ap.SIDES, True)
+    for bad in ("all-but-", "all-but-norm", "all-but-logits+", "norms", "", "+weights", "norms+weights"):
         with pytest.raises(InvalidInputError, match="unknown probe"):
             ap.probe_spec(bad)
