@@ -252,10 +252,10 @@ class ActivationSites:
             return x
         side = side or self._side or "other"
         key = f"{side}/{name}"
-        masked = masked_entries(x) if group == "attention-scores" else None
         if self.mode == "calibrate":
             self.sites[key] = (group, side)
             if group != "attention-probs":
+                masked = masked_entries(x) if group == "attention-scores" else None
                 vals = x if masked is None else x[~masked]
                 if vals.numel():
                     lo, hi = float(vals.min()), float(vals.max())
@@ -272,7 +272,7 @@ class ActivationSites:
         if self.norm_split is not None and group in SPLIT_GROUPS:
             return fake_quant_split(x, *self.ranges[key], self.norm_split)
         q = fake_quant_act(x, *self.ranges[key])
-        return q if masked is None else torch.where(masked, x, q)
+        return torch.where(masked_entries(x), x, q) if group == "attention-scores" else q
 
     def calibrate(self, generate: Callable[[list[str]], Any], sources: list[str]) -> None:
         """Record every site's range over ``generate(sources)`` (the model's own greedy outputs)."""
@@ -338,12 +338,10 @@ def run_probes(model_dir, sources: list[str], probes: list[str], calibration: li
     """The probe results as a JSON-ready dict (see the module docstring)."""
     if norm_split is not None and not 0.0 < norm_split < 1.0:
         raise InvalidInputError(f"norm_split must be between 0 and 1 (a fraction of the range), got {norm_split}")
-    for p in probes:
-        probe_spec(p)
     if not calibration:
         raise InvalidInputError("no calibration sentences: the activation ranges come from them")
     return probe_runner.run_probe_set(
-        model_dir, sources, probes, list(PROBES) + probes, _perturb, setup=_setup(calibration, norm_split),
+        model_dir, sources, probes, probe_spec, _perturb, setup=_setup(calibration, norm_split),
         kind="activation probe", method="asymmetric int8 activations, static min-max ranges per tensor, round to "
         "nearest" + (f"; layer norms' inputs and outputs as two int8 tensors (fine part clipped to {norm_split:g} "
                      f"of the range)" if norm_split is not None else ""),

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from backends.errors import InvalidInputError
 from orchestrator import probe_runner
 
 #: probe name -> (what it rounds, granule): "tensor" (one scale), "row" (one scale per output row)
@@ -72,7 +73,9 @@ ALL_INT8 = (("embedding", "tensor"), ("lm_head", "row"), ("linear", "row"))
 
 
 def probe_plan(probe: str) -> tuple[tuple[str, str], ...]:
-    """The (group, granule) pairs a probe rounds."""
+    """The (group, granule) pairs a probe rounds; an unknown name is an InvalidInputError."""
+    if probe not in PROBES:
+        raise InvalidInputError(f"unknown probe {probe!r}; choose from {', '.join(PROBES)}")
     what, granule = PROBES[probe]
     return ALL_INT8 if what == "all" else ((what, granule),)
 
@@ -112,7 +115,7 @@ def run_probes(model_dir: str | Path, sources: list[str], probes: list[str], thr
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The probe results as a JSON-ready dict (see the module docstring)."""
     return probe_runner.run_probe_set(
-        model_dir, sources, probes, list(PROBES), _perturb, setup=_setup, kind="weight probe",
+        model_dir, sources, probes, probe_plan, _perturb, setup=_setup, kind="weight probe",
         method="symmetric int8, round to nearest", threads=threads, batch_size=batch_size,
         max_source_length=max_source_length, max_new_tokens=max_new_tokens, source_prefix=source_prefix,
         progress=progress)

@@ -28,13 +28,16 @@ def test_format_results_aligns_long_probe_names_and_removes_in_quadrature():
 def test_run_probe_set_checks_names_before_loading_anything(tmp_path):
     def perturb(session, probe):  # never reached
         raise AssertionError
+    def spec(name):
+        if name != "a":
+            raise InvalidInputError(f"unknown probe {name!r}")
     kw = dict(kind="k", method="m")
     with pytest.raises(InvalidInputError, match="unknown probe"):
-        pr.run_probe_set(tmp_path / "missing", ["x"], ["b"], ["a"], perturb, **kw)
+        pr.run_probe_set(tmp_path / "missing", ["x"], ["b"], spec, perturb, **kw)
     with pytest.raises(InvalidInputError, match="no probe given"):
-        pr.run_probe_set(tmp_path / "missing", ["x"], [], ["a"], perturb, **kw)
+        pr.run_probe_set(tmp_path / "missing", ["x"], [], spec, perturb, **kw)
     with pytest.raises(InvalidInputError, match="no source"):
-        pr.run_probe_set(tmp_path / "missing", [], ["a"], ["a"], perturb, **kw)
+        pr.run_probe_set(tmp_path / "missing", [], ["a"], spec, perturb, **kw)
 
 
 def test_run_cli_turns_bad_options_into_exit_2(capsys):
