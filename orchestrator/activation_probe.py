@@ -1,7 +1,7 @@
 """Activation-quantization probe: what do static int8 activation ranges cost greedy outputs, by group?
 
 ``python -m orchestrator.activation_probe [--model DIR] [--src FILE] [--limit N] [--probes a,b]
-[--calibration FILE] [--calibration-size N] [--backend-noise S] [--json]``
+[--calibration FILE] [--calibration-size N] [--norm-split F [--split-groups g,h]] [--backend-noise S] [--json]``
 
 The counterpart of :mod:`orchestrator.weight_probe` for activations. Forward hooks put a fake int8
 quantizer (asymmetric, one static range per tensor, round to nearest: what a full-INT8 build does to
@@ -29,7 +29,8 @@ full-INT8 build, to set beside a backend's own identity rate); on request ``all-
 (the int8 weights too). ``--norm-split F`` carries the
 layer norms' inputs and outputs as two int8 tensors instead of one (:func:`fake_quant_split`): the
 residual stream at nearly twice the bits, still all int8, an upper bound for that rewrite (the consumers'
-second matmul and the add that joins them are not rounded here). The stand-in quantizes at module
+second matmul and the add that joins them are not rounded here); ``--split-groups`` splits other groups
+too (any but ``attention-probs``, whose grid is fixed; masked scores stay as they are). The stand-in quantizes at module
 boundaries with min-max ranges; a converted graph quantizes more tensors (every op's output) with
 tuned ranges, so the groups' shares are the point, not an exact match of a backend. Attention runs
 eagerly (``attn_implementation="eager"``) for the reference and every probe alike, so the softmax is
@@ -113,8 +114,20 @@ def fake_quant_split(x, lo: float, hi: float, fraction: float):
     return fine + (coarse - torch.clamp(coarse, lo_c, hi_c))
 
 
-#: the groups ``norm_split`` applies to: the residual stream around the layer norms
+#: the groups ``norm_split`` applies to by default: the residual stream around the layer norms
 SPLIT_GROUPS = ("norm-in", "norm-out")
+#: groups that cannot be split: int8 softmax writes its outputs on a fixed grid
+UNSPLITTABLE = ("attention-probs",)
+
+
+def split_groups_spec(groups) -> tuple[str, ...]:
+    """The groups a split applies to, checked: known groups, none of :data:`UNSPLITTABLE`, at least one."""
+    groups = tuple(dict.fromkeys(g.strip() for g in groups if g.strip()))
+    bad = [g for g in groups if g not in GROUPS or g in UNSPLITTABLE]
+    if bad or not groups:
+        raise InvalidInputError(f"cannot split {', '.join(map(repr, bad)) or 'no group'}; split groups come from "
+                                f"{', '.join(g for g in GROUPS if g not in UNSPLITTABLE)}")
+    return groups
 
 
 def fake_quant_probs(p):
@@ -150,7 +163,7 @@ class ActivationSites:
 
     ``mode`` is ``"off"`` (the model computes as if unhooked), ``"calibrate"`` (each site's min-max is
     recorded) or ``"quantize"`` (the sites of ``active`` groups and sides quantize with their ranges; with
-    ``norm_split`` set, the layer norms' inputs and outputs as two int8 tensors, :func:`fake_quant_split`).
+    ``norm_split`` set, those of ``split_groups`` as two int8 tensors, :func:`fake_quant_split`).
     A site is named ``<side>/<module path>[.scores|.probs]``; a table shared by encoder and decoder is
     two sites. :meth:`remove` takes every hook off and puts ``torch.nn.functional.softmax`` back.
     """
@@ -162,6 +175,7 @@ class ActivationSites:
         self.mode = "off"
         self.active: tuple[set[str], set[str]] = (set(), set())
         self.norm_split: float | None = None
+        self.split_groups: tuple[str, ...] = SPLIT_GROUPS
         self.ranges: dict[str, list[float]] = {}
         self.sites: dict[str, tuple[str, str]] = {}  # site -> (group, side), as seen in calibration
         self._side: str | None = None
@@ -269,9 +283,10 @@ class ActivationSites:
             return fake_quant_probs(x)
         if key not in self.ranges:  # calibration never saw a value here (all masked): leave it
             return x
-        if self.norm_split is not None and group in SPLIT_GROUPS:
-            return fake_quant_split(x, *self.ranges[key], self.norm_split)
-        q = fake_quant_act(x, *self.ranges[key])
+        if self.norm_split is not None and group in self.split_groups:
+            q = fake_quant_split(x, *self.ranges[key], self.norm_split)
+        else:
+            q = fake_quant_act(x, *self.ranges[key])
         return torch.where(masked_entries(x), x, q) if group == "attention-scores" else q
 
     def calibrate(self, generate: Callable[[list[str]], Any], sources: list[str]) -> None:
@@ -293,7 +308,7 @@ class ActivationSites:
         return {g: {s: self.count((g,), (s,)) for s in SIDES} for g in GROUPS}
 
 
-def _setup(calibration: list[str], norm_split: float | None = None):
+def _setup(calibration: list[str], norm_split: float | None = None, split_groups=SPLIT_GROUPS):
     def setup(session: probe_runner.ProbeSession):
         net = session.net
         if hasattr(net, "set_attn_implementation"):
@@ -305,10 +320,12 @@ def _setup(calibration: list[str], norm_split: float | None = None):
         except BaseException:
             sites.remove()
             raise
-        sites.norm_split = norm_split
+        sites.norm_split, sites.split_groups = norm_split, split_groups
         session.state["sites"] = sites
         session.extra.update({"calibration_sentences": len(calibration), "ranges": "min-max",
-                              "norm_split": norm_split, "sites": sites.summary()})
+                              "norm_split": norm_split,
+                              "split_groups": list(split_groups) if norm_split is not None else [],
+                              "sites": sites.summary()})
         return sites.remove
     return setup
 
@@ -334,16 +351,17 @@ def _perturb(session: probe_runner.ProbeSession, probe: str):
 def run_probes(model_dir, sources: list[str], probes: list[str], calibration: list[str], threads: int = 2,
                batch_size: int = 32, max_source_length: int = 64, max_new_tokens: int = 64,
                source_prefix: str | None = None, norm_split: float | None = None,
-               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+               split_groups=SPLIT_GROUPS, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The probe results as a JSON-ready dict (see the module docstring)."""
     if norm_split is not None and not 0.0 < norm_split < 1.0:
         raise InvalidInputError(f"norm_split must be between 0 and 1 (a fraction of the range), got {norm_split}")
+    split_groups = split_groups_spec(split_groups)
     if not calibration:
         raise InvalidInputError("no calibration sentences: the activation ranges come from them")
     return probe_runner.run_probe_set(
-        model_dir, sources, probes, probe_spec, _perturb, setup=_setup(calibration, norm_split),
+        model_dir, sources, probes, probe_spec, _perturb, setup=_setup(calibration, norm_split, split_groups),
         kind="activation probe", method="asymmetric int8 activations, static min-max ranges per tensor, round to "
-        "nearest" + (f"; layer norms' inputs and outputs as two int8 tensors (fine part clipped to {norm_split:g} "
+        "nearest" + (f"; {', '.join(split_groups)} as two int8 tensors (fine part clipped to {norm_split:g} "
                      f"of the range)" if norm_split is not None else ""),
         threads=threads, batch_size=batch_size, max_source_length=max_source_length,
         max_new_tokens=max_new_tokens, source_prefix=source_prefix, progress=progress)
@@ -364,15 +382,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="carry the layer norms' inputs and outputs as two int8 tensors: a fine part clipped to "
                          "FRACTION of the range plus the coarse excess (what strict INT8 could do at the cost of "
                          "running their consumers twice)")
+    ap.add_argument("--split-groups", default=",".join(SPLIT_GROUPS), metavar="GROUPS",
+                    help="comma-separated groups --norm-split splits (default: %(default)s; any group but "
+                         "attention-probs)")
     args = ap.parse_args(argv)
 
     def run(sources, probes, progress):
         if args.calibration_size < 1:
             raise InvalidInputError(f"--calibration-size must be >= 1, got {args.calibration_size}")
+        split_groups = split_groups_spec(args.split_groups.split(","))
+        if args.norm_split is None and split_groups != SPLIT_GROUPS:
+            raise InvalidInputError("--split-groups needs --norm-split (the fraction of the range the fine part "
+                                    "covers)")
         cal = [s for s in data_mod.read_lines(args.calibration, "calibration source") if s.strip()]
         return run_probes(args.model, sources, probes, cal[:args.calibration_size], args.threads,
                           args.batch_size, args.max_source_length, args.max_new_tokens, args.source_prefix,
-                          norm_split=args.norm_split, progress=progress)
+                          norm_split=args.norm_split, split_groups=split_groups, progress=progress)
     return probe_runner.run_cli(args, run)
 
 

@@ -133,6 +133,35 @@ def test_run_probes_on_a_tiny_model(tiny_model):
     split = ap.run_probes(tiny_model("marian"), SOURCES, ["norm-in"], CALIBRATION, threads=1, batch_size=2,
                           max_new_tokens=8, norm_split=0.5)
     assert split["norm_split"] == 0.5 and "two int8 tensors" in split["method"]
+    assert split["split_groups"] == ["norm-in", "norm-out"]
+    wide = ap.run_probes(tiny_model("marian"), SOURCES, ["all"], CALIBRATION, threads=1, batch_size=2,
+                         max_new_tokens=8, norm_split=0.5, split_groups=["ffn", "attention-scores", "ffn"])
+    assert wide["split_groups"] == ["ffn", "attention-scores"] and "ffn, attention-scores as two" in wide["method"]
+    assert res["split_groups"] == []
+
+
+def test_split_applies_to_the_chosen_groups_and_leaves_masked_scores_alone(tiny_model):
+    net, sites = _sites(tiny_model, "marian")
+    try:
+        with torch.no_grad():
+            sites.calibrate(lambda _: _logits(net), ["unused"])
+        key = next(k for k, (g, _) in sites.sites.items() if g == "attention-scores")
+        side, name = key.split("/", 1)
+        lo, hi = sites.ranges[key]
+        masked = torch.finfo(torch.float32).min
+        x = torch.tensor([lo, 0.3 * lo + 0.7 * hi, 0.01 * hi, masked])
+        sites.mode, sites.active = "quantize", ({"attention-scores"}, {side})
+        with torch.no_grad():
+            single = sites.apply("attention-scores", name, x, side)
+            sites.norm_split = 0.5  # the default split groups: the scores stay one int8 tensor
+            assert torch.equal(sites.apply("attention-scores", name, x, side), single)
+            sites.split_groups = ("attention-scores",)
+            split = sites.apply("attention-scores", name, x, side)
+        assert float(split[3]) == masked and float(single[3]) == masked  # a masked entry is never clipped
+        assert torch.equal(split[:3], ap.fake_quant_split(x[:3], lo, hi, 0.5))
+        assert not torch.equal(split[:3], single[:3])
+    finally:
+        sites.remove()
 
 
 def test_bad_input_is_a_clear_error(tiny_model, tmp_path, capsys):
@@ -150,6 +179,20 @@ def test_bad_input_is_a_clear_error(tiny_model, tmp_path, capsys):
     assert "calibration-size" in capsys.readouterr().err
     assert ap.main(["--calibration", str(tmp_path / "nope.txt"), "--limit", "1"]) == 2
     assert "calibration source" in capsys.readouterr().err
+    with pytest.raises(InvalidInputError, match="cannot split 'attention-probs'"):
+        ap.run_probes(tiny_model("marian"), ["x"], ["all"], CALIBRATION, norm_split=0.5,
+                      split_groups=["attention-probs"])
+    assert ap.main(["--norm-split", "0.5", "--split-groups", "ffn,norms", "--limit", "1"]) == 2
+    assert "cannot split 'norms'" in capsys.readouterr().err
+    assert ap.main(["--split-groups", "ffn", "--limit", "1"]) == 2
+    assert "--split-groups needs --norm-split" in capsys.readouterr().err
+
+
+def test_split_groups_spec():
+    assert ap.split_groups_spec(["norm-in", " logits", "norm-in"]) == ("norm-in", "logits")
+    for bad in ([], [""], ["attention-probs"], ["norm-in", "residual"]):
+        with pytest.raises(InvalidInputError, match="cannot split"):
+            ap.split_groups_spec(bad)
 
 
 def test_probe_names():
