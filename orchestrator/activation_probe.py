@@ -379,21 +379,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="calibration sources for the ranges (default: Multi30k val)")
     ap.add_argument("--calibration-size", type=int, default=200, help="first N calibration sentences")
     ap.add_argument("--norm-split", type=float, default=None, metavar="FRACTION",
-                    help="carry the layer norms' inputs and outputs as two int8 tensors: a fine part clipped to "
-                         "FRACTION of the range plus the coarse excess (what strict INT8 could do at the cost of "
-                         "running their consumers twice)")
-    ap.add_argument("--split-groups", default=",".join(SPLIT_GROUPS), metavar="GROUPS",
-                    help="comma-separated groups --norm-split splits (default: %(default)s; any group but "
-                         "attention-probs)")
+                    help="carry the layer norms' inputs and outputs (or --split-groups) as two int8 tensors: a "
+                         "fine part clipped to FRACTION of the range plus the coarse excess (what strict INT8 could "
+                         "do at the cost of running their consumers twice)")
+    ap.add_argument("--split-groups", metavar="GROUPS",
+                    help=f"comma-separated groups --norm-split splits (default: {','.join(SPLIT_GROUPS)}; any group "
+                         "but attention-probs)")
     args = ap.parse_args(argv)
 
     def run(sources, probes, progress):
         if args.calibration_size < 1:
             raise InvalidInputError(f"--calibration-size must be >= 1, got {args.calibration_size}")
-        split_groups = split_groups_spec(args.split_groups.split(","))
-        if args.norm_split is None and split_groups != SPLIT_GROUPS:
+        if args.split_groups is not None and args.norm_split is None:
             raise InvalidInputError("--split-groups needs --norm-split (the fraction of the range the fine part "
                                     "covers)")
+        split_groups = SPLIT_GROUPS if args.split_groups is None else split_groups_spec(args.split_groups.split(","))
         cal = [s for s in data_mod.read_lines(args.calibration, "calibration source") if s.strip()]
         return run_probes(args.model, sources, probes, cal[:args.calibration_size], args.threads,
                           args.batch_size, args.max_source_length, args.max_new_tokens, args.source_prefix,

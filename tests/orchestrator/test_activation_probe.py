@@ -184,8 +184,9 @@ def test_bad_input_is_a_clear_error(tiny_model, tmp_path, capsys):
                       split_groups=["attention-probs"])
     assert ap.main(["--norm-split", "0.5", "--split-groups", "ffn,norms", "--limit", "1"]) == 2
     assert "cannot split 'norms'" in capsys.readouterr().err
-    assert ap.main(["--split-groups", "ffn", "--limit", "1"]) == 2
-    assert "--split-groups needs --norm-split" in capsys.readouterr().err
+    for groups in ("ffn", "norm-in,norm-out"):  # the default too: said without --norm-split, it would do nothing
+        assert ap.main(["--split-groups", groups, "--limit", "1"]) == 2
+        assert "--split-groups needs --norm-split" in capsys.readouterr().err
 
 
 def test_split_groups_spec():
