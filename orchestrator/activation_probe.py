@@ -26,20 +26,20 @@ Probes: each group, ``all``, ``all-encoder``, ``all-decoder``, and ``all+weights
 every int8 weight group of :data:`orchestrator.weight_probe.ALL_INT8`: a PyTorch stand-in for a
 full-INT8 build, to set beside a backend's own identity rate); on request ``all-but-<group>[+<group>...]``
 (every site but those groups': what leaving them in float would buy); any probe as ``<probe>+weights``
-(the int8 weights too). ``--norm-split F`` carries the
-layer norms' inputs and outputs as two int8 tensors instead of one (:func:`fake_quant_split`): the
-residual stream at nearly twice the bits, still all int8, an upper bound for that rewrite (the consumers'
-second matmul and the add that joins them are not rounded here); ``--split-groups`` splits other groups
-too (any but ``attention-probs``, whose grid is fixed; masked scores stay as they are). The stand-in quantizes at module
-boundaries with min-max ranges; a converted graph quantizes more tensors (every op's output) with
-tuned ranges, so the groups' shares are the point, not an exact match of a backend. Attention runs
-eagerly (``attn_implementation="eager"``) for the reference and every probe alike, so the softmax is
-an explicit call the probe can reach.
+(the int8 weights too). ``--norm-split F`` carries the layer norms' inputs and outputs as two int8
+tensors instead of one (:func:`fake_quant_split`): the residual stream at nearly twice the bits, still
+all int8, an upper bound for that rewrite (the consumers' second matmul and the add that joins them are
+not rounded here); ``--split-groups`` splits other groups too (any but ``attention-probs``, whose grid
+is fixed; masked scores stay as they are). The stand-in quantizes at module boundaries with min-max
+ranges; a converted graph quantizes more tensors (every op's output) with tuned ranges, so the groups'
+shares are the point, not an exact match of a backend. Attention runs eagerly
+(``attn_implementation="eager"``) for the reference and every probe alike, so the softmax is an explicit
+call the probe can reach.
 """
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from backends.errors import InvalidInputError
 from orchestrator import probe_runner, weight_probe
@@ -120,7 +120,7 @@ SPLIT_GROUPS = ("norm-in", "norm-out")
 UNSPLITTABLE = ("attention-probs",)
 
 
-def split_groups_spec(groups) -> tuple[str, ...]:
+def split_groups_spec(groups: Iterable[str]) -> tuple[str, ...]:
     """The groups a split applies to, checked: known groups, none of :data:`UNSPLITTABLE`, at least one."""
     groups = tuple(dict.fromkeys(g.strip() for g in groups if g.strip()))
     bad = [g for g in groups if g not in GROUPS or g in UNSPLITTABLE]
@@ -308,7 +308,8 @@ class ActivationSites:
         return {g: {s: self.count((g,), (s,)) for s in SIDES} for g in GROUPS}
 
 
-def _setup(calibration: list[str], norm_split: float | None = None, split_groups=SPLIT_GROUPS):
+def _setup(calibration: list[str], norm_split: float | None = None,
+           split_groups: tuple[str, ...] = SPLIT_GROUPS):
     def setup(session: probe_runner.ProbeSession):
         net = session.net
         if hasattr(net, "set_attn_implementation"):
@@ -351,7 +352,8 @@ def _perturb(session: probe_runner.ProbeSession, probe: str):
 def run_probes(model_dir, sources: list[str], probes: list[str], calibration: list[str], threads: int = 2,
                batch_size: int = 32, max_source_length: int = 64, max_new_tokens: int = 64,
                source_prefix: str | None = None, norm_split: float | None = None,
-               split_groups=SPLIT_GROUPS, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+               split_groups: Iterable[str] = SPLIT_GROUPS,
+               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The probe results as a JSON-ready dict (see the module docstring)."""
     if norm_split is not None and not 0.0 < norm_split < 1.0:
         raise InvalidInputError(f"norm_split must be between 0 and 1 (a fraction of the range), got {norm_split}")

@@ -130,6 +130,7 @@ def test_run_probes_on_a_tiny_model(tiny_model):
     text = ap.probe_runner.format_results(res, backend_scale=0.15)
     assert text.startswith("activation probe:") and "all+weights" in text
     assert torch.nn.functional.softmax.__module__ == "torch.nn.functional"  # put back after the run
+    assert res["norm_split"] is None and res["split_groups"] == []
     split = ap.run_probes(tiny_model("marian"), SOURCES, ["norm-in"], CALIBRATION, threads=1, batch_size=2,
                           max_new_tokens=8, norm_split=0.5)
     assert split["norm_split"] == 0.5 and "two int8 tensors" in split["method"]
@@ -137,7 +138,6 @@ def test_run_probes_on_a_tiny_model(tiny_model):
     wide = ap.run_probes(tiny_model("marian"), SOURCES, ["all"], CALIBRATION, threads=1, batch_size=2,
                          max_new_tokens=8, norm_split=0.5, split_groups=["ffn", "attention-scores", "ffn"])
     assert wide["split_groups"] == ["ffn", "attention-scores"] and "ffn, attention-scores as two" in wide["method"]
-    assert res["split_groups"] == []
 
 
 def test_split_applies_to_the_chosen_groups_and_leaves_masked_scores_alone(tiny_model):
