@@ -340,7 +340,7 @@ def _perturb(session: probe_runner.ProbeSession, probe: str):
     sites.mode = "quantize"
     tensors = sites.count(groups, sides)
     if weights:
-        tensors += sum(len(session.state["weights"][g]) for g, _ in weight_probe.ALL_INT8)
+        tensors += weight_probe.tensor_count(session.state["weights"], "all-int8")
 
     def restore() -> None:
         sites.mode = "off"
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.split_groups is not None and args.norm_split is None:
             raise InvalidInputError("--split-groups needs --norm-split (the fraction of the range the fine part "
                                     "covers)")
-        split_groups = SPLIT_GROUPS if args.split_groups is None else split_groups_spec(args.split_groups.split(","))
+        split_groups = SPLIT_GROUPS if args.split_groups is None else args.split_groups.split(",")
         cal = [s for s in data_mod.read_lines(args.calibration, "calibration source") if s.strip()]
         return run_probes(args.model, sources, probes, cal[:args.calibration_size], args.threads,
                           args.batch_size, args.max_source_length, args.max_new_tokens, args.source_prefix,

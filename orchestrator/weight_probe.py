@@ -98,10 +98,15 @@ def apply_probe(groups: dict[str, list[Any]], probe: str) -> Callable[[], None]:
     return restore
 
 
+def tensor_count(groups: dict[str, list[Any]], probe: str) -> int:
+    """How many weight tensors ``probe`` rounds."""
+    return sum(len(groups[g]) for g, _ in probe_plan(probe))
+
+
 def _perturb(session, probe: str):
     groups = session.state["groups"]
     what, granule = PROBES[probe]
-    fields = {"group": what, "granule": granule, "tensors": sum(len(groups[g]) for g, _ in probe_plan(probe))}
+    fields = {"group": what, "granule": granule, "tensors": tensor_count(groups, probe)}
     return fields, apply_probe(groups, probe)
 
 
@@ -119,10 +124,6 @@ def run_probes(model_dir: str | Path, sources: list[str], probes: list[str], thr
         method="symmetric int8, round to nearest", threads=threads, batch_size=batch_size,
         max_source_length=max_source_length, max_new_tokens=max_new_tokens, source_prefix=source_prefix,
         progress=progress)
-
-
-removal_effect = probe_runner.removal_effect
-format_results = probe_runner.format_results
 
 
 def main(argv: list[str] | None = None) -> int:

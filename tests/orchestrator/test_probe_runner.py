@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 
 from backends.errors import InvalidInputError
@@ -23,6 +24,13 @@ def test_format_results_aligns_long_probe_names_and_removes_in_quadrature():
     assert rows[0].split()[-1] == "0.490"  # sqrt(0.5^2 - 0.1^2)
     assert "quadrature" in lines[-1]
     assert "without it" not in pr.format_results(_res(["a"]))
+
+
+def test_removal_effect_is_quadrature():
+    assert pr.removal_effect(0.151, 0.0) == pytest.approx(0.151)
+    assert pr.removal_effect(0.5, 0.3) == pytest.approx(0.4)
+    assert pr.removal_effect(0.1, 0.2) == 0.0
+    assert np.isfinite(pr.removal_effect(0.151, 0.024))
 
 
 def test_run_probe_set_checks_names_before_loading_anything(tmp_path):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -87,7 +86,7 @@ def test_run_probes_on_a_tiny_model(tiny_model):
     n_linear = len(wp.weight_groups(_net(tiny_model))["linear"])
     assert [r["tensors"] for r in res["probes"]] == [1, 1 + 1 + n_linear]  # table; table + head + linears
     json.dumps(res)  # serialisable
-    text = wp.format_results(res, backend_scale=0.15)
+    text = wp.probe_runner.format_results(res, backend_scale=0.15)
     assert "embedding-row" in text and "quadrature" in text
 
 
@@ -99,10 +98,3 @@ def test_bad_input_is_a_clear_error(tiny_model, tmp_path, capsys):
     assert wp.main(["--model", str(tmp_path / "missing"), "--limit", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert wp.main(["--backend-noise", "0"]) == 2
-
-
-def test_removal_effect_is_quadrature():
-    assert wp.removal_effect(0.151, 0.0) == pytest.approx(0.151)
-    assert wp.removal_effect(0.5, 0.3) == pytest.approx(0.4)
-    assert wp.removal_effect(0.1, 0.2) == 0.0
-    assert np.isfinite(wp.removal_effect(0.151, 0.024))
