@@ -8,12 +8,14 @@ report is an error (exit code 2).
 Printed: per backend BLEU, ΔBLEU vs the reference, identical-to-FP32 rate (exact match vs the
 reference), near-tie (share of its divergences where the reference's own margin was under the
 split-generation suite's ``near_tie_nats``), sure-flips (its flip rate at steps the reference was
-sure of), noise (the fitted noise scale of its flips, nats; the reference's noise budget for 80/90/95%
-identical is printed below the table), p50/p90 latency, size and verdict; ratios between named pairs (latency, size, BLEU
-delta: e.g. tflite-int8 vs tflite-fp32-split, vs ct2-int8); whether the verdicts come out as the
-issue expects on the default model, and the verdicts and selection at issue 3's agreement target (the
-run's bar with ``min_int8_agreement = 0.8``, judged on a copy: ``python cli.py judge`` would rewrite the
-run); the run's wall time against the 15 min cold / 5 min warm target.
+sure of), noise (the fitted noise scale of its flips, nats; the reference's noise budget for
+80/90/95% identical is printed below the table), p50/p90 latency, size and verdict; ratios between
+named pairs (latency, size, BLEU delta: e.g. tflite-int8 vs tflite-fp32-split, vs ct2-int8); issue
+3's targets one by one (:data:`ISSUE_TARGETS`: met, MISS, or not judged and why; a run on fewer
+sentences, another test set or another model says so); whether the verdicts come out as the issue
+expects on the default model, and the verdicts and selection at issue 3's agreement target (the
+run's bar with ``min_int8_agreement = 0.8``, judged on a copy: ``python cli.py judge`` would
+rewrite the run); the run's wall time against the 15 min cold / 5 min warm target.
 
 A target is judged only when the run has what it is defined for, else it says "not judged" and why:
 the verdict expectations need the quality suite and the reference backend (:func:`verdict_gaps`; on
@@ -46,6 +48,120 @@ EXPECTED = {"tflite-int8-naive": "calibration", "tflite-int8-hfmask": "mask", "t
 COLD_TARGET_S, WARM_TARGET_S = 15 * 60, 5 * 60
 #: issue 3's target: >= 80% of tflite-int8's greedy outputs identical to FP32's
 ISSUE_AGREEMENT = 0.8
+
+
+#: issue 3's strict-INT8 backend, its FP32 pair, the CPU runtime it is timed against, the first-try recipe
+INT8, FP32_PAIR, FASTEST, NAIVE = "tflite-int8", "tflite-fp32-split", "ct2-int8", "tflite-int8-naive"
+
+
+class _NotJudged(Exception):
+    """A target lacks a figure it is judged on; the message says which."""
+
+
+def _figure(report: dict[str, Any], name: str, metric: str) -> float:
+    """Backend ``name``'s ``metric`` (``bytes``: its size on disk), or :class:`_NotJudged` saying why not."""
+    b = (report.get("backends") or {}).get(name)
+    if not isinstance(b, dict):
+        raise _NotJudged(f"{name} is not in the run")
+    if b.get("status") != "ok":
+        raise _NotJudged(f"{name} is {b.get('status')} in this run")
+    v = _size(b) if metric == "bytes" else (b.get("metrics") or {}).get(metric)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _NotJudged(f"{name} has no {metric} (its suite did not run or did not measure it)")
+    return float(v)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _fp32_split_identical(r: dict[str, Any]) -> tuple[str, bool]:
+    if r.get("reference_backend") != "torch-fp32":
+        raise _NotJudged(f"the run's reference is {r.get('reference_backend')}, not torch-fp32")
+    em = _figure(r, FP32_PAIR, "exact_match_vs_reference")
+    return _pct(em), em >= 0.995
+
+
+def _int8_bleu(r: dict[str, Any]) -> tuple[str, bool]:
+    from orchestrator.attribution import bleu_drop
+
+    bleu, ref = _figure(r, INT8, "bleu"), _figure(r, r.get("reference_backend"), "bleu")
+    drop = bleu_drop(r, INT8)
+    return f"{bleu:.2f} vs {ref:.2f} ({-drop:+.2f})", drop <= 0.5
+
+
+def _int8_identical(r: dict[str, Any]) -> tuple[str, bool]:
+    em = _figure(r, INT8, "exact_match_vs_reference")
+    return _pct(em), em >= ISSUE_AGREEMENT
+
+
+def _int8_cosine(r: dict[str, Any]) -> tuple[str, bool]:
+    cos, ref = _figure(r, INT8, "cross_source_cosine"), _figure(r, r.get("reference_backend"), "cross_source_cosine")
+    return f"{cos:.3f} vs {ref:.3f}", round(abs(cos - ref), 6) <= 0.05
+
+
+def _int8_argmax(r: dict[str, Any]) -> tuple[str, bool]:
+    agree = _figure(r, INT8, "first_step_argmax_agreement")
+    return _pct(agree), agree >= 0.95
+
+
+def _ratio_target(metric: str, other: str, unit: str, scale: float, most: float):
+    def judge(r: dict[str, Any]) -> tuple[str, bool]:
+        a, b = _figure(r, INT8, metric), _figure(r, other, metric)
+        ratio = a / b if b else float("inf")
+        return f"{a / scale:.1f} vs {b / scale:.1f} {unit} (x{ratio:.3f})", ratio <= most
+    return judge
+
+
+def _naive_blind(r: dict[str, Any]) -> tuple[str, bool]:
+    cos, bleu = _figure(r, NAIVE, "cross_source_cosine"), _figure(r, NAIVE, "bleu")
+    return f"cosine {cos:.3f}, BLEU {bleu:.2f}", cos >= 0.98 or bleu < 5
+
+
+#: issue 3's targets, (what, how it is judged on a report): FP32 is the run's reference backend
+ISSUE_TARGETS = (
+    (f"{FP32_PAIR} identical to torch-fp32 >= 99.5%", _fp32_split_identical),
+    (f"{INT8} BLEU >= FP32 BLEU - 0.5", _int8_bleu),
+    (f"{INT8} identical to FP32 >= {ISSUE_AGREEMENT:.0%}", _int8_identical),
+    (f"{INT8} cross-source cosine within 0.05 of FP32's", _int8_cosine),
+    (f"{INT8} first-step argmax = FP32's on >= 95% of sources", _int8_argmax),
+    (f"{INT8} size <= 30% of {FP32_PAIR}'s", _ratio_target("bytes", FP32_PAIR, "MB", 1e6, 0.30)),
+    (f"{INT8} p50 latency <= {FP32_PAIR}'s", _ratio_target("latency_p50_ms", FP32_PAIR, "ms", 1, 1.0)),
+    (f"{INT8} p50 latency <= 1.5x {FASTEST}'s", _ratio_target("latency_p50_ms", FASTEST, "ms", 1, 1.5)),
+    (f"{NAIVE} source-blind (cross-source cosine >= 0.98 or BLEU < 5)", _naive_blind),
+)
+
+
+def issue_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of issue 3's targets on ``report``: ``{"target", "measured", "met", "why_not_judged"}``;
+    ``met`` is None when the run lacks a figure the target needs (``why_not_judged`` says which)."""
+    out = []
+    for label, judge in ISSUE_TARGETS:
+        try:
+            measured, met = judge(report)
+        except _NotJudged as exc:
+            out.append({"target": label, "measured": None, "met": None, "why_not_judged": str(exc)})
+        else:
+            out.append({"target": label, "measured": measured, "met": bool(met), "why_not_judged": None})
+    return out
+
+
+def issue_target_scope(report: dict[str, Any]) -> list[str]:
+    """How this run differs from what issue 3's targets are defined on (the default model, every sentence of
+    the default test set); empty: it does not."""
+    from orchestrator.data import DEFAULT_SRC
+
+    data = report.get("data") or {}
+    notes = []
+    n, total = data.get("n_sentences"), data.get("lines_in_files")
+    if isinstance(n, int) and isinstance(total, int) and n + (data.get("skipped_empty_lines") or 0) < total:
+        notes.append(f"on {n} of the test set's {total} sentences (the targets are for every one)")
+    src = str(data.get("src") or "")
+    if src and Path(src).name != DEFAULT_SRC.name:
+        notes.append(f"on test set {src} (the targets are for {DEFAULT_SRC.name})")
+    if _other_model(report):
+        notes.append(f"on model {_other_model(report)} (the targets are the default model's)")
+    return notes
 
 
 def report_problems(report: Any) -> list[str]:
@@ -219,6 +335,7 @@ def benchmark_summary(report: dict[str, Any]) -> dict[str, Any]:
             "verdict_expectations_not_judged": verdicts_not_judged,
             "model_note": (f"the expectations are the default model's; this run's model is {_other_model(report)}"
                            if _other_model(report) else None),
+            "issue_targets": issue_targets(report), "issue_targets_scope": issue_target_scope(report),
             "verdict_headline": (report.get("verdict") or {}).get("headline"),
             "selection": (report.get("selection") or {}).get("chosen"),
             "noise_budget": noise_budget_text(report) or None,
@@ -301,6 +418,7 @@ def format_summary(s: dict[str, Any]) -> str:
             lines[-1] += f" ({s['model_note']})"
         for e in s["verdict_expectations"]:
             lines.append(f"  [{'ok' if e['met'] else 'MISS'}] {e['backend']}: expected {e['expected']}, got {e['got']}")
+    lines += _format_issue_targets(s.get("issue_targets") or [], s.get("issue_targets_scope") or [])
     if s.get("verdict_headline"):
         lines += ["", f"verdict: {s['verdict_headline']}"]
     if s.get("selection") is not None:
@@ -328,6 +446,23 @@ def format_summary(s: dict[str, Any]) -> str:
         if (s.get("parallel_builds") or 1) > 1:
             lines[-1] += f"; artifacts built {s['parallel_builds']} at a time"
     return "\n".join(lines)
+
+
+def _format_issue_targets(targets: list[dict[str, Any]], scope: list[str]) -> list[str]:
+    judged = [t for t in targets if t["met"] is not None]
+    if not judged:
+        why = sorted({t["why_not_judged"] for t in targets})
+        return ["", f"issue 3's targets: none judged ({'; '.join(why)})"] if targets else []
+    head = f"issue 3's targets: {sum(t['met'] for t in judged)} of {len(targets)} met"
+    if len(judged) < len(targets):
+        head += f", {len(targets) - len(judged)} not judged"
+    if scope:
+        head += f" ({'; '.join(scope)})"
+    lines = ["", head]
+    for t in targets:
+        mark = "not judged" if t["met"] is None else "met" if t["met"] else "MISS"
+        lines.append(f"  [{mark}] {t['target']}: {t['measured'] if t['met'] is not None else t['why_not_judged']}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

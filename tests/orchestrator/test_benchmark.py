@@ -242,3 +242,114 @@ def test_the_verdicts_at_the_issues_agreement_target_print_without_touching_the_
     assert "min_int8_agreement=0.8" in text and "  verdict: INT8 ships: y-int8" in text
     rep["verdict"] = attribute(rep, {"min_int8_agreement": 0.9})  # the run's bar asks for more already
     assert benchmark_summary(rep)["at_issue_bar"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 3's targets, one by one
+# ---------------------------------------------------------------------------------------------
+def _issue3(**changes) -> dict:
+    """A report of the benchmark's issue-3 backends with the figures of a real run; ``changes`` maps
+    "backend.metric" (``.`` -> ``__``) to a new value (None deletes it)."""
+    rep = minimal_report()
+    rep["data"].update(n_sentences=1000, lines_in_files=1000)
+    figures = {"torch-fp32": (34.76, 0.0, 1.0, 0.447, 1.0, 94.1, 39.8),
+               "tflite-fp32-split": (34.76, 0.0, 1.0, 0.447, 1.0, 27.6, 56.4),
+               "tflite-int8": (34.89, 0.13, 0.713, 0.447, 0.99, 15.6, 15.1),
+               "ct2-int8": (35.01, 0.25, 0.736, 0.430, 0.99, 18.3, 10.6),
+               "tflite-int8-naive": (0.72, -34.04, 0.0, 0.999, 0.49, 42.7, 14.9)}
+    for name, (bleu, delta, em, cos, argmax, p50, mb) in figures.items():
+        rep["backends"][name] = {"status": "ok", "suites": {}, "metrics": {
+            "bleu": bleu, "bleu_delta_vs_reference": delta, "exact_match_vs_reference": em,
+            "cross_source_cosine": cos, "first_step_argmax_agreement": argmax, "latency_p50_ms": p50,
+            "bytes": mb * 1e6}}
+    for key, value in changes.items():
+        name, metric = key.replace("__", "-").rsplit(".", 1) if "." in key else (key.replace("__", "-"), None)
+        if metric is None:
+            rep["backends"][name] = value
+        elif value is None:
+            del rep["backends"][name]["metrics"][metric]
+        else:
+            rep["backends"][name]["metrics"][metric] = value
+    return rep
+
+
+def _targets(rep: dict) -> dict[str, dict]:
+    return {t["target"]: t for t in benchmark_summary(rep)["issue_targets"]}
+
+
+def test_issue_3s_targets_are_judged_one_by_one_and_print():
+    s = benchmark_summary(_issue3())
+    targets = {t["target"]: t for t in s["issue_targets"]}
+    assert len(targets) == 9
+    missed = [n for n, t in targets.items() if t["met"] is False]
+    assert missed == ["tflite-int8 identical to FP32 >= 80%"]
+    assert all(t["met"] is True for n, t in targets.items() if n not in missed)
+    assert targets["tflite-int8 identical to FP32 >= 80%"]["measured"] == "71.3%"
+    assert targets["tflite-int8 p50 latency <= 1.5x ct2-int8's"]["measured"] == "15.6 vs 18.3 ms (x0.852)"
+    assert targets["tflite-int8 size <= 30% of tflite-fp32-split's"]["measured"] == "15.1 vs 56.4 MB (x0.268)"
+    text = format_summary(s)
+    assert "issue 3's targets: 8 of 9 met" in text
+    assert "  [MISS] tflite-int8 identical to FP32 >= 80%: 71.3%" in text
+    assert "  [met] tflite-int8-naive source-blind (cross-source cosine >= 0.98 or BLEU < 5): cosine 0.999, BLEU 0.72" in text
+
+
+@pytest.mark.parametrize("change, target", [
+    ({"tflite__fp32__split.exact_match_vs_reference": 0.994}, "tflite-fp32-split identical to torch-fp32 >= 99.5%"),
+    ({"tflite__int8.bleu_delta_vs_reference": -0.51}, "tflite-int8 BLEU >= FP32 BLEU - 0.5"),
+    ({"tflite__int8.cross_source_cosine": 0.498}, "tflite-int8 cross-source cosine within 0.05 of FP32's"),
+    ({"tflite__int8.cross_source_cosine": 0.396}, "tflite-int8 cross-source cosine within 0.05 of FP32's"),
+    ({"tflite__int8.first_step_argmax_agreement": 0.94}, "tflite-int8 first-step argmax = FP32's on >= 95% of sources"),
+    ({"tflite__int8.bytes": 17.0e6}, "tflite-int8 size <= 30% of tflite-fp32-split's"),
+    ({"tflite__int8.latency_p50_ms": 27.7, "ct2__int8.latency_p50_ms": 20.0},
+     "tflite-int8 p50 latency <= tflite-fp32-split's"),
+    ({"tflite__int8.latency_p50_ms": 27.5, "ct2__int8.latency_p50_ms": 18.3},
+     "tflite-int8 p50 latency <= 1.5x ct2-int8's"),
+    ({"tflite__int8__naive.cross_source_cosine": 0.97, "tflite__int8__naive.bleu": 5.0},
+     "tflite-int8-naive source-blind (cross-source cosine >= 0.98 or BLEU < 5)"),
+])
+def test_each_issue_3_target_misses_just_past_its_bar(change, target):
+    targets = _targets(_issue3(**change))
+    assert targets[target]["met"] is False, targets[target]
+    assert [n for n, t in targets.items() if t["met"] is False and n != "tflite-int8 identical to FP32 >= 80%"] \
+        == [target]
+
+
+def test_the_naive_recipe_is_blind_by_either_sign():
+    assert _targets(_issue3(**{"tflite__int8__naive.cross_source_cosine": 0.5}))[
+        "tflite-int8-naive source-blind (cross-source cosine >= 0.98 or BLEU < 5)"]["met"] is True  # BLEU 0.72
+    assert _targets(_issue3(**{"tflite__int8__naive.bleu": 30.0}))[
+        "tflite-int8-naive source-blind (cross-source cosine >= 0.98 or BLEU < 5)"]["met"] is True  # cosine 0.999
+
+
+def test_an_issue_3_target_without_its_figures_is_not_judged_and_says_why():
+    targets = _targets(_issue3(**{"ct2__int8": {"status": "failed", "reason": "boom", "metrics": {}},
+                                  "tflite__int8.first_step_argmax_agreement": None}))
+    ct2 = targets["tflite-int8 p50 latency <= 1.5x ct2-int8's"]
+    assert ct2["met"] is None and ct2["why_not_judged"] == "ct2-int8 is failed in this run"
+    argmax = targets["tflite-int8 first-step argmax = FP32's on >= 95% of sources"]
+    assert argmax["met"] is None and "no first_step_argmax_agreement" in argmax["why_not_judged"]
+    rep = _issue3()
+    del rep["backends"]["tflite-fp32-split"]
+    targets = _targets(rep)
+    assert targets["tflite-int8 size <= 30% of tflite-fp32-split's"]["why_not_judged"] == \
+        "tflite-fp32-split is not in the run"
+    text = format_summary(benchmark_summary(rep))
+    assert "issue 3's targets: 5 of 9 met, 3 not judged" in text
+    assert "  [not judged] tflite-int8 size <= 30% of tflite-fp32-split's: tflite-fp32-split is not in the run" in text
+
+
+def test_issue_3s_targets_name_whose_they_are_on_a_smaller_or_other_run():
+    rep = _issue3()
+    rep["reference_backend"] = "tflite-fp32-split"
+    targets = _targets(rep)
+    assert targets["tflite-fp32-split identical to torch-fp32 >= 99.5%"]["why_not_judged"] == \
+        "the run's reference is tflite-fp32-split, not torch-fp32"
+    assert targets["tflite-int8 identical to FP32 >= 80%"]["met"] is False  # FP32 either way
+    rep = _issue3()
+    rep["data"]["n_sentences"] = 100
+    rep["model"]["path"] = "/m/other-model"
+    s = benchmark_summary(rep)
+    assert s["issue_targets_scope"] == ["on 100 of the test set's 1000 sentences (the targets are for every one)",
+                                        "on model /m/other-model (the targets are the default model's)"]
+    assert "issue 3's targets: 8 of 9 met (on 100 of the test set's 1000 sentences" in format_summary(s)
+    assert benchmark_summary(_issue3())["issue_targets_scope"] == []
