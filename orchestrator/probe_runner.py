@@ -43,12 +43,9 @@ class ProbeSession:
 
     def generate(self, sources: list[str], batch_size: int | None = None) -> list[list[int]]:
         """Greedy outputs of the (possibly perturbed) model through the shared host loop."""
-        bs = batch_size or self.batch_size
-        out: list[list[int]] = []
-        for i in range(0, len(sources), bs):
-            enc = self.model.encode_sources(sources[i:i + bs], self.backend.max_source_length)
-            out += self.backend.generate(enc.input_ids, enc.attention_mask)
-        return out
+        from orchestrator.suites.base import generate_in_batches
+
+        return generate_in_batches(self.backend, self.model, sources, batch_size or self.batch_size)[0]
 
 
 Perturb = Callable[[ProbeSession, str], tuple[dict[str, Any], Callable[[], None]]]

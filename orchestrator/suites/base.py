@@ -96,21 +96,31 @@ class Suite(abc.ABC):
         return {}
 
 
+def generate_in_batches(backend: Seq2SeqBackend, model: Any, sources: list[str], batch_size: int, *,
+                        num_beams: int = 1, strict: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> tuple[list[list[int]], int]:
+    """Token ids of ``sources`` through ``backend``, ``batch_size`` at a time, in order; return (token ids,
+    sources cut to the backend's static source length). ``strict``: a longer source is an error
+    (InputTooLongError) instead; ``progress(done, total)`` is called after each batch."""
+    bs = max(1, int(batch_size))
+    out: list[list[int]] = []
+    truncated = 0
+    for i in range(0, len(sources), bs):
+        enc = model.encode_sources(sources[i:i + bs], backend.max_source_length, strict=strict)
+        truncated += enc.truncated
+        out.extend(backend.generate(enc.input_ids, enc.attention_mask, num_beams=num_beams))
+        if progress is not None:
+            progress(min(i + bs, len(sources)), len(sources))
+    return out, truncated
+
+
 def translate_all(backend: Seq2SeqBackend, ctx: SuiteContext, sources: list[str] | None = None,
                   num_beams: int | None = None, label: str = "translate") -> tuple[list[list[int]], int]:
     """Translate ``sources`` (default: the test set) in batches; return (token ids, n truncated)."""
-    sources = ctx.sources if sources is None else sources
-    beams = ctx.num_beams if num_beams is None else num_beams
-    bs = max(1, ctx.batch_size)
-    out: list[list[int]] = []
-    truncated = 0
-    strict = bool(ctx.settings.get("strict_length", False))
-    for i in range(0, len(sources), bs):
-        enc = ctx.model.encode_sources(sources[i:i + bs], backend.max_source_length, strict=strict)
-        truncated += enc.truncated
-        out.extend(backend.generate(enc.input_ids, enc.attention_mask, num_beams=beams))
-        ctx.report(min(i + bs, len(sources)), len(sources), label)
-    return out, truncated
+    return generate_in_batches(backend, ctx.model, ctx.sources if sources is None else sources, ctx.batch_size,
+                               num_beams=ctx.num_beams if num_beams is None else num_beams,
+                               strict=bool(ctx.settings.get("strict_length", False)),
+                               progress=lambda done, total: ctx.report(done, total, label))
 
 
 # name -> "module:Class"; imported only when used
