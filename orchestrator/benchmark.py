@@ -446,7 +446,8 @@ def format_summary(s: dict[str, Any]) -> str:
     lines += _format_issue_targets(s.get("issue_targets") or [], "issue 3's targets", s.get("issue_targets_scope"))
     for name, targets in (s.get("issue_targets_alternatives") or {}).items():
         lines += _format_issue_targets(targets, f"the same targets with {name} in {INT8}'s place "
-                                                f"({ALTERNATIVES.get(name, 'not strict INT8')})")
+                                                f"({ALTERNATIVES.get(name, 'not strict INT8')})",
+                                       s.get("issue_targets_scope"))
     if s.get("verdict_headline"):
         lines += ["", f"verdict: {s['verdict_headline']}"]
     if s.get("selection") is not None:
