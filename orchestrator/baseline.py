@@ -57,7 +57,8 @@ UNGATED = {"threads", "bleu_p_value_vs_reference"}
 #: gated only when ``[tolerances]`` names it: share of sentences whose tokens differ from the golden outputs
 OUTPUTS_METRIC = "outputs_changed"
 #: run settings that change what a backend generates: saved outputs are comparable only when they match
-OUTPUT_SETTINGS = ("num_beams", "max_new_tokens", "max_source_length", "source_prefix", "limit")
+#: (batch_size too: a per-call-quantized backend's tokens depend on the batch it runs in)
+OUTPUT_SETTINGS = ("num_beams", "max_new_tokens", "max_source_length", "source_prefix", "limit", "batch_size")
 
 
 def _fingerprints(report: dict[str, Any]) -> dict[str, Any]:
