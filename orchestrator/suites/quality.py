@@ -11,6 +11,10 @@ Options (``[suites.quality]``; defaults):
     bootstrap_samples = 1000       # paired bootstrap resamples (0 disables the test)
     bootstrap_metrics = ["bleu"]   # metrics tested: "bleu", "chrf" (chrF triples the cost)
     alpha = 0.05                   # significance level for the ``significant`` flag (on BLEU)
+    batch1_sentences = 0           # re-translate the first N test sources one at a time and report the
+                                   # share whose tokens equal the batched ones (``batch1_agreement``; 0: off,
+                                   # and nothing to compare at batch size 1): a backend that quantizes per
+                                   # call can give other tokens in another batch (tflite-dynamic does)
 """
 from __future__ import annotations
 
@@ -18,12 +22,13 @@ import json
 from typing import Any
 
 from backends.errors import InvalidInputError
-from orchestrator.suites.base import CompareContext, Suite, SuiteContext, translate_all
+from orchestrator.suites.base import CompareContext, Suite, SuiteContext, generate_in_batches, translate_all
 from orchestrator.suites.util import suite_table
 
 HYPS = "hypotheses.txt"
 TOKENS = "hypotheses.tokens.json"
-DEFAULTS: dict[str, Any] = {"bootstrap_samples": 1000, "bootstrap_metrics": ["bleu"], "alpha": 0.05}
+DEFAULTS: dict[str, Any] = {"bootstrap_samples": 1000, "bootstrap_metrics": ["bleu"], "alpha": 0.05,
+                            "batch1_sentences": 0}
 METRICS = {"bleu": ("BLEU", "BLEU"), "chrf": ("chrF", "chrF2")}  # option -> (our key, sacrebleu score name)
 
 
@@ -86,7 +91,7 @@ class QualitySuite(Suite):
     description = "BLEU/chrF vs references; exact match vs the reference backend's outputs"
     defaults = DEFAULTS
     metrics = ("bleu", "chrf", "exact_match_vs_reference", "bleu_delta_vs_reference", "chrf_delta_vs_reference",
-               "bleu_p_value_vs_reference")
+               "bleu_p_value_vs_reference", "batch1_agreement")
     lower_is_better = frozenset({"bleu_p_value_vs_reference"})
 
     def options(self, table: dict[str, Any], where: str) -> dict[str, Any]:
@@ -97,6 +102,7 @@ class QualitySuite(Suite):
         return opt
 
     def run(self, backend, ctx: SuiteContext) -> dict[str, Any]:
+        opt = self.options(suite_table(ctx, self.name), f"[suites.{self.name}]")
         tokens, truncated = translate_all(backend, ctx, label="quality")
         hyps = ctx.model.decode(tokens)
         ctx.outdir.mkdir(parents=True, exist_ok=True)
@@ -104,9 +110,19 @@ class QualitySuite(Suite):
         (ctx.outdir / TOKENS).write_text(json.dumps(tokens))
         scores = corpus_scores(hyps, ctx.references)
         n_tokens = sum(len(t) + 1 for t in tokens)
-        return {"n": len(hyps), "num_beams": ctx.num_beams, "truncated_sources": truncated,
-                "hypotheses": HYPS, "tokens": TOKENS, "generated_tokens": n_tokens, **scores,
-                "metrics": {"bleu": scores["bleu"], "chrf": scores["chrf"]}}
+        out = {"n": len(hyps), "num_beams": ctx.num_beams, "truncated_sources": truncated,
+               "hypotheses": HYPS, "tokens": TOKENS, "generated_tokens": n_tokens, **scores,
+               "metrics": {"bleu": scores["bleu"], "chrf": scores["chrf"]}}
+        n1 = min(int(opt["batch1_sentences"]), len(tokens))
+        if n1 and ctx.batch_size > 1:
+            single, _ = generate_in_batches(backend, ctx.model, ctx.sources[:n1], 1, num_beams=ctx.num_beams,
+                                            strict=bool(ctx.settings.get("strict_length", False)),
+                                            progress=lambda done, total: ctx.report(done, total, "quality, batch 1"))
+            differ = [i for i, (a, b) in enumerate(zip(single, tokens)) if a != b]
+            out["batch1"] = {"sentences": n1, "batch_size": ctx.batch_size, "differ": len(differ),
+                             "first_differing": [i + 1 for i in differ[:10]]}
+            out["metrics"]["batch1_agreement"] = round(1 - len(differ) / n1, 4)
+        return out
 
     def compare(self, results: dict[str, dict[str, Any]], ctx: CompareContext) -> dict[str, dict[str, Any]]:
         ref = ctx.reference_backend

@@ -154,3 +154,46 @@ def test_smaller_per_backend_limit_is_compared_on_the_common_prefix(tmp_path):
     assert small["compared_sentences"] == 2 and small["exact_match_vs_reference"] == 0.5
     # same hypotheses on the common prefix -> no BLEU delta
     assert small["metrics"]["bleu_delta_vs_reference"] == 0.0
+
+
+def test_batch1_agreement_tells_a_per_call_quantized_backend_from_a_batch_invariant_one(tiny_model, tmp_path):
+    """``batch1_sentences``: the first N sources again one at a time. The sim-int8 boundary scale is the
+    batch's max (per call, as dynamic-range quantization does), so its tokens depend on the batch; the FP32
+    network's do not."""
+    from backends.registry import get_backend
+    from orchestrator.report_tables import quality_table
+    from tests.orchestrator.suites.helpers import SimQuantBoundaryBackend, load_test_data, run_suites
+
+    sources, _ = load_test_data(32)
+    backends = {"torch-fp32": get_backend("torch-fp32", max_new_tokens=8),
+                "sim-int8": SimQuantBoundaryBackend(name="sim-int8", max_new_tokens=8)}
+    report = run_suites(tiny_model("marian"), backends, ["quality"], sources, sources, tmp_path,
+                        suite_options={"quality": {"batch1_sentences": 40, "bootstrap_samples": 0}})
+    fp32, sim = (_b(report, n) for n in ("torch-fp32", "sim-int8"))
+    assert fp32["metrics"]["batch1_agreement"] == 1.0
+    assert fp32["suites"]["quality"]["batch1"] == {"sentences": 32, "batch_size": 16, "differ": 0,
+                                                   "first_differing": []}
+    b1 = sim["suites"]["quality"]["batch1"]
+    assert b1["sentences"] == 32 and 0 < b1["differ"] == len(b1["first_differing"]) < 32  # 1-based, in order
+    assert sim["metrics"]["batch1_agreement"] == round(1 - b1["differ"] / 32, 4) < 1.0
+    title, head, rows = quality_table(report)
+    assert head[-1] == "same at batch 1" and rows[0][-1] == "100.0%" and rows[1][-1] != "100.0%"
+
+    # at batch size 1 there is nothing to compare; off by default; the option is checked
+    report = run_suites(tiny_model("marian"), {"torch-fp32": get_backend("torch-fp32", max_new_tokens=8)},
+                        ["quality"], sources[:4], sources[:4], tmp_path / "b1", settings={"batch_size": 1},
+                        suite_options={"quality": {"batch1_sentences": 4, "bootstrap_samples": 0}})
+    assert "batch1" not in _b(report, "torch-fp32")["suites"]["quality"]
+    assert "batch1_agreement" not in _b(report, "torch-fp32")["metrics"]
+    assert quality_table(report)[1][-1] == "identical to ref"
+
+
+def test_batch1_sentences_is_off_by_default_and_checked():
+    import pytest
+
+    from backends.errors import InvalidInputError
+    from orchestrator.suites.quality import QualitySuite
+
+    assert QualitySuite().options({}, "[suites.quality]")["batch1_sentences"] == 0
+    with pytest.raises(InvalidInputError, match="batch1_sentences must be a non-negative integer"):
+        QualitySuite().options({"batch1_sentences": -1}, "[suites.quality]")
