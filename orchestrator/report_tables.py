@@ -42,20 +42,22 @@ def _has(report: dict[str, Any], suite: str) -> bool:
 def quality_table(report: dict[str, Any]) -> Table | None:
     if not _has(report, "quality"):
         return None
-    rows = []
+    head = ["backend", "BLEU", "chrF", "ΔBLEU", "p", "identical to ref"]
     batch1 = any("batch1_agreement" in (b.get("metrics") or {}) for _, b in _ok(report))
+    if batch1:
+        head.append("same at batch 1")
+    rows = []
     for n, b in _ok(report):
         m = b.get("metrics") or {}
-        rows.append([n, fmt(m.get("bleu")), fmt(m.get("chrf")), fmt(m.get("bleu_delta_vs_reference")),
-                     fmt(m.get("bleu_p_value_vs_reference"), 3), fmt(m.get("exact_match_vs_reference"), pct=True)]
-                    + ([fmt(m.get("batch1_agreement"), pct=True)] if batch1 else []))
+        row = [n, fmt(m.get("bleu")), fmt(m.get("chrf")), fmt(m.get("bleu_delta_vs_reference")),
+               fmt(m.get("bleu_p_value_vs_reference"), 3), fmt(m.get("exact_match_vs_reference"), pct=True)]
+        rows.append(row + [fmt(m.get("batch1_agreement"), pct=True)] if batch1 else row)
     sig = next((b["suites"]["quality"].get("bleu_signature") for _, b in _ok(report)
                 if (b.get("suites") or {}).get("quality", {}).get("bleu_signature")), None)
     title = "Quality" + (f" (sacrebleu BLEU {sig}; p: paired bootstrap vs the reference)" if sig else "")
     if batch1:
         title += "; same at batch 1: the first sentences re-translated one at a time, tokens equal to the batched ones"
-    return title, ["backend", "BLEU", "chrF", "ΔBLEU", "p", "identical to ref"] + (["same at batch 1"] if batch1
-                                                                                 else []), rows
+    return title, head, rows
 
 
 def sensitivity_table(report: dict[str, Any]) -> Table | None:

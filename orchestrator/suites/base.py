@@ -115,9 +115,12 @@ def generate_in_batches(backend: Seq2SeqBackend, model: Any, sources: list[str],
 
 
 def translate_all(backend: Seq2SeqBackend, ctx: SuiteContext, sources: list[str] | None = None,
-                  num_beams: int | None = None, label: str = "translate") -> tuple[list[list[int]], int]:
-    """Translate ``sources`` (default: the test set) in batches; return (token ids, n truncated)."""
-    return generate_in_batches(backend, ctx.model, ctx.sources if sources is None else sources, ctx.batch_size,
+                  num_beams: int | None = None, label: str = "translate",
+                  batch_size: int | None = None) -> tuple[list[list[int]], int]:
+    """Translate ``sources`` (default: the test set) in batches of ``batch_size`` (default: the run's);
+    return (token ids, n truncated)."""
+    return generate_in_batches(backend, ctx.model, ctx.sources if sources is None else sources,
+                               ctx.batch_size if batch_size is None else batch_size,
                                num_beams=ctx.num_beams if num_beams is None else num_beams,
                                strict=bool(ctx.settings.get("strict_length", False)),
                                progress=lambda done, total: ctx.report(done, total, label))

@@ -22,7 +22,7 @@ import json
 from typing import Any
 
 from backends.errors import InvalidInputError
-from orchestrator.suites.base import CompareContext, Suite, SuiteContext, generate_in_batches, translate_all
+from orchestrator.suites.base import CompareContext, Suite, SuiteContext, translate_all
 from orchestrator.suites.util import suite_table
 
 HYPS = "hypotheses.txt"
@@ -115,9 +115,7 @@ class QualitySuite(Suite):
                "metrics": {"bleu": scores["bleu"], "chrf": scores["chrf"]}}
         n1 = min(int(opt["batch1_sentences"]), len(tokens))
         if n1 and ctx.batch_size > 1:
-            single, _ = generate_in_batches(backend, ctx.model, ctx.sources[:n1], 1, num_beams=ctx.num_beams,
-                                            strict=bool(ctx.settings.get("strict_length", False)),
-                                            progress=lambda done, total: ctx.report(done, total, "quality, batch 1"))
+            single, _ = translate_all(backend, ctx, ctx.sources[:n1], label="quality, batch 1", batch_size=1)
             differ = [i for i, (a, b) in enumerate(zip(single, tokens)) if a != b]
             out["batch1"] = {"sentences": n1, "batch_size": ctx.batch_size, "differ": len(differ),
                              "first_differing": [i + 1 for i in differ[:10]]}
