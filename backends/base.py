@@ -116,6 +116,8 @@ class Artifacts:
     reused: bool
     build_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. op audit, boundary params
+    #: role -> sha256 of the file's bytes (from the manifest): what a baseline compares across machines
+    sha256: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -304,7 +306,8 @@ class Seq2SeqBackend(abc.ABC):
         return Artifacts(directory=str(target), files={r: str(p) for r, p in files.items()},
                          bytes=sum(manifest["files"][r]["bytes"] for r in files), cache_key=key, reused=reused,
                          build_seconds=float(manifest.get("build_seconds", 0.0)),
-                         extra=manifest.get("extra", {}))
+                         extra=manifest.get("extra", {}),
+                         sha256={r: manifest["files"][r]["sha256"] for r in files})
 
     def activate(self) -> "Seq2SeqBackend":
         if self._active:

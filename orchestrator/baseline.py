@@ -14,6 +14,8 @@ each backend's quality suite generated (``read_outputs(report, run_dir)``), one 
      "signature_changes": {backend: {field: [baseline, current]}},   # e.g. a runtime upgrade
      "outputs": {backend: {"n", "changed", "changed_fraction", "first_changed"} | {"comparable": False,
                                                                                    "reason"}},
+     "artifacts": {backend: {"kind": "same" | "rebuilt" | "other-inputs", "changed": [roles],
+                             "note"}},   # this run's artifact bytes against the baseline's
      "fingerprints": {"model": {...}, "data": {...}, "match": bool}}
 
 ``outputs`` compares the saved token ids with this run's sentence by sentence (given ``outputs=``):
@@ -32,6 +34,12 @@ Defaults (a matrix table adds to / overrides them)::
 
     bleu = 0.5, chrf = 0.5, exact_match_vs_reference = 0.02, latency_p50_ms = "25%",
     latency_p90_ms = "25%", throughput_sps = "20%", bytes = "5%", peak_rss_mb = "25%"
+
+``artifacts`` compares each backend's artifact files by their sha256 (the baseline keeps the cache key and
+the digests): the *same* bytes mean changed outputs come from the runtime, its kernels or the machine that ran
+them; *rebuilt* means the same inputs (model, settings, calibration, versions: the cache key) were built into
+other bytes, i.e. the build depends on the machine (the default model's tflite-int8 did so across machines of
+one kind); *other-inputs* means the cache key changed. Informational: it explains, it does not gate.
 
 Also a regression: a backend that was ``ok`` in the baseline and is now failed/missing; a verdict
 that was ``pass`` and is not any more; a backend that became source-blind; a model or data
@@ -95,6 +103,28 @@ def read_outputs(report: dict[str, Any], run_dir) -> tuple[dict[str, list[list[i
     return outputs, problems
 
 
+def _artifact_digest(b: dict[str, Any]) -> dict[str, Any] | None:
+    art = b.get("artifacts") or {}
+    sha = art.get("sha256") if isinstance(art, dict) else None
+    if not isinstance(sha, dict) or not sha:
+        return None  # no files (or a report written before digests were recorded)
+    return {"cache_key": art.get("cache_key"), "sha256": dict(sha)}
+
+
+def _compare_artifacts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    a, c = saved.get("sha256") or {}, current["sha256"]
+    changed = sorted(r for r in set(a) | set(c) if a.get(r) != c.get(r))
+    ka, kc = str(saved.get("cache_key")), str(current.get("cache_key"))
+    if not changed:
+        kind, note = "same", "the same bytes as the baseline's"
+    elif ka == kc:
+        kind, note = "rebuilt", (f"rebuilt from the same inputs (cache key {ka[:12]}) into other bytes "
+                                 f"({', '.join(changed)}): the build depends on the machine")
+    else:
+        kind, note = "other-inputs", f"built from other inputs (cache key {ka[:12]} -> {kc[:12]}; {', '.join(changed)} differ)"
+    return {"kind": kind, "changed": changed, "note": note}
+
+
 def _rows(tokens: list[list[int]]) -> list[str]:
     return [" ".join(map(str, r)) for r in tokens]
 
@@ -110,6 +140,9 @@ def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | 
                           "verdict": (b.get("verdict") or {}).get("kind")}
         if outputs and name in outputs:
             backends[name]["outputs"] = {"n": len(outputs[name]), "tokens": _rows(outputs[name])}
+        digest = _artifact_digest(b)
+        if digest:
+            backends[name]["artifacts"] = digest
     settings = {k: v for k, v in (report.get("settings") or {}).items() if k != "matrix"}
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fingerprints": _fingerprints(report), "model": (report.get("model") or {}).get("path"),
@@ -268,6 +301,7 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
     settings_diff = [f"{k} {base_settings.get(k)!r} -> {cur_settings.get(k)!r}" for k in OUTPUT_SETTINGS
                      if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
     output_rows: dict[str, Any] = {}
+    artifact_rows: dict[str, Any] = {}
     missing = []
     for name, bb in base_b.items():
         cb = cur_b.get(name)
@@ -290,6 +324,9 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             changes["kernels"] = [a, c]
         if changes:
             sig_changes[name] = changes
+        digest = _artifact_digest(cb)
+        if isinstance(bb.get("artifacts"), dict) and digest:
+            artifact_rows[name] = _compare_artifacts(bb["artifacts"], digest)
         bm, cm = bb.get("metrics") or {}, cb.get("metrics") or {}
         rows: dict[str, Any] = {}
         for metric in sorted(set(bm) & set(cm)):
@@ -328,6 +365,6 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
     new = sorted(n for n, b in cur_b.items() if n not in base_b)
     return {"ok": not regressions, "regressions": regressions, "deltas": deltas, "improvements": improvements,
             "missing_backends": missing, "new_backends": new, "signature_changes": sig_changes,
-            "outputs": output_rows,
+            "outputs": output_rows, "artifacts": artifact_rows,
             "fingerprints": {"baseline": fb, "current": fc, "match": match},
             "tolerances": {m: t for m, t in tols.items()}}

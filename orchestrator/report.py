@@ -23,8 +23,8 @@ Schema, ``schema_version`` 1 (fields are only ever added within a version)::
           "description": "registry description",
           "signature": Signature.to_dict() | null,
           "metrics": {"bleu", "chrf", "exact_match_vs_reference", ...},   # flat numbers merged from suites
-          "artifacts": {"files": {role: path}, "bytes", "reused", "cache_key", "directory",
-                        "build_seconds", ...extra (op audit, boundary params...)} | null,
+          "artifacts": {"files": {role: path}, "sha256": {role: hex digest of the file}, "bytes", "reused",
+                        "cache_key", "directory", "build_seconds", ...extra (op audit, boundary params...)} | null,
           "suites": {"<suite>": {"status": "ok"|"failed"|"skipped", "reason", "seconds", "reused",
                                  "fingerprint", ...the suite's result fields, ...its compare fields}},
           "timings": {"prepare_seconds", "activate_seconds", "suite_<name>_seconds", "wall_seconds"},
@@ -61,7 +61,7 @@ SCHEMA_VERSION = 1
 def _artifacts(a: dict[str, Any] | None) -> dict[str, Any] | None:
     if not a:
         return None
-    out = {k: a.get(k) for k in ("files", "bytes", "reused", "cache_key", "directory", "build_seconds")}
+    out = {k: a.get(k) for k in ("files", "bytes", "reused", "cache_key", "directory", "build_seconds", "sha256")}
     for k, val in (a.get("extra") or {}).items():
         out.setdefault(k, val)
     return out

@@ -270,8 +270,25 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
     rows += [["regression", regression_text(r)] for r in regs]
     rows += [["signature", f"{name}: " + "; ".join(f"{f} {a} -> {c}" for f, (a, c) in changes.items())]
              for name, changes in (base.get("signature_changes") or {}).items() if isinstance(changes, dict)]
+    rows += [["artifacts", text] for text in artifacts_texts(base)]
     rows += [["outputs", text] for text in outputs_texts(base)]
     return "Baseline", ["", ""], rows
+
+
+def artifacts_texts(base: dict[str, Any]) -> list[str]:
+    """The artifact bytes against the baseline's: one line for the unchanged backends, one per other."""
+    arts = base.get("artifacts")
+    if not isinstance(arts, dict) or not arts:
+        return []
+    same = sorted(n for n, a in arts.items() if isinstance(a, dict) and a.get("kind") == "same")
+    lines = [f"the same bytes as the baseline's: {', '.join(same)}"] if same else []
+    return lines + [f"{n}: {a.get('note')}" for n, a in arts.items() if isinstance(a, dict) and a.get("kind") != "same"]
+
+
+#: why a backend's outputs changed, by what happened to its artifacts (``baseline.artifacts.<name>.kind``)
+_OUTPUT_CAUSE = {"same": "from the same artifact bytes: the runtime, its kernels or the machine changed them",
+                 "rebuilt": "the artifacts were rebuilt into other bytes from the same inputs",
+                 "other-inputs": "the artifacts were built from other inputs"}
 
 
 def outputs_texts(base: dict[str, Any]) -> list[str]:
@@ -288,8 +305,10 @@ def outputs_texts(base: dict[str, Any]) -> list[str]:
             lines.append(f"{name}: not compared ({o.get('reason')})")
         else:
             first = ", ".join(map(str, o.get("first_changed") or []))
+            cause = _OUTPUT_CAUSE.get(((base.get("artifacts") or {}).get(name) or {}).get("kind"))
             lines.append(f"{name}: {o.get('changed')} of {o.get('n')} sentences changed "
-                         f"({float(o.get('changed_fraction') or 0):.1%}; first: {first})")
+                         f"({float(o.get('changed_fraction') or 0):.1%}; first: {first})"
+                         + (f"; {cause}" if cause else ""))
     return lines
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from backends.base import CalibrationSet, select_batch
+from backends.base import CalibrationSet, select_batch, sha256_file
 from backends.errors import BackendStateError, InvalidInputError
 from backends.model import ModelBundle
 from backends.registry import get_backend
@@ -43,6 +43,17 @@ def test_artifact_cache_reuse_and_corruption(bundle, tmp_path):
     # other settings -> other key
     a4 = get_backend("torch-fp32-split", max_source_length=32).prepare(bundle, tmp_path)
     assert a4.cache_key != a1.cache_key
+
+
+def test_artifacts_carry_the_content_digest_of_every_file(bundle, tmp_path):
+    """What a baseline compares across machines: the bytes built, not only the inputs (cache key)."""
+    built = get_backend("torch-fp32-split").prepare(bundle, tmp_path)
+    assert set(built.sha256) == set(built.files) and built.sha256
+    for role, path in built.files.items():
+        assert built.sha256[role] == sha256_file(path)
+    reused = get_backend("torch-fp32-split").prepare(bundle, tmp_path)
+    assert reused.reused and reused.sha256 == built.sha256
+    assert reused.to_dict()["sha256"] == built.sha256
 
 
 def test_signature(bundle, tmp_path):

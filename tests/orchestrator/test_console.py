@@ -71,3 +71,15 @@ def test_closing_line_without_wall_time(tmp_path):
     rep = minimal_report()
     rep["run"]["wall_seconds"] = None  # e.g. an interrupted run's report
     assert f"{tmp_path}/report.md\n" in render(rep, tmp_path)
+
+
+def test_baseline_line_names_changed_outputs_and_artifacts_not_the_baselines_bytes():
+    rep = minimal_report()
+    rep["baseline"] = {"file": "b.json", "regressions": [],
+                       "outputs": {"torch-fp32": {"n": 5, "changed": 0}, "tflite-int8": {"n": 5, "changed": 2}},
+                       "artifacts": {"torch-fp32": {"kind": "same"}, "tflite-int8": {"kind": "rebuilt"}}}
+    out = render(rep)
+    assert ("baseline: no regression vs b.json; outputs changed: tflite-int8 2/5; artifacts not the baseline's "
+            "bytes: tflite-int8 (rebuilt)") in out
+    rep["baseline"]["artifacts"]["tflite-int8"]["kind"] = "same"
+    assert "artifacts not" not in render(rep)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from backends.base import sha256_file
 from orchestrator.cli_app import main
 from orchestrator.engine import build_jobs
 from orchestrator.isolation import run_isolated
@@ -43,6 +44,14 @@ def test_built_in_the_build_phase_then_suites_in_their_own_process(runs):
         assert b["metrics"]["bleu"] is not None
     assert runs["first"]["backends"]["ct2-fp32"]["metrics"]["exact_match_vs_reference"] == 1.0
     assert runs["first"]["run"]["parallel_builds"] == 2
+
+
+def test_the_report_records_every_artifact_file_digest(runs):
+    # what a baseline compares: the bytes a backend ran, the same when the second run reuses them
+    for name in GOOD:
+        art = runs["first"]["backends"][name]["artifacts"]
+        assert art["sha256"] == {role: sha256_file(path) for role, path in art["files"].items()}, name
+        assert runs["second"]["backends"][name]["artifacts"]["sha256"] == art["sha256"], name
 
 
 def test_one_build_process_and_one_suite_process(runs):
