@@ -14,6 +14,8 @@ each backend's quality suite generated (``read_outputs(report, run_dir)``), one 
      "signature_changes": {backend: {field: [baseline, current]}},   # e.g. a runtime upgrade
      "outputs": {backend: {"n", "changed", "changed_fraction", "first_changed"} | {"comparable": False,
                                                                                    "reason"}},
+     "first_step": {backend: {"n", "k", "max_abs_diff", "mean_abs_diff", "argmax_changed", "exact", ...}
+                    | {"comparable": False, "reason"}},   # see orchestrator.baseline_logits
      "artifacts": {backend: {"kind": "same" | "rebuilt" | "other-inputs", "changed": [roles],
                              "note"}},   # this run's artifact bytes against the baseline's
      "fingerprints": {"model": {...}, "data": {...}, "match": bool}}
@@ -35,6 +37,10 @@ Defaults (a matrix table adds to / overrides them)::
     bleu = 0.5, chrf = 0.5, exact_match_vs_reference = 0.02, latency_p50_ms = "25%",
     latency_p90_ms = "25%", throughput_sps = "20%", bytes = "5%", peak_rss_mb = "25%"
 
+``first_step`` compares the first-step logits the source-sensitivity suite computed with the ones the baseline
+kept (each probe source's top-k ids and values): numbers move before tokens flip. Informational unless
+``[tolerances]`` names ``first_step_logit_diff`` (abs / rel per logit, as Polygraphy's atol / rtol).
+
 ``artifacts`` compares each backend's artifact files by their sha256 (the baseline keeps the cache key and
 the digests): the *same* bytes mean changed outputs come from the runtime, its kernels or the machine that ran
 them; *rebuilt* means the same inputs (model, settings, calibration, versions: the cache key) were built into
@@ -55,6 +61,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import InvalidInputError
+from orchestrator.baseline_logits import LOGIT_SETTINGS, LOGITS_METRIC, compare_first_step, golden
+from orchestrator.baseline_logits import SUITE as LOGITS_SUITE
 
 SCHEMA = "seqquant-baseline/1"
 DEFAULT_TOLERANCES: dict[str, Any] = {"bleu": 0.5, "chrf": 0.5, "exact_match_vs_reference": 0.02,
@@ -129,7 +137,8 @@ def _rows(tokens: list[list[int]]) -> list[str]:
     return [" ".join(map(str, r)) for r in tokens]
 
 
-def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:
+def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | None = None,
+                  logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     backends = {}
     if not isinstance(report.get("backends"), dict) or not report["backends"]:
         raise InvalidInputError("the report has no backends: a baseline of it would gate nothing; save the "
@@ -143,14 +152,19 @@ def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | 
         digest = _artifact_digest(b)
         if digest:
             backends[name]["artifacts"] = digest
+        if logits and name in logits:
+            k = ((b.get("suites") or {}).get(LOGITS_SUITE) or {}).get("top_k") or 10
+            backends[name]["first_step"] = golden(logits[name], k)
     settings = {k: v for k, v in (report.get("settings") or {}).items() if k != "matrix"}
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fingerprints": _fingerprints(report), "model": (report.get("model") or {}).get("path"),
             "reference_backend": report.get("reference_backend"), "settings": settings, "backends": backends}
 
 
-def save_baseline(report: dict[str, Any], path, outputs: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:
-    """Write the baseline of ``report`` (with the golden ``outputs``, see :func:`read_outputs`) to ``path``.
+def save_baseline(report: dict[str, Any], path, outputs: dict[str, list[list[int]]] | None = None,
+                  logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the baseline of ``report`` (with the golden ``outputs``, see :func:`read_outputs`, and first-step
+    ``logits``, see :func:`orchestrator.baseline_logits.read_first_step`) to ``path``.
     An existing file is replaced only when it is a seqquant baseline (updating a baseline is the normal flow;
     clobbering e.g. a report.json given by mistake is not)."""
     path = Path(path)
@@ -164,7 +178,7 @@ def save_baseline(report: dict[str, Any], path, outputs: dict[str, list[list[int
         if not isinstance(old, dict) or old.get("schema") != SCHEMA:
             raise InvalidInputError(f"{path} exists and is not a seqquant baseline: not overwriting it; remove it "
                                     f"or choose another file name")
-    base = make_baseline(report, outputs)
+    base = make_baseline(report, outputs, logits)
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +218,7 @@ def parse_tolerance(metric: str, spec: Any, where: str = "[tolerances]") -> dict
     """``spec`` (a number, ``"N%"`` or ``{abs, rel, direction}``) as ``{"direction", "abs"?, "rel"?}``."""
     from orchestrator.suites.base import lower_is_better  # which way is better: as the suite declares
 
-    direction = "lower" if metric == OUTPUTS_METRIC or lower_is_better(metric) else "higher"
+    direction = "lower" if metric in (OUTPUTS_METRIC, LOGITS_METRIC) or lower_is_better(metric) else "higher"
     if isinstance(spec, dict):
         unknown = set(spec) - {"abs", "rel", "direction"}
         if unknown:
@@ -276,9 +290,11 @@ def _compare_outputs(name: str, saved: dict[str, Any], current: list[list[int]] 
 
 def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
                         tolerances: dict[str, Any] | None = None,
-                        outputs: dict[str, list[list[int]]] | None = None) -> dict[str, Any]:
+                        outputs: dict[str, list[list[int]]] | None = None,
+                        logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Gate ``report`` on ``baseline``; ``outputs`` (this run's, see :func:`read_outputs`) adds the
-    sentence-by-sentence comparison with the golden outputs the baseline saved."""
+    sentence-by-sentence comparison with the golden outputs the baseline saved, ``logits`` (see
+    :func:`orchestrator.baseline_logits.read_first_step`) the comparison with its first-step logits."""
     check_baseline(baseline)
     spec = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     tols = {m: parse_tolerance(m, s) for m, s in spec.items()}
@@ -300,7 +316,10 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
     base_settings, cur_settings = baseline.get("settings") or {}, report.get("settings") or {}
     settings_diff = [f"{k} {base_settings.get(k)!r} -> {cur_settings.get(k)!r}" for k in OUTPUT_SETTINGS
                      if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
+    logit_diff = [f"{k} {base_settings.get(k)!r} -> {cur_settings.get(k)!r}" for k in LOGIT_SETTINGS
+                  if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
     output_rows: dict[str, Any] = {}
+    logit_rows: dict[str, Any] = {}
     artifact_rows: dict[str, Any] = {}
     missing = []
     for name, bb in base_b.items():
@@ -359,12 +378,15 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
         if outputs is not None and isinstance(bb.get("outputs"), dict):
             output_rows[name] = _compare_outputs(name, bb["outputs"], outputs.get(name), settings_diff,
                                                  tols.get(OUTPUTS_METRIC), regressions)
+        if logits is not None and isinstance(bb.get("first_step"), dict):
+            logit_rows[name] = compare_first_step(name, bb["first_step"], logits.get(name), logit_diff,
+                                                  tols.get(LOGITS_METRIC), regressions)
         if bb.get("verdict") == "pass" and (cb.get("verdict") or {}).get("kind") not in (None, "pass"):
             regressions.append({"backend": name, "metric": "verdict", "baseline": "pass",
                                 "current": cb["verdict"]["kind"], "reason": "verdict no longer pass"})
     new = sorted(n for n, b in cur_b.items() if n not in base_b)
     return {"ok": not regressions, "regressions": regressions, "deltas": deltas, "improvements": improvements,
             "missing_backends": missing, "new_backends": new, "signature_changes": sig_changes,
-            "outputs": output_rows, "artifacts": artifact_rows,
+            "outputs": output_rows, "first_step": logit_rows, "artifacts": artifact_rows,
             "fingerprints": {"baseline": fb, "current": fc, "match": match},
             "tolerances": {m: t for m, t in tols.items()}}

@@ -113,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(baseline_help=b.print_help)
     bsub = b.add_subparsers(dest="baseline_cmd", metavar="ACTION")
     bs = bsub.add_parser("save", help="save a run's metrics as a baseline file",
-                         description="Save a run's per-backend metrics, signatures and outputs as a baseline "
-                                     "file; gate a later run against it with `compare --baseline FILE` "
-                                     "(exit 4 on a regression beyond the matrix's [tolerances]).")
+                         description="Save a run's per-backend metrics, signatures, generated tokens, "
+                                     "first-step logits and artifact sha256 as a baseline file; gate a later run "
+                                     "against it with `compare --baseline FILE` (exit 4 on a regression beyond "
+                                     "the matrix's [tolerances]).")
     bs.add_argument("run_dir", help=RUN_DIR_HELP)
     bs.add_argument("file", help="baseline JSON file to write")
     return p
@@ -296,13 +297,16 @@ def cmd_baseline(args) -> int:
         args.baseline_help()
         return EXIT_USAGE
     from orchestrator.baseline import read_outputs, save_baseline
+    from orchestrator.baseline_logits import read_first_step
 
     report_file, report = _read_report(args.run_dir)
     outputs, problems = read_outputs(report, report_file.parent)
-    for p in problems:
-        print(f"warning: {p}; the baseline keeps its metrics but not its outputs", file=sys.stderr)
-    save_baseline(report, Path(args.file), outputs)
-    print(f"baseline saved to {args.file} (metrics of {len(report['backends'])} backends, outputs of {len(outputs)})")
+    logits, more = read_first_step(report, report_file.parent)
+    for p in problems + more:
+        print(f"warning: {p}; the baseline keeps its metrics but not those outputs", file=sys.stderr)
+    save_baseline(report, Path(args.file), outputs, logits)
+    print(f"baseline saved to {args.file} (metrics of {len(report['backends'])} backends, outputs of {len(outputs)}, "
+          f"first-step logits of {len(logits)})")
     return 0
 
 

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_tables import (artifacts_texts, bar_text, evidence_text, fmt, margins_table, numerics_table,
-                                        outputs_texts, ranking_text)
+from orchestrator.report_tables import (artifacts_texts, bar_text, evidence_text, first_step_texts, fmt, margins_table,
+                                        numerics_table, outputs_texts, ranking_text)
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
           "boundary": "#b5651d", "activation-ranges": "#8e44ad", "tflite-specific": "#c0392b", "runtime-specific": "#c0392b",
@@ -259,10 +259,10 @@ def _baseline_section(report: dict[str, Any]) -> str:
     if lines:
         out.append("<p>artifacts vs the baseline's (sha256):</p><ul>"
                    + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
-    lines = outputs_texts(base)
-    if lines:
-        out.append("<p>outputs vs the baseline's saved tokens:</p><ul>"
-                   + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
+    for title, lines in (("outputs vs the baseline's saved tokens", outputs_texts(base)),
+                         ("first-step logits vs the baseline's", first_step_texts(base))):
+        if lines:
+            out.append(f"<p>{title}:</p><ul>" + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
     return "".join(out)
 
 

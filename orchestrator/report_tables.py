@@ -272,6 +272,7 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
              for name, changes in (base.get("signature_changes") or {}).items() if isinstance(changes, dict)]
     rows += [["artifacts", text] for text in artifacts_texts(base)]
     rows += [["outputs", text] for text in outputs_texts(base)]
+    rows += [["first-step logits", text] for text in first_step_texts(base)]
     return "Baseline", ["", ""], rows
 
 
@@ -309,6 +310,26 @@ def outputs_texts(base: dict[str, Any]) -> list[str]:
             lines.append(f"{name}: {o.get('changed')} of {o.get('n')} sentences changed "
                          f"({float(o.get('changed_fraction') or 0):.1%}; first: {first})"
                          + (f"; {cause}" if cause else ""))
+    return lines
+
+
+def first_step_texts(base: dict[str, Any]) -> list[str]:
+    """The first-step logit comparison in words: one line for the bit-identical backends, one per other."""
+    rows = base.get("first_step")
+    if not isinstance(rows, dict) or not rows:
+        return []
+    same = sorted(n for n, r in rows.items() if isinstance(r, dict) and r.get("exact"))
+    lines = [f"bit-identical to the baseline's: {', '.join(same)}"] if same else []
+    for name, r in rows.items():
+        if not isinstance(r, dict) or r.get("exact"):
+            continue
+        if r.get("comparable") is False:
+            lines.append(f"{name}: not compared ({r.get('reason')})")
+            continue
+        moved = r.get("argmax_changed") or 0
+        lines.append(f"{name}: max |Δ| {r.get('max_abs_diff'):.4g}, mean {r.get('mean_abs_diff'):.3g} over the "
+                     f"top-{r.get('k')} of {r.get('n')} sources; first token changed on {moved}"
+                     + (f" (first: source {r['first_argmax_changed'][0]})" if moved else ""))
     return lines
 
 

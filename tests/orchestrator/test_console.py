@@ -73,13 +73,15 @@ def test_closing_line_without_wall_time(tmp_path):
     assert f"{tmp_path}/report.md\n" in render(rep, tmp_path)
 
 
-def test_baseline_line_names_changed_outputs_and_artifacts_not_the_baselines_bytes():
+def test_baseline_line_names_changed_outputs_moved_logits_and_artifacts_not_the_baselines_bytes():
     rep = minimal_report()
     rep["baseline"] = {"file": "b.json", "regressions": [],
                        "outputs": {"torch-fp32": {"n": 5, "changed": 0}, "tflite-int8": {"n": 5, "changed": 2}},
                        "artifacts": {"torch-fp32": {"kind": "same"}, "tflite-int8": {"kind": "rebuilt"}}}
+    rep["baseline"]["first_step"] = {"torch-fp32": {"exact": True, "max_abs_diff": 0.0},
+                                     "tflite-int8": {"exact": False, "max_abs_diff": 0.21875}}
     out = render(rep)
-    assert ("baseline: no regression vs b.json; outputs changed: tflite-int8 2/5; artifacts not the baseline's "
-            "bytes: tflite-int8 (rebuilt)") in out
+    assert ("baseline: no regression vs b.json; outputs changed: tflite-int8 2/5; first-step logits moved: "
+            "tflite-int8 (max 0.219); artifacts not the baseline's bytes: tflite-int8 (rebuilt)") in out
     rep["baseline"]["artifacts"]["tflite-int8"]["kind"] = "same"
     assert "artifacts not" not in render(rep)
