@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backends.errors import ArtifactError, BackendStateError, InvalidInputError
+from backends.machine import build_identity
+from backends.machine import describe as describe_machine
 
 ARTIFACT_FORMAT_VERSION = 2  # 2: generation.json names the tokenizer files and the mask rule
 #: encoder -> decoder boundary configurations a quantized split backend can run (the split-
@@ -118,6 +120,8 @@ class Artifacts:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. op audit, boundary params
     #: role -> sha256 of the file's bytes (from the manifest): what a baseline compares across machines
     sha256: dict[str, str] = field(default_factory=dict)
+    #: the machine that built them (:func:`backends.machine.build_identity`; empty for older manifests)
+    built_on: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,7 +265,8 @@ class Seq2SeqBackend(abc.ABC):
         files = dict(result.get("files", {}))
         extra = dict(result.get("extra", {}))
         manifest = {"cache_key": key, "backend": self.name, "created": time.time(),
-                    "build_seconds": time.perf_counter() - start, "extra": extra, "files": {}}
+                    "build_seconds": time.perf_counter() - start, "built_on": build_identity(describe_machine()),
+                    "extra": extra, "files": {}}
         for role, rel in files.items():
             p = tmp / rel
             if not p.exists():
@@ -307,7 +312,8 @@ class Seq2SeqBackend(abc.ABC):
                          bytes=sum(manifest["files"][r]["bytes"] for r in files), cache_key=key, reused=reused,
                          build_seconds=float(manifest.get("build_seconds", 0.0)),
                          extra=manifest.get("extra", {}),
-                         sha256={r: manifest["files"][r]["sha256"] for r in files})
+                         sha256={r: manifest["files"][r]["sha256"] for r in files},
+                         built_on=manifest.get("built_on") or {})
 
     def activate(self) -> "Seq2SeqBackend":
         if self._active:

@@ -18,6 +18,7 @@ each backend's quality suite generated (``read_outputs(report, run_dir)``), one 
                     | {"comparable": False, "reason"}},   # see orchestrator.baseline_logits
      "artifacts": {backend: {"kind": "same" | "rebuilt" | "other-inputs", "changed": [roles],
                              "note"}},   # this run's artifact bytes against the baseline's
+     "machine": {"baseline", "current", "differences": ["cpu A -> B", "isa -avx512f", ...]},
      "fingerprints": {"model": {...}, "data": {...}, "match": bool}}
 
 ``outputs`` compares the saved token ids with this run's sentence by sentence (given ``outputs=``):
@@ -45,7 +46,9 @@ kept (each probe source's top-k ids and values): numbers move before tokens flip
 the digests): the *same* bytes mean changed outputs come from the runtime, its kernels or the machine that ran
 them; *rebuilt* means the same inputs (model, settings, calibration, versions: the cache key) were built into
 other bytes, i.e. the build depends on the machine (the default model's tflite-int8 did so across machines of
-one kind); *other-inputs* means the cache key changed. Informational: it explains, it does not gate.
+one kind); *other-inputs* means the cache key changed. Informational: it explains, it does not gate. Each
+artifact manifest records the machine that built it (``built_on``), so a rebuild names what differs. The report's
+``machine`` is compared too: a time or memory metric that regresses on another machine says so.
 
 Also a regression: a backend that was ``ok`` in the baseline and is now failed/missing; a verdict
 that was ``pass`` and is not any more; a backend that became source-blind; a model or data
@@ -61,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import InvalidInputError
+from backends.machine import differences as machine_differences
 from orchestrator.baseline_logits import LOGIT_SETTINGS, LOGITS_METRIC, compare_first_step, golden
 from orchestrator.baseline_logits import SUITE as LOGITS_SUITE
 
@@ -74,6 +78,10 @@ UNGATED = {"threads", "bleu_p_value_vs_reference"}
 OUTPUTS_METRIC = "outputs_changed"
 #: run settings that change what a backend generates: saved outputs are comparable only when they match
 #: (batch_size too: a per-call-quantized backend's tokens depend on the batch it runs in)
+#: what of the machine can change an artifact's bytes (its description in ``built_on``)
+BUILD_KEYS = ("cpu", "arch", "isa", "dispatch_env")
+#: metrics measured in time or memory: they belong to the machine that measured them
+MACHINE_BOUND = ("latency_", "throughput", "cpu_ms", "ms_per_token", "peak_rss", "build_")
 OUTPUT_SETTINGS = ("num_beams", "max_new_tokens", "max_source_length", "source_prefix", "limit", "batch_size")
 
 
@@ -116,7 +124,18 @@ def _artifact_digest(b: dict[str, Any]) -> dict[str, Any] | None:
     sha = art.get("sha256") if isinstance(art, dict) else None
     if not isinstance(sha, dict) or not sha:
         return None  # no files (or a report written before digests were recorded)
-    return {"cache_key": art.get("cache_key"), "sha256": dict(sha)}
+    return {"cache_key": art.get("cache_key"), "sha256": dict(sha), "built_on": art.get("built_on") or None}
+
+
+def _rebuilt_note(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    a, c = saved.get("built_on"), current.get("built_on")
+    diff = machine_differences(a, c, BUILD_KEYS)
+    if diff:
+        return "built on another machine: " + "; ".join(diff)
+    if isinstance(a, dict) and isinstance(c, dict):
+        return ("built on machines of the same description (CPU, ISA flags, dispatch overrides): the build depends "
+                "on something that does not show (microarchitecture, cache sizes) or is not deterministic")
+    return "the build depends on the machine"
 
 
 def _compare_artifacts(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +146,7 @@ def _compare_artifacts(saved: dict[str, Any], current: dict[str, Any]) -> dict[s
         kind, note = "same", "the same bytes as the baseline's"
     elif ka == kc:
         kind, note = "rebuilt", (f"rebuilt from the same inputs (cache key {ka[:12]}) into other bytes "
-                                 f"({', '.join(changed)}): the build depends on the machine")
+                                 f"({', '.join(changed)}): {_rebuilt_note(saved, current)}")
     else:
         kind, note = "other-inputs", f"built from other inputs (cache key {ka[:12]} -> {kc[:12]}; {', '.join(changed)} differ)"
     return {"kind": kind, "changed": changed, "note": note}
@@ -158,7 +177,8 @@ def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | 
     settings = {k: v for k, v in (report.get("settings") or {}).items() if k != "matrix"}
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fingerprints": _fingerprints(report), "model": (report.get("model") or {}).get("path"),
-            "reference_backend": report.get("reference_backend"), "settings": settings, "backends": backends}
+            "reference_backend": report.get("reference_backend"), "settings": settings,
+            "machine": report.get("machine"), "backends": backends}
 
 
 def save_baseline(report: dict[str, Any], path, outputs: dict[str, list[list[int]]] | None = None,
@@ -318,6 +338,7 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
                      if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
     logit_diff = [f"{k} {base_settings.get(k)!r} -> {cur_settings.get(k)!r}" for k in LOGIT_SETTINGS
                   if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
+    moved_to = machine_differences(baseline.get("machine"), report.get("machine"))
     output_rows: dict[str, Any] = {}
     logit_rows: dict[str, Any] = {}
     artifact_rows: dict[str, Any] = {}
@@ -367,10 +388,12 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
                 row["tolerance"] = {**tol, "allowed": round(allowed, 6)}
                 if worse > allowed + 1e-12:
                     row["regressed"] = True
+                    elsewhere = (f"; measured on another machine: {'; '.join(moved_to)}"
+                                 if moved_to and metric.startswith(MACHINE_BOUND) else "")
                     regressions.append({"backend": name, "metric": metric, "baseline": a, "current": c,
                                         "delta": round(d, 6), "tolerance": row["tolerance"],
                                         "reason": f"{metric} {a} -> {c} (allowed {'drop' if tol['direction'] == 'higher' else 'rise'} "
-                                                  f"{round(allowed, 4)})"})
+                                                  f"{round(allowed, 4)}{elsewhere})"})
                 elif worse < -allowed:
                     improvements.append({"backend": name, "metric": metric, "baseline": a, "current": c})
             rows[metric] = row
@@ -389,4 +412,6 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             "missing_backends": missing, "new_backends": new, "signature_changes": sig_changes,
             "outputs": output_rows, "first_step": logit_rows, "artifacts": artifact_rows,
             "fingerprints": {"baseline": fb, "current": fc, "match": match},
+            "machine": {"baseline": baseline.get("machine"), "current": report.get("machine"),
+                        "differences": moved_to},
             "tolerances": {m: t for m, t in tols.items()}}

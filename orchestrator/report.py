@@ -15,6 +15,7 @@ Schema, ``schema_version`` 1 (fields are only ever added within a version)::
                    "timeout", "build_jobs", "strict_length", "source_prefix", "backends": [...], "suites": [...],
                    "matrix": {path, description, overrides, suite_options, bar, constraints, tolerances}},
       "reference_backend": "torch-fp32",
+      "machine": {"cpu", "arch", "cores", "isa": [...], "memory_gb", "os", "python", "dispatch_env"},
       "suites": {"<suite>": {"status": "ok" | "skipped", "reason"}},
       "backends": {
         "<name>": {
@@ -24,7 +25,8 @@ Schema, ``schema_version`` 1 (fields are only ever added within a version)::
           "signature": Signature.to_dict() | null,
           "metrics": {"bleu", "chrf", "exact_match_vs_reference", ...},   # flat numbers merged from suites
           "artifacts": {"files": {role: path}, "sha256": {role: hex digest of the file}, "bytes", "reused",
-                        "cache_key", "directory", "build_seconds", ...extra (op audit, boundary params...)} | null,
+                        "cache_key", "directory", "build_seconds", "built_on": {cpu, arch, isa, dispatch_env},
+                        ...extra (op audit, boundary params...)} | null,
           "suites": {"<suite>": {"status": "ok"|"failed"|"skipped", "reason", "seconds", "reused",
                                  "fingerprint", ...the suite's result fields, ...its compare fields}},
           "timings": {"prepare_seconds", "activate_seconds", "suite_<name>_seconds", "wall_seconds"},
@@ -52,7 +54,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_tables import fmt
+from orchestrator.report_tables import fmt, machine_text
 from orchestrator.run_store import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -61,7 +63,8 @@ SCHEMA_VERSION = 1
 def _artifacts(a: dict[str, Any] | None) -> dict[str, Any] | None:
     if not a:
         return None
-    out = {k: a.get(k) for k in ("files", "bytes", "reused", "cache_key", "directory", "build_seconds", "sha256")}
+    out = {k: a.get(k) for k in ("files", "bytes", "reused", "cache_key", "directory", "build_seconds", "sha256",
+                                 "built_on")}
     for k, val in (a.get("extra") or {}).items():
         out.setdefault(k, val)
     return out
@@ -79,6 +82,7 @@ def _backend_status(proc: dict[str, Any], suites: dict[str, dict[str, Any]]) -> 
 def build_report(cfg, v, plans, procs, records, suites, run_dir: Path, artifact_dir: Path,
                  warnings: list[str]) -> dict[str, Any]:
     from backends.base import SEQQUANT_VERSION
+    from backends.machine import describe as describe_machine
 
     backends: dict[str, Any] = {}
     for p in plans:
@@ -116,6 +120,7 @@ def build_report(cfg, v, plans, procs, records, suites, run_dir: Path, artifact_
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": v.model.describe(),
         "data": data,
+        "machine": describe_machine(),
         "settings": {**cfg.settings, "backends": [p.name for p in plans], "suites": list(suites),
                      "matrix": cfg.matrix.to_dict()},
         "reference_backend": cfg.reference,
@@ -278,6 +283,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"- Data: `{d['src']}` / `{d['ref']}`: {d['n_sentences']} sentences; "
              f"{d['truncated_sources']} source(s) truncated to {d['max_source_length']} tokens",
              f"- Calibration: `{d['calibration']['src']}` ({d['calibration']['n_sentences']} sentences)",
+             *([f"- Machine: {machine_text(report['machine'])}"] if isinstance(report.get("machine"), dict) else []),
              f"- Settings: beams {s['num_beams']}, batch {s['batch_size']}, max new tokens {s['max_new_tokens']}, "
              f"threads {s['threads']}; reference backend `{report['reference_backend']}`", "",
              "## Backends", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report_tables import (artifacts_texts, bar_text, evidence_text, first_step_texts, fmt, margins_table,
-                                        numerics_table, outputs_texts, ranking_text)
+                                        machine_text, numerics_table, outputs_texts, ranking_text)
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
           "boundary": "#b5651d", "activation-ranges": "#8e44ad", "tflite-specific": "#c0392b", "runtime-specific": "#c0392b",
@@ -274,7 +274,9 @@ def render_html(report: dict[str, Any]) -> str:
     sections = [f"<h1>seqquant report</h1><p class='muted'>model {_e(model.get('path'))} ({_e(model.get('family'))},"
                 f" {_e(str(model.get('content_hash'))[:12])}) · data {_e(data.get('src'))} "
                 f"({_e(data.get('n_sentences'))} sentences) · reference {_e(report.get('reference_backend'))} · "
-                f"{_e(report.get('created'))}</p>",
+                f"{_e(report.get('created'))}"
+                + (f" · {_e(machine_text(report['machine']))}" if isinstance(report.get("machine"), dict) else "")
+                + "</p>",
                 "<h2>Summary</h2>", _summary_table(report)]
     verdict = _verdict_section(report)
     if verdict:

@@ -212,6 +212,14 @@ def regression_text(r: Any) -> str:
             + (f" ({reason})" if reason else ""))
 
 
+def machine_text(m: dict[str, Any]) -> str:
+    """``AMD EPYC (x86_64, 2 cores, 23.5 GB; isa sse4_2 avx avx2 fma f16c); Linux 6.1, Python 3.11.7``."""
+    env = m.get("dispatch_env") or {}
+    return (f"{m.get('cpu')} ({m.get('arch')}, {m.get('cores')} cores, {m.get('memory_gb')} GB; "
+            f"isa {' '.join(m.get('isa') or []) or 'unknown'}); {m.get('os')}, Python {m.get('python')}"
+            + (f"; dispatch {' '.join(f'{k}={v}' for k, v in env.items())}" if env else ""))
+
+
 def bar_text(bar: dict[str, Any]) -> str:
     """``max_bleu_drop=1.0, ..., min_int8_agreement=0.8`` (TOML spelling, as ``judge --set`` takes it)."""
     return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in bar.items())
@@ -267,6 +275,11 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
         return None
     regs = base.get("regressions") or []
     rows = [["baseline", str(base.get("file", "-"))], ["result", "REGRESSION" if regs else "no regression"]]
+    mach = base.get("machine") if isinstance(base.get("machine"), dict) else {}
+    if mach.get("differences"):
+        rows.append(["machine", "another machine than the baseline's: " + "; ".join(mach["differences"])])
+    elif mach.get("baseline") and mach.get("current"):
+        rows.append(["machine", "the same machine description as the baseline's"])
     rows += [["regression", regression_text(r)] for r in regs]
     rows += [["signature", f"{name}: " + "; ".join(f"{f} {a} -> {c}" for f, (a, c) in changes.items())]
              for name, changes in (base.get("signature_changes") or {}).items() if isinstance(changes, dict)]

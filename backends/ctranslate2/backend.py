@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import re
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +32,12 @@ from backends.base import EncoderState, Seq2SeqBackend
 from backends.ctranslate2.convert import INFO_FILE, convert_checkpoint, read_vocabulary
 from backends.ctranslate2.errors import ComputeTypeUnsupportedError
 from backends.errors import BackendStateError, InvalidInputError, NonFiniteLogitsError
+from backends.machine import cpu_model
 
 COMPUTE_TYPES = ("float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16")
 _PRECISION = {"float32": "fp32", "int8": "int8", "int8_float32": "int8-float32", "int16": "int16",
               "float16": "fp16", "bfloat16": "bf16", "int8_float16": "int8-float16",
               "int8_bfloat16": "int8-bfloat16"}
-
-
-def _cpu_vendor() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return "unknown"
-    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M) or re.search(r"^vendor_id\s*:\s*(.+)$", text, re.M)
-    return m.group(1).strip() if m else "unknown"
 
 
 #: ``gemm_library`` choices: CT2's own default (Intel MKL on GenuineIntel CPUs, oneDNN elsewhere; a
@@ -105,7 +96,7 @@ def preflight_compute_type(compute_type: str, device: str = "cpu") -> list[str]:
               f"{sorted(supported)})")
     if compute_type == "int16" and device == "cpu":
         reason += (f"; CT2's int16 GEMM exists only in its Intel MKL backend, which CT2 enables by default "
-                   f"on GenuineIntel CPUs only (this CPU: {_cpu_vendor()}); gemm_library='mkl' forces it")
+                   f"on GenuineIntel CPUs only (this CPU: {cpu_model()}); gemm_library='mkl' forces it")
     elif compute_type in ("float16", "bfloat16", "int8_float16", "int8_bfloat16") and device == "cpu":
         reason += "; this CPU lacks the instructions CT2 needs for that 16-bit float type"
     return [reason]

@@ -2,24 +2,11 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 from backends.errors import InvalidInputError
+from backends.machine import cpu_flags
 
 PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
-
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The x86 feature flags of the first CPU (empty when /proc/cpuinfo is unavailable, e.g. macOS)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
 
 
 def detect_preset(flags: set[str] | None = None, machine: str | None = None) -> tuple[str, str]:

@@ -220,7 +220,8 @@ def test_artifacts_compared_with_the_baselines_by_their_bytes(report, run_dir, t
     base = save_baseline(report, tmp_path / "b.json", outputs)
     art = report["backends"]["sim-int8"]["artifacts"]
     saved = load_baseline(tmp_path / "b.json")["backends"]["sim-int8"]["artifacts"]
-    assert saved == {"cache_key": art["cache_key"], "sha256": art["sha256"]} and art["sha256"]
+    assert saved == {"cache_key": art["cache_key"], "sha256": art["sha256"], "built_on": art["built_on"]}
+    assert art["sha256"] and art["built_on"]["isa"] is not None
     res = compare_to_baseline(report, base, {}, outputs)
     built = {n for n, b in report["backends"].items() if b["status"] == "ok" and b["artifacts"].get("sha256")}
     assert built >= {"sim-int8", "torch-fp32-split"}
@@ -237,8 +238,15 @@ def test_artifacts_compared_with_the_baselines_by_their_bytes(report, run_dir, t
     assert (a["kind"], a["changed"], res["ok"]) == ("rebuilt", [role], True)  # said, not gated
     text = " ".join(r[1] for r in baseline_table({"baseline": {**res, "file": "b.json"}})[2])
     assert f"sim-int8: rebuilt from the same inputs (cache key {art['cache_key'][:12]}) into other bytes ({role})" in text
+    assert "built on machines of the same description" in text  # this test built both
     assert "sim-int8: 1 of" in text and "the artifacts were rebuilt into other bytes" in text
     assert "rebuilt from the same inputs" in render_html({**cur, "baseline": res})
+    # built where the CPU offers other instructions (ONEDNN_MAX_CPU_ISA=SSE41 alone rebuilds the default
+    # model's tflite-int8 into other bytes): the note names the difference
+    cur["backends"]["sim-int8"]["artifacts"]["built_on"] = {**art["built_on"], "isa": ["sse4_2", "avx512f"],
+                                                            "dispatch_env": {"ONEDNN_MAX_CPU_ISA": "SSE41"}}
+    note = compare_to_baseline(cur, base, {}, flipped)["artifacts"]["sim-int8"]["note"]
+    assert "built on another machine: isa " in note and "+avx512f" in note and "ONEDNN_MAX_CPU_ISA" in note
 
     cur["backends"]["sim-int8"]["artifacts"]["cache_key"] = "f" * 64
     a = compare_to_baseline(cur, base, {}, flipped)["artifacts"]["sim-int8"]
@@ -252,3 +260,27 @@ def test_artifacts_compared_with_the_baselines_by_their_bytes(report, run_dir, t
     for b in old["backends"].values():
         b.pop("artifacts", None)
     assert compare_to_baseline(report, old, {}, outputs)["artifacts"] == {}
+
+
+def test_another_machine_is_named_and_qualifies_time_regressions(report, tmp_path):
+    rep = copy.deepcopy(report)
+    rep["machine"] = {"cpu": "AMD EPYC", "arch": "x86_64", "cores": 2, "isa": ["avx2", "fma"], "memory_gb": 23.5,
+                      "os": "Linux", "python": "3.11.7", "dispatch_env": {}}
+    base = save_baseline(rep, tmp_path / "b.json")
+    assert load_baseline(tmp_path / "b.json")["machine"] == rep["machine"]
+    res = compare_to_baseline(rep, base, {})
+    assert res["machine"]["differences"] == []
+    assert ["machine", "the same machine description as the baseline's"] in baseline_table({"baseline": res})[2]
+    cur = copy.deepcopy(rep)
+    cur["machine"].update(cpu="Intel Xeon", isa=["avx2", "fma", "avx512f"], cores=4)
+    m = cur["backends"]["torch-fp32-split"]["metrics"]
+    m["latency_p90_ms"] *= 2
+    m["bleu"] -= 5
+    res = compare_to_baseline(cur, base, {"latency_p90_ms": "25%", "bleu": 0.5})
+    assert res["machine"]["differences"] == ["cpu AMD EPYC -> Intel Xeon", "cores 2 -> 4", "isa +avx512f"]
+    reasons = {r["metric"]: r["reason"] for r in res["regressions"] if r["backend"] == "torch-fp32-split"}
+    assert "measured on another machine: cpu AMD EPYC -> Intel Xeon" in reasons["latency_p90_ms"]
+    assert "another machine" not in reasons["bleu"]  # accuracy does not belong to the machine
+    rows = baseline_table({"baseline": res})[2]
+    assert ["machine", "another machine than the baseline's: cpu AMD EPYC -> Intel Xeon; cores 2 -> 4; "
+                       "isa +avx512f"] in rows

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from backends.base import sha256_file
+from backends.machine import build_identity, describe
 from orchestrator.cli_app import main
 from orchestrator.engine import build_jobs
 from orchestrator.isolation import run_isolated
@@ -46,12 +47,16 @@ def test_built_in_the_build_phase_then_suites_in_their_own_process(runs):
     assert runs["first"]["run"]["parallel_builds"] == 2
 
 
-def test_the_report_records_every_artifact_file_digest(runs):
-    # what a baseline compares: the bytes a backend ran, the same when the second run reuses them
+def test_the_report_records_every_artifact_file_digest_and_the_machines(runs):
+    # what a baseline compares: the bytes a backend ran, the same when the second run reuses them, the
+    # machine that built them and the one that measured the run
+    here = describe()
+    assert runs["first"]["machine"] == here
     for name in GOOD:
         art = runs["first"]["backends"][name]["artifacts"]
         assert art["sha256"] == {role: sha256_file(path) for role, path in art["files"].items()}, name
         assert runs["second"]["backends"][name]["artifacts"]["sha256"] == art["sha256"], name
+        assert art["built_on"] == build_identity(here), name
 
 
 def test_one_build_process_and_one_suite_process(runs):

@@ -56,3 +56,12 @@ def test_regression_text_states_each_change_once():
     verdict = {"backend": "b", "metric": "verdict", "baseline": "pass", "current": "mask",
                "reason": "verdict no longer pass"}
     assert regression_text(verdict) == "b: verdict pass -> mask (verdict no longer pass)"
+
+
+def test_markdown_names_the_machine_when_the_report_has_one():
+    rep = minimal_report()
+    assert "- Machine:" not in render_markdown(rep)  # reports written before the machine was recorded
+    rep["machine"] = {"cpu": "AMD EPYC", "arch": "x86_64", "cores": 2, "isa": ["avx2", "fma"], "memory_gb": 23.5,
+                      "os": "Linux 6.1", "python": "3.11.7", "dispatch_env": {"ONEDNN_MAX_CPU_ISA": "SSE41"}}
+    assert ("- Machine: AMD EPYC (x86_64, 2 cores, 23.5 GB; isa avx2 fma); Linux 6.1, Python 3.11.7; dispatch "
+            "ONEDNN_MAX_CPU_ISA=SSE41") in render_markdown(rep)
