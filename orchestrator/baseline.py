@@ -76,12 +76,12 @@ DEFAULT_TOLERANCES: dict[str, Any] = {"bleu": 0.5, "chrf": 0.5, "exact_match_vs_
 UNGATED = {"threads", "bleu_p_value_vs_reference"}
 #: gated only when ``[tolerances]`` names it: share of sentences whose tokens differ from the golden outputs
 OUTPUTS_METRIC = "outputs_changed"
-#: run settings that change what a backend generates: saved outputs are comparable only when they match
-#: (batch_size too: a per-call-quantized backend's tokens depend on the batch it runs in)
 #: what of the machine can change an artifact's bytes (its description in ``built_on``)
 BUILD_KEYS = ("cpu", "arch", "isa", "dispatch_env")
 #: metrics measured in time or memory: they belong to the machine that measured them
 MACHINE_BOUND = ("latency_", "throughput", "cpu_ms", "ms_per_token", "peak_rss", "build_")
+#: run settings that change what a backend generates: saved outputs are comparable only when they match
+#: (batch_size too: a per-call-quantized backend's tokens depend on the batch it runs in)
 OUTPUT_SETTINGS = ("num_beams", "max_new_tokens", "max_source_length", "source_prefix", "limit", "batch_size")
 
 
@@ -334,10 +334,9 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
                                 "current": fc[key], "reason": f"the {key} differs from the baseline's: the numbers "
                                                               f"are not comparable"})
     base_settings, cur_settings = baseline.get("settings") or {}, report.get("settings") or {}
-    settings_diff = [f"{k} {base_settings.get(k)!r} -> {cur_settings.get(k)!r}" for k in OUTPUT_SETTINGS
-                     if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
-    logit_diff = [f"{k} {base_settings.get(k)!r} -> {cur_settings.get(k)!r}" for k in LOGIT_SETTINGS
-                  if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
+    settings_diff, logit_diff = ([f"{k} {base_settings.get(k)!r} -> {cur_settings.get(k)!r}" for k in keys
+                                  if k in base_settings and base_settings.get(k) != cur_settings.get(k)]
+                                 for keys in (OUTPUT_SETTINGS, LOGIT_SETTINGS))
     moved_to = machine_differences(baseline.get("machine"), report.get("machine"))
     output_rows: dict[str, Any] = {}
     logit_rows: dict[str, Any] = {}

@@ -24,8 +24,8 @@ import numpy as np
 SUITE = "source-sensitivity"
 #: gated only when ``[tolerances]`` names it: the largest change of a saved first-step logit
 LOGITS_METRIC = "first_step_logit_diff"
-#: settings that change the first-step logits: saved rows are comparable only when they match (the batch
-#: matters to per-call quantized backends)
+#: run settings that change the first-step logits: saved rows are comparable only when they match (the
+#: suite's own probe batch, which matters to per-call quantized backends, is checked from its result)
 LOGIT_SETTINGS = ("max_source_length", "source_prefix")
 
 

@@ -255,11 +255,8 @@ def _baseline_section(report: dict[str, Any]) -> str:
              for n, ch in (base.get("signature_changes") or {}).items() if isinstance(ch, dict)]
     if lines:
         out.append("<p>signature changes:</p><ul>" + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
-    lines = artifacts_texts(base)
-    if lines:
-        out.append("<p>artifacts vs the baseline's (sha256):</p><ul>"
-                   + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
-    for title, lines in (("outputs vs the baseline's saved tokens", outputs_texts(base)),
+    for title, lines in (("artifacts vs the baseline's (sha256)", artifacts_texts(base)),
+                         ("outputs vs the baseline's saved tokens", outputs_texts(base)),
                          ("first-step logits vs the baseline's", first_step_texts(base))):
         if lines:
             out.append(f"<p>{title}:</p><ul>" + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
