@@ -275,11 +275,9 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
         return None
     regs = base.get("regressions") or []
     rows = [["baseline", str(base.get("file", "-"))], ["result", "REGRESSION" if regs else "no regression"]]
-    mach = base.get("machine") if isinstance(base.get("machine"), dict) else {}
-    if mach.get("differences"):
-        rows.append(["machine", "another machine than the baseline's: " + "; ".join(mach["differences"])])
-    elif mach.get("baseline") and mach.get("current"):
-        rows.append(["machine", "the same machine description as the baseline's"])
+    mach = baseline_machine_text(base)
+    if mach:
+        rows.append(["machine", mach])
     rows += [["regression", regression_text(r)] for r in regs]
     rows += [["signature", f"{name}: " + "; ".join(f"{f} {a} -> {c}" for f, (a, c) in changes.items())]
              for name, changes in (base.get("signature_changes") or {}).items() if isinstance(changes, dict)]
@@ -287,6 +285,16 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
     rows += [["outputs", text] for text in outputs_texts(base)]
     rows += [["first-step logits", text] for text in first_step_texts(base)]
     return "Baseline", ["", ""], rows
+
+
+def baseline_machine_text(base: dict[str, Any]) -> str | None:
+    """This run's machine against the baseline's (None when either is unknown)."""
+    mach = base.get("machine") if isinstance(base.get("machine"), dict) else {}
+    if mach.get("differences"):
+        return "another machine than the baseline's: " + "; ".join(mach["differences"])
+    if mach.get("baseline") and mach.get("current"):
+        return "the same machine description as the baseline's"
+    return None
 
 
 def artifacts_texts(base: dict[str, Any]) -> list[str]:

@@ -284,3 +284,5 @@ def test_another_machine_is_named_and_qualifies_time_regressions(report, tmp_pat
     rows = baseline_table({"baseline": res})[2]
     assert ["machine", "another machine than the baseline's: cpu AMD EPYC -> Intel Xeon; cores 2 -> 4; "
                        "isa +avx512f"] in rows
+    assert "REGRESSION</b>; another machine than the baseline&#x27;s: cpu AMD EPYC -&gt; Intel Xeon" in render_html(
+        {**cur, "baseline": res})
