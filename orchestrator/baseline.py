@@ -19,6 +19,7 @@ each backend's quality suite generated (``read_outputs(report, run_dir)``), one 
      "artifacts": {backend: {"kind": "same" | "rebuilt" | "other-inputs", "changed": [roles],
                              "note"}},   # this run's artifact bytes against the baseline's
      "machine": {"baseline", "current", "differences": ["cpu A -> B", "isa -avx512f", ...]},
+     "reused": [backends whose results this run reused from its run directory instead of measuring],
      "fingerprints": {"model": {...}, "data": {...}, "match": bool}}
 
 ``outputs`` compares the saved token ids with this run's sentence by sentence (given ``outputs=``):
@@ -407,9 +408,12 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             regressions.append({"backend": name, "metric": "verdict", "baseline": "pass",
                                 "current": cb["verdict"]["kind"], "reason": "verdict no longer pass"})
     new = sorted(n for n, b in cur_b.items() if n not in base_b)
+    # a backend whose results all came from the run directory was not measured again: the comparison then
+    # checks the stored run (re-running the same command reuses everything), not the runtime as it is now
+    reused = sorted(set((report.get("run") or {}).get("backends_reused") or []) & set(base_b))
     return {"ok": not regressions, "regressions": regressions, "deltas": deltas, "improvements": improvements,
             "missing_backends": missing, "new_backends": new, "signature_changes": sig_changes,
-            "outputs": output_rows, "first_step": logit_rows, "artifacts": artifact_rows,
+            "outputs": output_rows, "first_step": logit_rows, "artifacts": artifact_rows, "reused": reused,
             "fingerprints": {"baseline": fb, "current": fc, "match": match},
             "machine": {"baseline": baseline.get("machine"), "current": report.get("machine"),
                         "differences": moved_to},

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_tables import (artifacts_texts, bar_text, baseline_machine_text, evidence_text,
-                                        first_step_texts, fmt, margins_table, machine_text, numerics_table,
-                                        outputs_texts, ranking_text)
+from orchestrator.report_tables import (artifacts_texts, bar_text, baseline_machine_text, baseline_reuse_text,
+                                        evidence_text, first_step_texts, fmt, margins_table, machine_text,
+                                        numerics_table, outputs_texts, ranking_text)
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
           "boundary": "#b5651d", "activation-ranges": "#8e44ad", "tflite-specific": "#c0392b", "runtime-specific": "#c0392b",
@@ -244,9 +244,9 @@ def _baseline_section(report: dict[str, Any]) -> str:
     if not isinstance(base, dict):
         return ""
     regs = base.get("regressions") or []
-    mach = baseline_machine_text(base)
+    notes = "".join(f"; {_e(t)}" for t in (baseline_machine_text(base), baseline_reuse_text(base)) if t)
     out = [f"<p>baseline {_e(base.get('file'))}: <b class=\"{'bad' if regs else 'good'}\">"
-           f"{'REGRESSION' if regs else 'no regression'}</b>" + (f"; {_e(mach)}" if mach else "") + "</p>"]
+           f"{'REGRESSION' if regs else 'no regression'}</b>{notes}</p>"]
     if regs:
         out.append("<table><tr><th class='l'>backend</th><th class='l'>metric</th><th>baseline</th><th>current</th>"
                    "<th class='l'>reason</th></tr>" + "".join(

@@ -275,9 +275,11 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
         return None
     regs = base.get("regressions") or []
     rows = [["baseline", str(base.get("file", "-"))], ["result", "REGRESSION" if regs else "no regression"]]
-    mach = baseline_machine_text(base)
+    mach, reuse = baseline_machine_text(base), baseline_reuse_text(base)
     if mach:
         rows.append(["machine", mach])
+    if reuse:
+        rows.append(["reused", reuse])
     rows += [["regression", regression_text(r)] for r in regs]
     rows += [["signature", f"{name}: " + "; ".join(f"{f} {a} -> {c}" for f, (a, c) in changes.items())]
              for name, changes in (base.get("signature_changes") or {}).items() if isinstance(changes, dict)]
@@ -285,6 +287,15 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
     rows += [["outputs", text] for text in outputs_texts(base)]
     rows += [["first-step logits", text] for text in first_step_texts(base)]
     return "Baseline", ["", ""], rows
+
+
+def baseline_reuse_text(base: dict[str, Any]) -> str | None:
+    """Which compared backends were not measured again (their results came from the run directory)."""
+    reused = base.get("reused")
+    if not isinstance(reused, list) or not reused:
+        return None
+    return (f"not measured again, results reused from the run directory: {', '.join(map(str, reused))}; "
+            f"--force (or another --out) re-measures")
 
 
 def baseline_machine_text(base: dict[str, Any]) -> str | None:

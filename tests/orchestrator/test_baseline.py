@@ -286,3 +286,18 @@ def test_another_machine_is_named_and_qualifies_time_regressions(report, tmp_pat
                        "isa +avx512f"] in rows
     assert "REGRESSION</b>; another machine than the baseline&#x27;s: cpu AMD EPYC -&gt; Intel Xeon" in render_html(
         {**cur, "baseline": res})
+
+
+def test_results_reused_from_the_run_directory_are_said_not_measured_again(report, tmp_path):
+    """Re-running the command a baseline was saved from reuses every stored result: the gate then checks the
+    stored run, not the runtime as it is now (the default run: compare --baseline in 0.8 s, all identical)."""
+    base = save_baseline(report, tmp_path / "b.json")
+    assert compare_to_baseline(report, base, {})["reused"] == []
+    cur = copy.deepcopy(report)
+    cur["run"] = {"backends_run": ["sim-int8"], "backends_reused": ["torch-fp32", "torch-fp32-split", "other"]}
+    res = compare_to_baseline(cur, base, {})
+    assert res["reused"] == ["torch-fp32", "torch-fp32-split"] and res["ok"]  # said, not gated
+    text = ("not measured again, results reused from the run directory: torch-fp32, torch-fp32-split; --force "
+            "(or another --out) re-measures")
+    assert ["reused", text] in baseline_table({"baseline": res})[2]
+    assert "not measured again" in render_html({**cur, "baseline": res})
