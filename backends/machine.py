@@ -1,8 +1,8 @@
 """The machine a result was measured on, and the one an artifact was built on.
 
 A quantized artifact's bytes can depend on the CPU that built it: its calibration pass runs float kernels
-that dispatch on the instruction set (TensorFlow's oneDNN among them), so min/max ranges, and with them scales,
-can differ in the last bits. On the default model, ``ONEDNN_MAX_CPU_ISA=SSE41`` alone turns the same
+that dispatch on the instruction set (TensorFlow's matmuls run oneDNN's sgemm), so min/max ranges, and with them
+scales, can differ in the last bits. On the default model, ``ONEDNN_MAX_CPU_ISA=SSE41`` alone turns the same
 tflite-int8 build (same cache key) into other bytes. Timings, too, belong to one machine. So reports, artifact
 manifests and baselines carry :func:`describe`.
 """
