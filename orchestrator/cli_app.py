@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--set", dest="bar_set", action="append", type=_bar_assignment, metavar="KEY=VALUE",
                    help="one bar key over the bar, e.g. min_int8_agreement=0.8 or fail_source_blind=false "
                         "(repeatable)")
+    j.add_argument("--dry-run", action="store_true",
+                   help="print the verdicts and selection under that bar and leave the run's reports as they are")
     sh = sub.add_parser("show", help="print the result table of an existing run")
     sh.add_argument("run_dir", help=RUN_DIR_HELP)
     ex = sub.add_parser("export", help="copy one backend's measured artifacts out of a run, ready to ship",
@@ -267,6 +269,13 @@ def cmd_judge(args) -> int:
     report["verdict"] = verdict
     # selection reads the verdicts (require_verdict_pass): re-select under the constraints it last used
     report["selection"] = select_targets(report, run_constraints(report))
+    if args.dry_run:
+        from orchestrator.console import print_report
+        from orchestrator.hooks import selection_infeasible
+
+        print_report(report)
+        print(f"--dry-run: {path} and the run's other reports were not rewritten")
+        return 3 if selection_infeasible(report["selection"]) else 0
     return _rewrite_reports(report, path, args.run_dir)
 
 

@@ -302,6 +302,15 @@ def test_judge_re_judges_a_stored_run_under_another_bar(tmp_path, capsys):
     assert json.loads((run / "report.json").read_text())["verdict"]["bar"]["min_int8_agreement"] == 0
 
 
+def test_judge_dry_run_prints_the_new_verdicts_and_writes_nothing(tmp_path, capsys):
+    run = _judgeable_run(tmp_path)
+    before = (run / "report.json").read_text()
+    assert main(["judge", str(run), "--set", "min_int8_agreement=0.8", "--dry-run"]) == 0
+    out = err_of(capsys)
+    assert "model-inherent" in out and "min_int8_agreement=0.8" in out and "were not rewritten" in out
+    assert (run / "report.json").read_text() == before and sorted(f.name for f in run.iterdir()) == ["report.json"]
+
+
 @pytest.mark.parametrize("args,why", [
     (["--set", "min_int8_agrement=0.8"], "unknown key(s) ['min_int8_agrement']"),
     (["--set", "min_int8_agreement=high"], "min_int8_agreement must be a number, got 'high'"),
