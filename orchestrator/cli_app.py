@@ -212,14 +212,18 @@ def cmd_list_backends(args) -> int:
     return 0
 
 
-def _rewrite_reports(report: dict[str, Any], path: Path, run_dir: str | None = None) -> int:
+def _rewrite_reports(report: dict[str, Any], path: Path, run_dir: str | None = None, write: bool = True) -> int:
     """After ``select``/``judge`` changed a stored report: rewrite report.json/md/html (all show the new
-    verdicts and choice), print it, exit 3 when nothing is feasible."""
+    verdicts and choice; not with ``write=False``), print it, exit 3 when nothing is feasible."""
     from orchestrator.console import print_report
     from orchestrator.hooks import selection_infeasible, write_all_reports
 
-    write_all_reports(report, path.parent)
-    print_report(report, run_dir=run_dir)
+    if write:
+        write_all_reports(report, path.parent)
+        print_report(report, run_dir=run_dir)
+    else:
+        print_report(report)
+        print(f"--dry-run: {path} and the run's other reports were not rewritten")
     return 3 if selection_infeasible(report["selection"]) else 0
 
 
@@ -269,14 +273,7 @@ def cmd_judge(args) -> int:
     report["verdict"] = verdict
     # selection reads the verdicts (require_verdict_pass): re-select under the constraints it last used
     report["selection"] = select_targets(report, run_constraints(report))
-    if args.dry_run:
-        from orchestrator.console import print_report
-        from orchestrator.hooks import selection_infeasible
-
-        print_report(report)
-        print(f"--dry-run: {path} and the run's other reports were not rewritten")
-        return 3 if selection_infeasible(report["selection"]) else 0
-    return _rewrite_reports(report, path, args.run_dir)
+    return _rewrite_reports(report, path, args.run_dir, write=not args.dry_run)
 
 
 def cmd_show(args) -> int:
