@@ -66,6 +66,7 @@ from typing import Any
 
 from backends.errors import InvalidInputError
 from backends.machine import differences as machine_differences
+from orchestrator.run_store import RunStore
 from orchestrator.baseline_logits import LOGIT_SETTINGS, LOGITS_METRIC, compare_first_step, golden
 from orchestrator.baseline_logits import SUITE as LOGITS_SUITE
 
@@ -99,13 +100,7 @@ def read_outputs(report: dict[str, Any], run_dir) -> tuple[dict[str, list[list[i
     note for every backend whose file the report names but that cannot be read."""
     outputs: dict[str, list[list[int]]] = {}
     problems: list[str] = []
-    for name, b in (report.get("backends") or {}).items():
-        if not isinstance(b, dict) or b.get("status") != "ok":
-            continue
-        q = (b.get("suites") or {}).get("quality")
-        if not isinstance(q, dict) or q.get("status", "ok") != "ok" or not isinstance(q.get("tokens"), str):
-            continue
-        path = Path(run_dir) / "backends" / name / q["tokens"]
+    for name, path in RunStore(run_dir).suite_files(report, "quality", "tokens"):
         try:
             tokens = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

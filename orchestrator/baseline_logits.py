@@ -16,10 +16,11 @@ Informational unless ``[tolerances]`` names :data:`LOGITS_METRIC`; then each sav
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from orchestrator.run_store import RunStore
 
 SUITE = "source-sensitivity"
 #: gated only when ``[tolerances]`` names it: the largest change of a saved first-step logit
@@ -35,13 +36,7 @@ def read_first_step(report: dict[str, Any], run_dir) -> tuple[dict[str, dict[str
     backend whose file the report names but that cannot be read."""
     found: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
-    for name, b in (report.get("backends") or {}).items():
-        if not isinstance(b, dict) or b.get("status") != "ok":
-            continue
-        s = (b.get("suites") or {}).get(SUITE)
-        if not isinstance(s, dict) or s.get("status", "ok") != "ok" or not s.get("logits"):
-            continue
-        path = Path(run_dir) / "backends" / name / s["logits"]
+    for name, path in RunStore(run_dir).suite_files(report, SUITE, "logits"):
         try:
             logits = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -50,6 +45,7 @@ def read_first_step(report: dict[str, Any], run_dir) -> tuple[dict[str, dict[str
         if logits.ndim != 2 or not np.issubdtype(logits.dtype, np.floating):
             problems.append(f"{name}: {path} does not hold a float [sources, vocabulary] array")
             continue
+        s = report["backends"][name]["suites"][SUITE]
         found[name] = {"logits": logits.astype(np.float32), "sources_sha256": s.get("sources_sha256"),
                        "batch_size": s.get("batch_size")}
     return found, problems

@@ -103,6 +103,18 @@ class RunStore:
     def backend_path(self, backend: str) -> Path:
         return self.backend_dir(backend) / "backend.json"
 
+    def suite_files(self, report: dict[str, Any], suite: str, field: str) -> list[tuple[str, Path]]:
+        """(backend, path) of the file each ok backend's ``suite`` names in ``field`` of ``report`` (e.g. the
+        quality suite's ``tokens``), for the backends whose suite ran ok."""
+        found = []
+        for name, b in (report.get("backends") or {}).items():
+            if not isinstance(b, dict) or b.get("status") != "ok":
+                continue
+            s = (b.get("suites") or {}).get(suite)
+            if isinstance(s, dict) and s.get("status", "ok") == "ok" and isinstance(s.get(field), str):
+                found.append((name, self.backend_dir(name) / s[field]))
+        return found
+
     def log_path(self, backend: str) -> Path:
         return self.backend_dir(backend) / "worker.log"
 
