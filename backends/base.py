@@ -178,6 +178,13 @@ class Seq2SeqBackend(abc.ABC):
     #: options that change how artifacts run, not what they are: left out of the cache key (the
     #: results' fingerprint still has them; the signature records them)
     RUN_OPTIONS: ClassVar[tuple[str, ...]] = ("threads",)
+    #: greedy search drops a row from the batch once it has emitted EOS (its encoder state and cache
+    #: reordered with :meth:`select`), so a batch stops paying for sentences already finished, as
+    #: CTranslate2 does. A backend whose state cannot be reordered sets this False.
+    compact_finished: ClassVar[bool] = True
+    #: who runs the search: "shared" (:mod:`backends.generation`) or "native" (the runtime's own
+    #: generator, e.g. transformers' ``generate`` or CTranslate2's ``translate_batch``)
+    search: ClassVar[str] = "shared"
 
     def __init__(self, name: str | None = None, **options: Any):
         self.name = name or type(self).__name__
@@ -227,7 +234,15 @@ class Seq2SeqBackend(abc.ABC):
                          precision=self.precision_label, threads=self.threads,
                          quantization=self.quantization_settings(),
                          settings={**self.settings(), **{k: self.options[k] for k in self.RUN_OPTIONS
-                                                         if k != "threads"}, "versions": versions})
+                                                         if k != "threads"},
+                                   "host_loop": self.host_loop(), "versions": versions})
+
+    def host_loop(self) -> str:
+        """How the tokens are searched (recorded in the signature, so a baseline can tell a change of
+        seqquant's loop from a change of the runtime)."""
+        if self.search != "shared":
+            return self.search
+        return "shared, finished rows leave the batch" if self.compact_finished else "shared, every row every step"
 
     def cache_key(self, model) -> str:
         payload = {"model": model.content_hash, "class": f"{type(self).__module__}.{type(self).__qualname__}",

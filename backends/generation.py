@@ -70,22 +70,33 @@ def generate(backend: "Seq2SeqBackend", input_ids: np.ndarray, attention_mask: n
     return beam_search(backend, input_ids, attention_mask, max_new_tokens, num_beams, conv)
 
 
-def greedy(backend, input_ids, attention_mask, max_new_tokens, conv) -> list[list[int]]:
+def greedy(backend, input_ids, attention_mask, max_new_tokens, conv, compact: bool | None = None
+           ) -> list[list[int]]:
+    """Greedy search. Rows that have emitted EOS leave the batch (``compact``; None: the backend's
+    ``compact_finished``): the next steps run only the rows still open, with their encoder state and
+    cache selected."""
     state = backend.encode_impl(input_ids, attention_mask)
     batch = input_ids.shape[0]
     max_length = 1 + max_new_tokens
     seqs = np.full((batch, 1), conv.decoder_start_token_id, dtype=np.int64)
     finished = np.zeros(batch, dtype=bool)
+    open_rows = np.arange(batch)  # the rows of seqs the state and cache hold, in their order
+    compact = backend.compact_finished if compact is None else compact
     cache = None
     for _ in range(max_new_tokens):
-        logits, cache = backend.decode_step_impl(state, seqs, cache)
-        scores = process_scores(np.array(logits, dtype=np.float32), seqs, max_length, conv)
-        nxt = np.argmax(scores, axis=-1).astype(np.int64)
-        nxt = np.where(finished, conv.pad_token_id, nxt)
+        prefix = seqs[open_rows]
+        logits, cache = backend.decode_step_impl(state, prefix, cache)
+        scores = process_scores(np.array(logits, dtype=np.float32), prefix, max_length, conv)
+        nxt = np.full(batch, conv.pad_token_id, dtype=np.int64)
+        nxt[open_rows] = np.where(finished[open_rows], conv.pad_token_id, np.argmax(scores, axis=-1))
         seqs = np.concatenate([seqs, nxt[:, None]], axis=1)
         finished |= nxt == conv.eos_token_id
         if finished.all():
             break
+        if compact and finished[open_rows].any():
+            keep = np.flatnonzero(~finished[open_rows])
+            state, cache = backend.select(state, keep), backend.select(cache, keep)
+            open_rows = open_rows[keep]
     return [_strip(row, conv) for row in seqs]
 
 

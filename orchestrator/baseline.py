@@ -45,7 +45,7 @@ kept (each probe source's top-k ids and values): numbers move before tokens flip
 
 ``artifacts`` compares each backend's artifact files by their sha256 (the baseline keeps the cache key and
 the digests): the *same* bytes mean changed outputs come from the runtime, its kernels or the machine that ran
-them; *rebuilt* means the same inputs (model, settings, calibration, versions: the cache key) were built into
+them, or from seqquant's host loop when the signature's ``host_loop`` changed; *rebuilt* means the same inputs (model, settings, calibration, versions: the cache key) were built into
 other bytes, i.e. the build depends on the machine (the default model's tflite-int8 did so across machines of
 one kind); *other-inputs* means the cache key changed. Informational: it explains, it does not gate. Each
 artifact manifest records the machine that built it (``built_on``), so a rebuild names what differs. The report's
@@ -354,9 +354,10 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             a, c = (bb.get("signature") or {}).get(f), (cb.get("signature") or {}).get(f)
             if a != c:
                 changes[f] = [a, c]
-        a, c = (((b.get("signature") or {}).get("settings") or {}).get("kernels") for b in (bb, cb))
-        if a != c:  # which kernels ran the same artifacts (tflite)
-            changes["kernels"] = [a, c]
+        for f in ("kernels", "host_loop"):  # which kernels ran the same artifacts (tflite); seqquant's search loop
+            a, c = (((b.get("signature") or {}).get("settings") or {}).get(f) for b in (bb, cb))
+            if a != c and not (f == "host_loop" and a is None and c == "native"):  # (a runtime's own: unchanged)
+                changes[f] = [a, c]
         if changes:
             sig_changes[name] = changes
         digest = _artifact_digest(cb)

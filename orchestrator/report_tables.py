@@ -320,6 +320,7 @@ def artifacts_texts(base: dict[str, Any]) -> list[str]:
 
 #: why a backend's outputs changed, by what happened to its artifacts (``baseline.artifacts.<name>.kind``)
 _OUTPUT_CAUSE = {"same": "from the same artifact bytes: the runtime, its kernels or the machine changed them",
+                 "same-loop": "from the same artifact bytes, and seqquant's host loop changed (signature host_loop)",
                  "rebuilt": "the artifacts were rebuilt into other bytes from the same inputs",
                  "other-inputs": "the artifacts were built from other inputs"}
 
@@ -338,7 +339,10 @@ def outputs_texts(base: dict[str, Any]) -> list[str]:
             lines.append(f"{name}: not compared ({o.get('reason')})")
         else:
             first = ", ".join(map(str, o.get("first_changed") or []))
-            cause = _OUTPUT_CAUSE.get(((base.get("artifacts") or {}).get(name) or {}).get("kind"))
+            kind = ((base.get("artifacts") or {}).get(name) or {}).get("kind")
+            if kind == "same" and "host_loop" in ((base.get("signature_changes") or {}).get(name) or {}):
+                kind = "same-loop"
+            cause = _OUTPUT_CAUSE.get(kind)
             lines.append(f"{name}: {o.get('changed')} of {o.get('n')} sentences changed "
                          f"({float(o.get('changed_fraction') or 0):.1%}; first: {first})"
                          + (f"; {cause}" if cause else ""))

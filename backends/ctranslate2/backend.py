@@ -105,6 +105,7 @@ def preflight_compute_type(compute_type: str, device: str = "cpu") -> list[str]:
 class CTranslate2Backend(Seq2SeqBackend):
     runtime = "ctranslate2"
     precision = "fp32"
+    search = "native"  # translate_batch
     OPTIONS = {"compute_type": "float32", "device": "cpu", "gemm_library": "auto"}
 
     def __init__(self, name: str | None = None, **options: Any):

@@ -41,7 +41,9 @@ def record_calibration_feeds(fp32_backend, model, calibration, size: int, batch_
         enc = model.encode_sources(sources[i:i + batch_size], fp32_backend.max_source_length)
         sessions.recorder = feeds
         try:
-            greedy(fp32_backend, enc.input_ids, enc.attention_mask, fp32_backend.max_new_tokens, conv)
+            # every row at every step, finished ones included: the recorded feeds keep one batch size
+            greedy(fp32_backend, enc.input_ids, enc.attention_mask, fp32_backend.max_new_tokens, conv,
+                   compact=False)
             hidden = fp32_backend.encode_impl(enc.input_ids, enc.attention_mask).tensors["last_hidden_state"]
             feeds["encoder"].pop()  # the line above re-ran the encoder only to get its output
             tgt = model.encode_targets(targets[i:i + batch_size])

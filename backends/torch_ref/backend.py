@@ -89,6 +89,8 @@ class TorchSplitBackend(Seq2SeqBackend):
 class TorchFusedBackend(TorchSplitBackend):
     """transformers ``generate`` as the oracle; still exposes step logits."""
 
+    search = "native"  # transformers' generate (every row every step)
+
     def _finite_check(self):
         """A logits processor (run after transformers' own) that raises on NaN/+inf scores: ``generate``
         never shows its logits to the worker's guard, and would turn them into plausible-looking tokens."""

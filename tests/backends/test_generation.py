@@ -10,6 +10,9 @@ from backends.registry import get_backend
 SOURCES = ["A man in an orange hat starring at something.", "Two dogs play in the snow.",
            "A girl is eating an apple on a bench.", "People walk down the street at night.",
            "A child in a red jacket jumps into a pile of leaves."]
+#: ten unrelated sources, so a row given another row's cache would get other tokens
+MANY = SOURCES + ["An old fisherman mends a net by the harbour.", "Snow.", "The bus is late again today.",
+                  "Four cyclists race down a steep mountain road in the rain.", "Children laugh."]
 
 
 @pytest.mark.parametrize("family", ["marian", "bart", "t5", "mbart", "pegasus", "m2m100"])
@@ -58,3 +61,49 @@ def test_returned_tokens_stop_at_eos_and_drop_pad():
     conv = GenerationConventions(decoder_start_token_id=9, eos_token_id=2, pad_token_id=1, vocab_size=10)
     assert _strip(np.array([9, 4, 1, 5, 2, 6, 1]), conv) == [4, 5]
     assert _strip(np.array([9, 4, 5]), conv) == [4, 5]
+
+
+def _eos_after_first_token(backend, sizes: list[int]) -> None:
+    """Make rows finish at different steps, decided by their own tokens (not their row number, which
+    compaction changes): EOS wins once a row has ``1 + first generated token % 8`` tokens. Records the
+    batch size of every decode step in ``sizes``."""
+    step, eos = backend.decode_step_impl, backend.model.conventions.eos_token_id
+
+    def decode_step_impl(state, ids, cache):
+        sizes.append(ids.shape[0])
+        logits, cache = step(state, ids, cache)
+        logits = np.array(logits, dtype=np.float32)
+        if ids.shape[1] > 1:
+            done = ids.shape[1] >= 2 + ids[:, 1] % 8
+            logits[done, eos] = logits[done].max(-1) + 1.0
+        return logits, cache
+
+    backend.decode_step_impl = decode_step_impl
+
+
+@pytest.mark.parametrize("name", ["torch-fp32-split", "tflite-fp32-split", "onnx-fp32"])
+def test_greedy_drops_finished_rows_and_keeps_every_token(tiny_model, tmp_path, name):
+    """Finished rows leave the batch: later steps run fewer rows (the encoder state and the runtime's own
+    cache selected), and every row's tokens are the ones the loop gives without compaction."""
+    from backends.registry import available_backends
+
+    if name not in available_backends(installed_only=True):
+        pytest.skip(f"{name} not installed")
+    bundle = ModelBundle.load(tiny_model("marian"))
+    enc = bundle.encode_sources(MANY, 32)
+    be = get_backend(name, max_new_tokens=12, max_source_length=32)
+    be.prepare(bundle, tmp_path)
+    outs, sizes = {}, {}
+    with be:
+        for compact in (False, True):
+            be.compact_finished = compact
+            sizes[compact] = []
+            _eos_after_first_token(be, sizes[compact])
+            outs[compact] = be.generate(enc.input_ids, enc.attention_mask)
+            del be.decode_step_impl  # back to the class's method
+    lengths = sorted({len(o) for o in outs[True]})
+    assert len(lengths) >= 2, f"rows should finish at different steps: lengths {lengths}"
+    assert outs[True] == outs[False]
+    assert sizes[False] == [len(MANY)] * len(sizes[False])
+    assert sizes[True][0] == len(MANY) and sizes[True][-1] < sizes[True][0]
+    assert sizes[True] == sorted(sizes[True], reverse=True) and len(sizes[True]) == len(sizes[False])

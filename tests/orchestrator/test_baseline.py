@@ -254,7 +254,20 @@ def test_artifacts_compared_with_the_baselines_by_their_bytes(report, run_dir, t
     # unchanged bytes but changed tokens: the runtime, its kernels or the machine changed them
     res = compare_to_baseline(report, base, {}, flipped)
     text = " ".join(r[1] for r in baseline_table({"baseline": {**res, "file": "b.json"}})[2])
-    assert "sim-int8: 1 of" in text and "from the same artifact bytes" in text
+    assert "sim-int8: 1 of" in text and "from the same artifact bytes: the runtime" in text
+    # ... unless seqquant's own search loop changed: the signature says so and the cause names it
+    cur = copy.deepcopy(report)
+    cur["backends"]["sim-int8"]["signature"]["settings"]["host_loop"] = "shared, every row every step"
+    res = compare_to_baseline(cur, base, {}, flipped)
+    assert res["signature_changes"]["sim-int8"]["host_loop"] == [
+        report["backends"]["sim-int8"]["signature"]["settings"]["host_loop"], "shared, every row every step"]
+    text = " ".join(r[1] for r in baseline_table({"baseline": {**res, "file": "b.json"}})[2])
+    assert "from the same artifact bytes, and seqquant's host loop changed" in text
+    # a baseline from before host_loop was recorded: a runtime's own search loop is no change of seqquant's
+    cur["backends"]["sim-int8"]["signature"]["settings"]["host_loop"] = "native"
+    old_base = copy.deepcopy(base)
+    old_base["backends"]["sim-int8"]["signature"]["settings"].pop("host_loop")
+    assert "sim-int8" not in compare_to_baseline(cur, old_base, {}, flipped)["signature_changes"]
     # a baseline saved before digests were recorded compares no artifacts
     old = copy.deepcopy(base)
     for b in old["backends"].values():
