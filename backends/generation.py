@@ -112,12 +112,15 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def beam_search(backend, input_ids, attention_mask, max_new_tokens, num_beams, conv) -> list[list[int]]:
+    """Beam search (transformers' vectorised search). A source whose best hypotheses can no longer change
+    leaves the batch with its beams (``backend.compact_finished``), as finished rows do in greedy search."""
     batch = input_ids.shape[0]
     k = num_beams
     keep = 2 * k  # one EOS token: max(2, 1 + 1) * num_beams candidates
     max_length = 1 + max_new_tokens
     lp = conv.length_penalty
     early = conv.early_stopping
+    compact = backend.compact_finished
 
     state = backend.encode_impl(input_ids, attention_mask)
     state = backend.select(state, np.repeat(np.arange(batch), k))
@@ -131,10 +134,13 @@ def beam_search(backend, input_ids, attention_mask, max_new_tokens, num_beams, c
     finished = np.zeros((batch, k), dtype=bool)
     improvable = np.ones((batch, 1), dtype=bool)
     top_mask = np.concatenate([np.ones(k, bool), np.zeros(keep - k, bool)])
+    best: list[np.ndarray | None] = [None] * batch  # each source's best hypothesis, once final
+    sources = np.arange(batch)  # the sources still searched, in the order of the arrays above
     cache = None
     cur_len = 1
-    rows = np.arange(batch)[:, None]
     while True:
+        batch = len(sources)
+        rows = np.arange(batch)[:, None]
         flat = running[:, :, :cur_len].reshape(batch * k, cur_len)
         logits, cache = backend.decode_step_impl(state, flat, cache)
         logp = _log_softmax(np.asarray(logits, dtype=np.float32))
@@ -182,4 +188,18 @@ def beam_search(backend, input_ids, attention_mask, max_new_tokens, num_beams, c
         open_beam = not (np.all(finished) and early is True)
         if not (np.any(improvable) and open_beam and not np.all(hits)):
             break
-    return [_strip(sequences[b, 0], conv) for b in range(batch)]
+        # a source that cannot improve (or, with early stopping, has k finished beams) keeps its sequences
+        # from here on: it leaves the batch with its k rows of state and cache
+        final = ~improvable[:, 0] | (np.all(finished, axis=-1) if early is True else False)
+        if compact and final.any():
+            for b in np.flatnonzero(final):
+                best[sources[b]] = sequences[b, 0]
+            stay = np.flatnonzero(~final)
+            stay_rows = (stay[:, None] * k + np.arange(k)[None, :]).reshape(-1)
+            state, cache = backend.select(state, stay_rows), backend.select(cache, stay_rows)
+            running, running_scores, sequences, beam_scores, finished, improvable = (
+                a[stay] for a in (running, running_scores, sequences, beam_scores, finished, improvable))
+            sources = sources[stay]
+    for b, src in enumerate(sources):
+        best[src] = sequences[b, 0]
+    return [_strip(seq, conv) for seq in best]

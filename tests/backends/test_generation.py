@@ -81,10 +81,12 @@ def _eos_after_first_token(backend, sizes: list[int]) -> None:
     backend.decode_step_impl = decode_step_impl
 
 
+@pytest.mark.parametrize("num_beams", [1, 4])
 @pytest.mark.parametrize("name", ["torch-fp32-split", "tflite-fp32-split", "onnx-fp32"])
-def test_greedy_drops_finished_rows_and_keeps_every_token(tiny_model, tmp_path, name):
-    """Finished rows leave the batch: later steps run fewer rows (the encoder state and the runtime's own
-    cache selected), and every row's tokens are the ones the loop gives without compaction."""
+def test_search_drops_finished_rows_and_keeps_every_token(tiny_model, tmp_path, name, num_beams):
+    """Finished rows leave the batch (greedy: a row that emitted EOS; beam search: a source whose best
+    hypotheses are final, with its beams): later steps run fewer rows (the encoder state and the runtime's
+    own cache selected), and every row's tokens are the ones the loop gives without compaction."""
     from backends.registry import available_backends
 
     if name not in available_backends(installed_only=True):
@@ -99,11 +101,13 @@ def test_greedy_drops_finished_rows_and_keeps_every_token(tiny_model, tmp_path, 
             be.compact_finished = compact
             sizes[compact] = []
             _eos_after_first_token(be, sizes[compact])
-            outs[compact] = be.generate(enc.input_ids, enc.attention_mask)
+            outs[compact] = be.generate(enc.input_ids, enc.attention_mask, num_beams=num_beams)
             del be.decode_step_impl  # back to the class's method
     lengths = sorted({len(o) for o in outs[True]})
     assert len(lengths) >= 2, f"rows should finish at different steps: lengths {lengths}"
     assert outs[True] == outs[False]
-    assert sizes[False] == [len(MANY)] * len(sizes[False])
-    assert sizes[True][0] == len(MANY) and sizes[True][-1] < sizes[True][0]
+    rows = len(MANY) * num_beams
+    assert sizes[False] == [rows] * len(sizes[False])
+    assert sizes[True][0] == rows and sizes[True][-1] < rows, sizes[True]
     assert sizes[True] == sorted(sizes[True], reverse=True) and len(sizes[True]) == len(sizes[False])
+    assert all(n % num_beams == 0 for n in sizes[True])  # a source leaves with all its beams
