@@ -178,9 +178,10 @@ class Seq2SeqBackend(abc.ABC):
     #: options that change how artifacts run, not what they are: left out of the cache key (the
     #: results' fingerprint still has them; the signature records them)
     RUN_OPTIONS: ClassVar[tuple[str, ...]] = ("threads",)
-    #: greedy search drops a row from the batch once it has emitted EOS (its encoder state and cache
-    #: reordered with :meth:`select`), so a batch stops paying for sentences already finished, as
-    #: CTranslate2 does. A backend whose state cannot be reordered sets this False.
+    #: the shared search drops what is finished from the batch (greedy: a row once it has emitted EOS; beam
+    #: search: a source whose best hypotheses are final, with its beams; the encoder state and cache
+    #: reordered with :meth:`select`), so a batch stops paying for sentences already done, as CTranslate2
+    #: does. A backend whose state cannot be reordered sets this False.
     compact_finished: ClassVar[bool] = True
     #: who runs the search: "shared" (:mod:`backends.generation`) or "native" (the runtime's own
     #: generator, e.g. transformers' ``generate`` or CTranslate2's ``translate_batch``)

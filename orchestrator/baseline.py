@@ -45,9 +45,10 @@ kept (each probe source's top-k ids and values): numbers move before tokens flip
 
 ``artifacts`` compares each backend's artifact files by their sha256 (the baseline keeps the cache key and
 the digests): the *same* bytes mean changed outputs come from the runtime, its kernels or the machine that ran
-them, or from seqquant's host loop when the signature's ``host_loop`` changed; *rebuilt* means the same inputs (model, settings, calibration, versions: the cache key) were built into
-other bytes, i.e. the build depends on the machine (the default model's tflite-int8 did so across machines of
-one kind); *other-inputs* means the cache key changed. Informational: it explains, it does not gate. Each
+them, or from seqquant's host loop when the signature's ``host_loop`` changed; *rebuilt* means the same inputs
+(model, settings, calibration, versions: the cache key) were built into other bytes, i.e. the build depends on
+the machine (the default model's tflite-int8 did so across machines of one kind); *other-inputs* means the
+cache key changed. Informational: it explains, it does not gate. Each
 artifact manifest records the machine that built it (``built_on``), so a rebuild names what differs. The report's
 ``machine`` is compared too: a time or memory metric that regresses on another machine says so.
 
@@ -354,9 +355,11 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             a, c = (bb.get("signature") or {}).get(f), (cb.get("signature") or {}).get(f)
             if a != c:
                 changes[f] = [a, c]
-        for f in ("kernels", "host_loop"):  # which kernels ran the same artifacts (tflite); seqquant's search loop
+        # which kernels ran the same artifacts (tflite); seqquant's search loop (a baseline from before it was
+        # recorded has none: a runtime's own search did not change with it)
+        for f in ("kernels", "host_loop"):
             a, c = (((b.get("signature") or {}).get("settings") or {}).get(f) for b in (bb, cb))
-            if a != c and not (f == "host_loop" and a is None and c == "native"):  # (a runtime's own: unchanged)
+            if a != c and not (f == "host_loop" and a is None and c == "native"):
                 changes[f] = [a, c]
         if changes:
             sig_changes[name] = changes
