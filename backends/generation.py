@@ -5,13 +5,18 @@ logits processing seq2seq checkpoints rely on (forced BOS/EOS, banned tokens, mi
 length, no-repeat n-grams). Beam search is a numpy port of transformers' (4.5x) vectorised
 beam search, including its ``early_stopping=False`` length heuristic, so a split backend
 can be checked token for token against ``model.generate``.
+
+Both drop what is finished from the batch (``Seq2SeqBackend.compact_finished``), reordering the
+encoder state and cache with ``backend.select``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from backends.errors import BackendStateError
 from backends.families import GenerationConventions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,8 +100,15 @@ def greedy(backend, input_ids, attention_mask, max_new_tokens, conv, compact: bo
             break
         if compact and finished[open_rows].any():
             keep = np.flatnonzero(~finished[open_rows])
-            state, cache = backend.select(state, keep), backend.select(cache, keep)
-            open_rows = open_rows[keep]
+            try:
+                state, cache = backend.select(state, keep), backend.select(cache, keep)
+            except BackendStateError as exc:  # a plugin's state that cannot be reordered: keep every row
+                compact = False
+                warnings.warn(f"{backend.name}: finished rows stay in the batch, its encoder state or cache "
+                              f"cannot be reordered ({exc}); set compact_finished = False on the backend class "
+                              f"to say so", RuntimeWarning, stacklevel=2)
+            else:
+                open_rows = open_rows[keep]
     return [_strip(row, conv) for row in seqs]
 
 

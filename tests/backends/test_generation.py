@@ -111,3 +111,36 @@ def test_search_drops_finished_rows_and_keeps_every_token(tiny_model, tmp_path, 
     assert sizes[True][0] == rows and sizes[True][-1] < rows, sizes[True]
     assert sizes[True] == sorted(sizes[True], reverse=True) and len(sizes[True]) == len(sizes[False])
     assert all(n % num_beams == 0 for n in sizes[True])  # a source leaves with all its beams
+
+
+class _Opaque:
+    """A cache type the generic ``select`` does not know (a third-party backend's own object)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+
+def test_greedy_keeps_every_row_when_a_cache_cannot_be_reordered(tiny_model, tmp_path):
+    """A plugin whose cache ``select`` cannot reorder (greedy never asked it to before finished rows left the
+    batch) still translates: with a warning, every row stays to the end, and the tokens are the same."""
+    bundle = ModelBundle.load(tiny_model("marian"))
+    enc = bundle.encode_sources(MANY, 32)
+    be = get_backend("torch-fp32-split", max_new_tokens=12, max_source_length=32)
+    be.prepare(bundle, tmp_path)
+    with be:
+        sizes: list[int] = []
+        _eos_after_first_token(be, sizes)
+        expected = be.generate(enc.input_ids, enc.attention_mask)
+        assert sizes[-1] < len(MANY)  # rows did leave the batch
+        step = be.decode_step_impl
+
+        def opaque_step(state, ids, cache):
+            logits, inner = step(state, ids, None if cache is None else cache.inner)
+            return logits, _Opaque(inner)
+
+        be.decode_step_impl = opaque_step
+        sizes.clear()
+        with pytest.warns(RuntimeWarning, match="finished rows stay in the batch.*compact_finished = False"):
+            got = be.generate(enc.input_ids, enc.attention_mask)
+    assert got == expected
+    assert sizes == [len(MANY)] * len(sizes)
