@@ -144,3 +144,32 @@ def test_greedy_keeps_every_row_when_a_cache_cannot_be_reordered(tiny_model, tmp
             got = be.generate(enc.input_ids, enc.attention_mask)
     assert got == expected
     assert sizes == [len(MANY)] * len(sizes)
+
+
+@pytest.mark.parametrize("early,length_penalty", [(False, 1.0), (True, 1.0), ("never", 2.0), ("never", 0.5)])
+def test_beam_search_drops_final_sources_under_every_stopping_rule(tiny_model, tmp_path, early, length_penalty):
+    """When a source is final depends on the stopping rule (transformers' early_stopping True / False /
+    "never" and the length penalty): under each, dropping final sources keeps every hypothesis."""
+    import dataclasses
+
+    from backends.generation import generate
+
+    bundle = ModelBundle.load(tiny_model("marian"))
+    enc = bundle.encode_sources(MANY, 32)
+    conv = dataclasses.replace(bundle.conventions, early_stopping=early, length_penalty=length_penalty)
+    be = get_backend("torch-fp32-split", max_new_tokens=12, max_source_length=32)
+    be.prepare(bundle, tmp_path)
+    outs, sizes = {}, {}
+    with be:
+        for compact in (False, True):
+            be.compact_finished = compact
+            sizes[compact] = []
+            _eos_after_first_token(be, sizes[compact])
+            outs[compact] = generate(be, enc.input_ids, enc.attention_mask, 12, 4, conv)
+            del be.decode_step_impl
+    assert outs[True] == outs[False]
+    if early == "never" and length_penalty > 1.0:
+        # the bound at max_length (transformers' rule for "never") keeps every source improvable here
+        assert sizes[True] == sizes[False]
+    else:
+        assert sizes[True][-1] < sizes[True][0] == len(MANY) * 4, sizes[True]
