@@ -81,16 +81,10 @@ def _eos_after_first_token(backend, sizes: list[int]) -> None:
     backend.decode_step_impl = decode_step_impl
 
 
-@pytest.mark.parametrize("num_beams", [1, 4])
-@pytest.mark.parametrize("name", ["torch-fp32-split", "tflite-fp32-split", "onnx-fp32"])
-def test_search_drops_finished_rows_and_keeps_every_token(tiny_model, tmp_path, name, num_beams):
-    """Finished rows leave the batch (greedy: a row that emitted EOS; beam search: a source whose best
-    hypotheses are final, with its beams): later steps run fewer rows (the encoder state and the runtime's
-    own cache selected), and every row's tokens are the ones the loop gives without compaction."""
-    from backends.registry import available_backends
-
-    if name not in available_backends(installed_only=True):
-        pytest.skip(f"{name} not installed")
+def _with_and_without_compaction(tiny_model, tmp_path, name, search):
+    """Translate MANY on the tiny Marian with ``name``, once keeping every row and once dropping finished
+    ones, rows finishing by :func:`_eos_after_first_token`; ``search(backend, enc)`` runs the search.
+    Returns ``(outputs, decode-step batch sizes)``, each keyed by ``compact_finished``."""
     bundle = ModelBundle.load(tiny_model("marian"))
     enc = bundle.encode_sources(MANY, 32)
     be = get_backend(name, max_new_tokens=12, max_source_length=32)
@@ -101,8 +95,23 @@ def test_search_drops_finished_rows_and_keeps_every_token(tiny_model, tmp_path, 
             be.compact_finished = compact
             sizes[compact] = []
             _eos_after_first_token(be, sizes[compact])
-            outs[compact] = be.generate(enc.input_ids, enc.attention_mask, num_beams=num_beams)
+            outs[compact] = search(be, enc)
             del be.decode_step_impl  # back to the class's method
+    return outs, sizes
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+@pytest.mark.parametrize("name", ["torch-fp32-split", "tflite-fp32-split", "onnx-fp32"])
+def test_search_drops_finished_rows_and_keeps_every_token(tiny_model, tmp_path, name, num_beams):
+    """Finished rows leave the batch (greedy: a row that emitted EOS; beam search: a source whose best
+    hypotheses are final, with its beams): later steps run fewer rows (the encoder state and the runtime's
+    own cache selected), and every row's tokens are the ones the loop gives without compaction."""
+    from backends.registry import available_backends
+
+    if name not in available_backends(installed_only=True):
+        pytest.skip(f"{name} not installed")
+    outs, sizes = _with_and_without_compaction(
+        tiny_model, tmp_path, name, lambda be, enc: be.generate(enc.input_ids, enc.attention_mask, num_beams=num_beams))
     lengths = sorted({len(o) for o in outs[True]})
     assert len(lengths) >= 2, f"rows should finish at different steps: lengths {lengths}"
     assert outs[True] == outs[False]
@@ -154,19 +163,11 @@ def test_beam_search_drops_final_sources_under_every_stopping_rule(tiny_model, t
 
     from backends.generation import generate
 
-    bundle = ModelBundle.load(tiny_model("marian"))
-    enc = bundle.encode_sources(MANY, 32)
-    conv = dataclasses.replace(bundle.conventions, early_stopping=early, length_penalty=length_penalty)
-    be = get_backend("torch-fp32-split", max_new_tokens=12, max_source_length=32)
-    be.prepare(bundle, tmp_path)
-    outs, sizes = {}, {}
-    with be:
-        for compact in (False, True):
-            be.compact_finished = compact
-            sizes[compact] = []
-            _eos_after_first_token(be, sizes[compact])
-            outs[compact] = generate(be, enc.input_ids, enc.attention_mask, 12, 4, conv)
-            del be.decode_step_impl
+    def search(be, enc):
+        conv = dataclasses.replace(be.model.conventions, early_stopping=early, length_penalty=length_penalty)
+        return generate(be, enc.input_ids, enc.attention_mask, 12, 4, conv)
+
+    outs, sizes = _with_and_without_compaction(tiny_model, tmp_path, "torch-fp32-split", search)
     assert outs[True] == outs[False]
     if early == "never" and length_penalty > 1.0:
         # the bound at max_length (transformers' rule for "never") keeps every source improvable here
