@@ -16,6 +16,7 @@ each backend's quality suite generated (``read_outputs(report, run_dir)``), one 
                                                                                    "reason"}},
      "first_step": {backend: {"n", "k", "max_abs_diff", "mean_abs_diff", "argmax_changed", "exact", ...}
                     | {"comparable": False, "reason"}},   # see orchestrator.baseline_logits
+     "teacher_forced": {backend: the same, on the teacher-forced step logits},
      "artifacts": {backend: {"kind": "same" | "rebuilt" | "other-inputs", "changed": [roles],
                              "note"}},   # this run's artifact bytes against the baseline's
      "machine": {"baseline", "current", "differences": ["cpu A -> B", "isa -avx512f", ...]},
@@ -42,6 +43,8 @@ Defaults (a matrix table adds to / overrides them)::
 ``first_step`` compares the first-step logits the source-sensitivity suite computed with the ones the baseline
 kept (each probe source's top-k ids and values): numbers move before tokens flip. Informational unless
 ``[tolerances]`` names ``first_step_logit_diff`` (abs / rel per logit, as Polygraphy's atol / rtol).
+``teacher_forced`` does the same for the later steps, on the split-generation suite's teacher-forced logits (top
+:data:`STEP_TOP_K` per position), gated by ``teacher_forced_logit_diff``.
 
 ``artifacts`` compares each backend's artifact files by their sha256 (the baseline keeps the cache key and
 the digests): the *same* bytes mean changed outputs come from the runtime, its kernels or the machine that ran
@@ -68,8 +71,9 @@ from typing import Any
 from backends.errors import InvalidInputError
 from backends.machine import differences as machine_differences
 from orchestrator.run_store import RunStore
-from orchestrator.baseline_logits import LOGIT_SETTINGS, LOGITS_METRIC, compare_first_step, golden
+from orchestrator.baseline_logits import LOGIT_SETTINGS, LOGITS_METRIC, STEP_LOGITS_METRIC, TEACHER_FORCED
 from orchestrator.baseline_logits import SUITE as LOGITS_SUITE
+from orchestrator.baseline_logits import compare_logits, golden
 
 SCHEMA = "seqquant-baseline/1"
 DEFAULT_TOLERANCES: dict[str, Any] = {"bleu": 0.5, "chrf": 0.5, "exact_match_vs_reference": 0.02,
@@ -79,6 +83,8 @@ DEFAULT_TOLERANCES: dict[str, Any] = {"bleu": 0.5, "chrf": 0.5, "exact_match_vs_
 UNGATED = {"threads", "bleu_p_value_vs_reference"}
 #: gated only when ``[tolerances]`` names it: share of sentences whose tokens differ from the golden outputs
 OUTPUTS_METRIC = "outputs_changed"
+#: top logits kept per teacher-forced position (16 sentences x 16 steps by default: ~250 rows a backend)
+STEP_TOP_K = 5
 #: what of the machine can change an artifact's bytes (its description in ``built_on``)
 BUILD_KEYS = ("cpu", "arch", "isa", "dispatch_env")
 #: metrics measured in time or memory: they belong to the machine that measured them
@@ -154,7 +160,8 @@ def _rows(tokens: list[list[int]]) -> list[str]:
 
 
 def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | None = None,
-                  logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  logits: dict[str, dict[str, Any]] | None = None,
+                  step_logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     backends = {}
     if not isinstance(report.get("backends"), dict) or not report["backends"]:
         raise InvalidInputError("the report has no backends: a baseline of it would gate nothing; save the "
@@ -171,6 +178,8 @@ def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | 
         if logits and name in logits:
             k = ((b.get("suites") or {}).get(LOGITS_SUITE) or {}).get("top_k") or 10
             backends[name]["first_step"] = golden(logits[name], k)
+        if step_logits and name in step_logits:
+            backends[name]["teacher_forced"] = golden(step_logits[name], STEP_TOP_K)
     settings = {k: v for k, v in (report.get("settings") or {}).items() if k != "matrix"}
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fingerprints": _fingerprints(report), "model": (report.get("model") or {}).get("path"),
@@ -179,9 +188,11 @@ def make_baseline(report: dict[str, Any], outputs: dict[str, list[list[int]]] | 
 
 
 def save_baseline(report: dict[str, Any], path, outputs: dict[str, list[list[int]]] | None = None,
-                  logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Write the baseline of ``report`` (with the golden ``outputs``, see :func:`read_outputs`, and first-step
-    ``logits``, see :func:`orchestrator.baseline_logits.read_first_step`) to ``path``.
+                  logits: dict[str, dict[str, Any]] | None = None,
+                  step_logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the baseline of ``report`` (with the golden ``outputs``, see :func:`read_outputs`, first-step
+    ``logits``, see :func:`orchestrator.baseline_logits.read_first_step`, and teacher-forced ``step_logits``,
+    see :func:`orchestrator.baseline_logits.read_teacher_forced`) to ``path``.
     An existing file is replaced only when it is a seqquant baseline (updating a baseline is the normal flow;
     clobbering e.g. a report.json given by mistake is not)."""
     path = Path(path)
@@ -195,7 +206,7 @@ def save_baseline(report: dict[str, Any], path, outputs: dict[str, list[list[int
         if not isinstance(old, dict) or old.get("schema") != SCHEMA:
             raise InvalidInputError(f"{path} exists and is not a seqquant baseline: not overwriting it; remove it "
                                     f"or choose another file name")
-    base = make_baseline(report, outputs, logits)
+    base = make_baseline(report, outputs, logits, step_logits)
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +246,8 @@ def parse_tolerance(metric: str, spec: Any, where: str = "[tolerances]") -> dict
     """``spec`` (a number, ``"N%"`` or ``{abs, rel, direction}``) as ``{"direction", "abs"?, "rel"?}``."""
     from orchestrator.suites.base import lower_is_better  # which way is better: as the suite declares
 
-    direction = "lower" if metric in (OUTPUTS_METRIC, LOGITS_METRIC) or lower_is_better(metric) else "higher"
+    direction = ("lower" if metric in (OUTPUTS_METRIC, LOGITS_METRIC, STEP_LOGITS_METRIC) or lower_is_better(metric)
+                 else "higher")
     if isinstance(spec, dict):
         unknown = set(spec) - {"abs", "rel", "direction"}
         if unknown:
@@ -308,10 +320,12 @@ def _compare_outputs(name: str, saved: dict[str, Any], current: list[list[int]] 
 def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
                         tolerances: dict[str, Any] | None = None,
                         outputs: dict[str, list[list[int]]] | None = None,
-                        logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                        logits: dict[str, dict[str, Any]] | None = None,
+                        step_logits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Gate ``report`` on ``baseline``; ``outputs`` (this run's, see :func:`read_outputs`) adds the
     sentence-by-sentence comparison with the golden outputs the baseline saved, ``logits`` (see
-    :func:`orchestrator.baseline_logits.read_first_step`) the comparison with its first-step logits."""
+    :func:`orchestrator.baseline_logits.read_first_step`) the comparison with its first-step logits and
+    ``step_logits`` (:func:`orchestrator.baseline_logits.read_teacher_forced`) with its teacher-forced ones."""
     check_baseline(baseline)
     spec = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     tols = {m: parse_tolerance(m, s) for m, s in spec.items()}
@@ -337,6 +351,7 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
     moved_to = machine_differences(baseline.get("machine"), report.get("machine"))
     output_rows: dict[str, Any] = {}
     logit_rows: dict[str, Any] = {}
+    step_rows: dict[str, Any] = {}
     artifact_rows: dict[str, Any] = {}
     missing = []
     for name, bb in base_b.items():
@@ -401,8 +416,11 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             output_rows[name] = _compare_outputs(name, bb["outputs"], outputs.get(name), settings_diff,
                                                  tols.get(OUTPUTS_METRIC), regressions)
         if logits is not None and isinstance(bb.get("first_step"), dict):
-            logit_rows[name] = compare_first_step(name, bb["first_step"], logits.get(name), logit_diff,
-                                                  tols.get(LOGITS_METRIC), regressions)
+            logit_rows[name] = compare_logits(name, bb["first_step"], logits.get(name), logit_diff,
+                                              tols.get(LOGITS_METRIC), regressions)
+        if step_logits is not None and isinstance(bb.get("teacher_forced"), dict):
+            step_rows[name] = compare_logits(name, bb["teacher_forced"], step_logits.get(name), logit_diff,
+                                             tols.get(STEP_LOGITS_METRIC), regressions, TEACHER_FORCED)
         if bb.get("verdict") == "pass" and (cb.get("verdict") or {}).get("kind") not in (None, "pass"):
             regressions.append({"backend": name, "metric": "verdict", "baseline": "pass",
                                 "current": cb["verdict"]["kind"], "reason": "verdict no longer pass"})
@@ -412,7 +430,8 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
     reused = sorted(set((report.get("run") or {}).get("backends_reused") or []) & set(base_b))
     return {"ok": not regressions, "regressions": regressions, "deltas": deltas, "improvements": improvements,
             "missing_backends": missing, "new_backends": new, "signature_changes": sig_changes,
-            "outputs": output_rows, "first_step": logit_rows, "artifacts": artifact_rows, "reused": reused,
+            "outputs": output_rows, "first_step": logit_rows, "teacher_forced": step_rows,
+            "artifacts": artifact_rows, "reused": reused,
             "fingerprints": {"baseline": fb, "current": fc, "match": match},
             "machine": {"baseline": baseline.get("machine"), "current": report.get("machine"),
                         "differences": moved_to},

@@ -13,18 +13,46 @@ the top ``k`` ids of each row and their values, exactly as float32. A later run 
 Informational unless ``[tolerances]`` names :data:`LOGITS_METRIC`; then each saved logit may move by
 ``abs + rel * |saved|`` (Polygraphy's atol/rtol): ``first_step_logit_diff = 0.05`` (abs), ``"1%"`` (rel) or
 ``{abs = 0.01, rel = 0.01}``.
+
+Later steps the same way: the split-generation suite's teacher-forced logits (``teacher_forced_logits.npy``:
+the first ``tf_sentences`` references' target prefixes, ``tf_steps`` positions each), one row per valid
+position, kept as ``teacher_forced`` and gated by :data:`STEP_LOGITS_METRIC` (``teacher_forced_logit_diff``).
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from orchestrator.run_store import RunStore
+from orchestrator.suites.split_generation import TF_LOGITS, TF_PREFIX, prefix_digest
 
 SUITE = "source-sensitivity"
+STEP_SUITE = "split-generation"
 #: gated only when ``[tolerances]`` names it: the largest change of a saved first-step logit
 LOGITS_METRIC = "first_step_logit_diff"
+#: the same for the teacher-forced step logits
+STEP_LOGITS_METRIC = "teacher_forced_logit_diff"
+
+
+@dataclass(frozen=True)
+class LogitKind:
+    """What one kind of golden logits is called in the words of a comparison."""
+
+    metric: str
+    row: str        # what a saved row is
+    missing: str    # why this run has none to compare
+    other_rows: str  # why the saved rows are not this run's rows
+    batch: str
+
+
+FIRST_STEP = LogitKind(LOGITS_METRIC, "source", "this run has no readable source-sensitivity logits for it",
+                       "other probe sources (the suite's pairs, seed or the test set differ)", "probe batch size")
+TEACHER_FORCED = LogitKind(STEP_LOGITS_METRIC, "position", "this run has no readable teacher-forced logits for it",
+                           "other teacher-forced prefixes (tf_sentences, tf_steps or the references differ)",
+                           "teacher-forced batch")
 #: run settings that change the first-step logits: saved rows are comparable only when they match (the
 #: suite's own probe batch, which matters to per-call quantized backends, is checked from its result)
 LOGIT_SETTINGS = ("max_source_length", "source_prefix")
@@ -48,6 +76,35 @@ def read_first_step(report: dict[str, Any], run_dir) -> tuple[dict[str, dict[str
         s = report["backends"][name]["suites"][SUITE]
         found[name] = {"logits": logits.astype(np.float32), "sources_sha256": s.get("sources_sha256"),
                        "batch_size": s.get("batch_size")}
+    return found, problems
+
+
+def read_teacher_forced(report: dict[str, Any], run_dir) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The teacher-forced logits each ok backend's split-generation suite wrote under ``run_dir``, one row per
+    valid position (sentence by sentence): ``{name: {"logits": float32 [positions, vocabulary],
+    "sources_sha256": the prefixes' hash, "batch_size": sentences}}``, and a note per unreadable file."""
+    found: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    store = RunStore(run_dir)
+    for name, b in (report.get("backends") or {}).items():
+        s = ((b or {}).get("suites") or {}).get(STEP_SUITE) if isinstance(b, dict) else None
+        if b.get("status") != "ok" or not isinstance(s, dict) or s.get("status", "ok") != "ok" \
+                or not isinstance(s.get("teacher_forced"), dict):  # none computed (or no reference to compare)
+            continue
+        path, prefix = store.backend_dir(name) / TF_LOGITS, store.backend_dir(name) / TF_PREFIX
+        try:
+            logits = np.load(path, allow_pickle=False)
+            saved = json.loads(prefix.read_text(encoding="utf-8"))
+            ids, valid = np.asarray(saved["ids"], dtype=np.int64), np.asarray(saved["valid"], dtype=bool)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{name}: cannot read its teacher-forced logits {path} ({type(exc).__name__})")
+            continue
+        if logits.ndim != 3 or not np.issubdtype(logits.dtype, np.floating) or valid.shape != logits.shape[:2]:
+            problems.append(f"{name}: {path} does not hold a float [sentences, steps, vocabulary] array "
+                            f"matching its prefixes")
+            continue
+        found[name] = {"logits": logits[valid].astype(np.float32), "sources_sha256": prefix_digest(ids, valid),
+                       "batch_size": int(logits.shape[0])}
     return found, problems
 
 
@@ -75,20 +132,22 @@ def _parse(saved: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     return ids, vals
 
 
-def compare_first_step(name: str, saved: dict[str, Any], current: dict[str, Any] | None, settings_diff: list[str],
-                       tol: dict[str, Any] | None, regressions: list[dict[str, Any]]) -> dict[str, Any]:
-    """One backend's first-step logits against the golden ones, on the ids the baseline saved."""
+def compare_logits(name: str, saved: dict[str, Any], current: dict[str, Any] | None, settings_diff: list[str],
+                       tol: dict[str, Any] | None, regressions: list[dict[str, Any]],
+                       kind: LogitKind = FIRST_STEP) -> dict[str, Any]:
+    """One backend's first-step (or, with ``kind``, teacher-forced) logits against the golden ones, on the ids
+    the baseline saved."""
     parsed = _parse(saved)
     if parsed is None:
-        return {"comparable": False, "reason": "the baseline's first-step logits cannot be read"}
+        return {"comparable": False, "reason": "the baseline's logits cannot be read"}
     if current is None:
-        return {"comparable": False, "reason": "this run has no readable source-sensitivity logits for it"}
+        return {"comparable": False, "reason": kind.missing}
     if settings_diff:
         return {"comparable": False, "reason": "settings differ: " + ", ".join(settings_diff)}
     if saved.get("sources_sha256") != current.get("sources_sha256"):
-        return {"comparable": False, "reason": "other probe sources (the suite's pairs, seed or the test set differ)"}
+        return {"comparable": False, "reason": kind.other_rows}
     if saved.get("batch_size") != current.get("batch_size"):
-        return {"comparable": False, "reason": f"probe batch size {saved.get('batch_size')} -> "
+        return {"comparable": False, "reason": f"{kind.batch} {saved.get('batch_size')} -> "
                                                f"{current.get('batch_size')}"}
     ids, vals = parsed
     logits = current["logits"]
@@ -111,10 +170,10 @@ def compare_first_step(name: str, saved: dict[str, Any], current: dict[str, Any]
         if float(over.max()) > 1e-12:
             r, c = np.unravel_index(int(over.argmax()), over.shape)
             entry["regressed"] = True
-            regressions.append({"backend": name, "metric": LOGITS_METRIC, "baseline": 0.0, "current": round(worst, 6),
+            regressions.append({"backend": name, "metric": kind.metric, "baseline": 0.0, "current": round(worst, 6),
                                 "tolerance": entry["tolerance"],
                                 "reason": f"{int((over > 1e-12).sum())} of {over.size} saved logits moved beyond "
-                                          f"the tolerance; most: token {int(ids[r, c])} on source {r + 1}, "
+                                          f"the tolerance; most: token {int(ids[r, c])} on {kind.row} {r + 1}, "
                                           f"{vals[r, c]:.6g} -> {cur[r, c]:.6g} (allowed {float(allowed[r, c]):.4g})"})
     return entry
 

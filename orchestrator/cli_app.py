@@ -303,16 +303,17 @@ def cmd_baseline(args) -> int:
         args.baseline_help()
         return EXIT_USAGE
     from orchestrator.baseline import read_outputs, save_baseline
-    from orchestrator.baseline_logits import read_first_step
+    from orchestrator.baseline_logits import read_first_step, read_teacher_forced
 
     report_file, report = _read_report(args.run_dir)
     outputs, problems = read_outputs(report, report_file.parent)
     logits, more = read_first_step(report, report_file.parent)
-    for p in problems + more:
+    steps, more_steps = read_teacher_forced(report, report_file.parent)
+    for p in problems + more + more_steps:
         print(f"warning: {p}; the baseline keeps its metrics but not those outputs", file=sys.stderr)
-    save_baseline(report, Path(args.file), outputs, logits)
+    save_baseline(report, Path(args.file), outputs, logits, steps)
     print(f"baseline saved to {args.file} (metrics of {len(report['backends'])} backends, outputs of {len(outputs)}, "
-          f"first-step logits of {len(logits)})")
+          f"first-step logits of {len(logits)}, teacher-forced logits of {len(steps)})")
     return 0
 
 

@@ -50,7 +50,7 @@ def check_requested(cfg) -> None:
     """Fail before running anything if a step's matrix table or the baseline file is invalid."""
     from orchestrator.attribution import effective_bar
     from orchestrator.baseline import OUTPUTS_METRIC, parse_tolerance
-    from orchestrator.baseline_logits import LOGITS_METRIC
+    from orchestrator.baseline_logits import LOGITS_METRIC, STEP_LOGITS_METRIC
     from orchestrator.selection import effective_constraints
     from orchestrator.suites.base import known_metrics
 
@@ -63,8 +63,9 @@ def check_requested(cfg) -> None:
             raise
         except SeqquantError as exc:
             raise SettingsError(f"{where} {name}: {exc}") from exc
-    # the baseline's own: outputs that changed since it was saved, and how far its first-step logits moved
-    metrics = known_metrics() | {OUTPUTS_METRIC, LOGITS_METRIC}
+    # the baseline's own: outputs that changed since it was saved, how far its first-step and teacher-forced
+    # logits moved
+    metrics = known_metrics() | {OUTPUTS_METRIC, LOGITS_METRIC, STEP_LOGITS_METRIC}
     for metric, spec in cfg.matrix.tolerances.items():
         if metric not in metrics:
             raise SettingsError(f"{where}: [tolerances] {metric}: not a metric any suite reports; metrics: "
@@ -92,7 +93,7 @@ def selection_infeasible(selection: Any) -> bool:
 def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
     from orchestrator.attribution import attribute
     from orchestrator.baseline import compare_to_baseline, read_outputs
-    from orchestrator.baseline_logits import read_first_step
+    from orchestrator.baseline_logits import read_first_step, read_teacher_forced
     from orchestrator.selection import select_targets
 
     code = EXIT_OK
@@ -113,9 +114,10 @@ def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
             run_dir = (report.get("run") or {}).get("dir") or "."
             outputs, problems = read_outputs(report, run_dir)
             logits, more = read_first_step(report, run_dir)
-            problems += more
+            steps, more_steps = read_teacher_forced(report, run_dir)
+            problems += more + more_steps
             result = compare_to_baseline(report, load_baseline_for(cfg), dict(cfg.matrix.tolerances), outputs,
-                                         logits)
+                                         logits, steps)
             if problems:
                 result["output_problems"] = problems
             return result

@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.report_tables import (artifacts_texts, bar_text, baseline_machine_text, baseline_reuse_text,
                                         evidence_text, first_step_texts, fmt, margins_table, machine_text,
-                                        numerics_table, outputs_texts, ranking_text)
+                                        numerics_table, outputs_texts, ranking_text, teacher_forced_texts)
 
 COLORS = {"pass": "#2a9d4b", "calibration": "#d9822b", "mask": "#d35400", "kernel": "#a0522d", "precision": "#e67e22",
           "boundary": "#b5651d", "activation-ranges": "#8e44ad", "tflite-specific": "#c0392b", "runtime-specific": "#c0392b",
@@ -259,7 +259,8 @@ def _baseline_section(report: dict[str, Any]) -> str:
         out.append("<p>signature changes:</p><ul>" + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
     for title, lines in (("artifacts vs the baseline's (sha256)", artifacts_texts(base)),
                          ("outputs vs the baseline's saved tokens", outputs_texts(base)),
-                         ("first-step logits vs the baseline's", first_step_texts(base))):
+                         ("first-step logits vs the baseline's", first_step_texts(base)),
+                         ("teacher-forced logits vs the baseline's", teacher_forced_texts(base))):
         if lines:
             out.append(f"<p>{title}:</p><ul>" + "".join(f"<li>{_e(t)}</li>" for t in lines) + "</ul>")
     return "".join(out)

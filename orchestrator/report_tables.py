@@ -286,6 +286,7 @@ def baseline_table(report: dict[str, Any]) -> Table | None:
     rows += [["artifacts", text] for text in artifacts_texts(base)]
     rows += [["outputs", text] for text in outputs_texts(base)]
     rows += [["first-step logits", text] for text in first_step_texts(base)]
+    rows += [["teacher-forced logits", text] for text in teacher_forced_texts(base)]
     return "Baseline", ["", ""], rows
 
 
@@ -351,7 +352,15 @@ def outputs_texts(base: dict[str, Any]) -> list[str]:
 
 def first_step_texts(base: dict[str, Any]) -> list[str]:
     """The first-step logit comparison in words: one line for the bit-identical backends, one per other."""
-    rows = base.get("first_step")
+    return _logit_texts(base.get("first_step"), "source", "first token changed on")
+
+
+def teacher_forced_texts(base: dict[str, Any]) -> list[str]:
+    """The same for the teacher-forced step logits."""
+    return _logit_texts(base.get("teacher_forced"), "position", "top token changed at")
+
+
+def _logit_texts(rows: Any, row: str, changed: str) -> list[str]:
     if not isinstance(rows, dict) or not rows:
         return []
     same = sorted(n for n, r in rows.items() if isinstance(r, dict) and r.get("exact"))
@@ -364,8 +373,8 @@ def first_step_texts(base: dict[str, Any]) -> list[str]:
             continue
         moved = r.get("argmax_changed") or 0
         lines.append(f"{name}: max |Δ| {r.get('max_abs_diff'):.4g}, mean {r.get('mean_abs_diff'):.3g} over the "
-                     f"top-{r.get('k')} of {r.get('n')} sources; first token changed on {moved}"
-                     + (f" (first: source {r['first_argmax_changed'][0]})" if moved else ""))
+                     f"top-{r.get('k')} of {r.get('n')} {row}s; {changed} {moved}"
+                     + (f" (first: {row} {r['first_argmax_changed'][0]})" if moved else ""))
     return lines
 
 

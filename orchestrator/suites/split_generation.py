@@ -86,6 +86,11 @@ def teacher_forcing_prefix(model, references: list[str], m: int, k: int) -> tupl
     return ids, valid
 
 
+def prefix_digest(prefix: np.ndarray, valid: np.ndarray) -> str:
+    """What identifies the teacher-forced rows: the prefixes' ids (int64) and validity mask."""
+    return hashlib.sha256(np.asarray(prefix, np.int64).tobytes() + np.asarray(valid, bool).tobytes()).hexdigest()[:16]
+
+
 def teacher_forced_logits(backend, model, sources: list[str], prefix: np.ndarray) -> np.ndarray:
     enc = model.encode_sources(list(sources), backend.max_source_length)
     state = backend.encode(enc.input_ids, enc.attention_mask)
@@ -162,7 +167,7 @@ class SplitGenerationSuite(Suite):
             prefix, valid = teacher_forcing_prefix(ctx.model, ctx.references, m, k)
             logits = teacher_forced_logits(backend, ctx.model, ctx.sources[:prefix.shape[0]], prefix)
             np.save(ctx.outdir / TF_LOGITS, logits)
-            digest = hashlib.sha256(prefix.tobytes() + valid.tobytes()).hexdigest()[:16]
+            digest = prefix_digest(prefix, valid)
             (ctx.outdir / TF_PREFIX).write_text(json.dumps({"ids": prefix.tolist(), "valid": valid.tolist()}))
             out["teacher_forced"] = {"logits": TF_LOGITS, "prefix": TF_PREFIX, "prefix_hash": digest,
                                      "sentences": int(prefix.shape[0]), "steps": k}

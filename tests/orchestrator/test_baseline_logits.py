@@ -1,4 +1,5 @@
-"""Golden first-step logits: a baseline keeps each probe source's top-k logits, a later run is compared on them."""
+"""Golden logits: a baseline keeps each probe source's top-k first-step logits and each teacher-forced position's
+top-k step logits; a later run is compared on them."""
 from __future__ import annotations
 
 import copy
@@ -9,9 +10,10 @@ import pytest
 
 from orchestrator.attribution import attribute
 from orchestrator.baseline import compare_to_baseline, load_baseline, save_baseline
-from orchestrator.baseline_logits import read_first_step
+from orchestrator.baseline_logits import read_first_step, read_teacher_forced
 from orchestrator.report_html import render_html
 from orchestrator.report_tables import baseline_table
+from orchestrator.suites.split_generation import TF_LOGITS, TF_PREFIX, prefix_digest
 from tests.orchestrator.suites.conftest import measured_report
 
 
@@ -118,3 +120,77 @@ def test_unreadable_logits_are_named(report, run_dir, tmp_path):
     assert "sim-int8" not in logits and "torch-fp32" not in logits and "torch-fp32-split" in logits
     assert any(p.startswith("sim-int8: cannot read its first-step logits") for p in problems)
     assert any(p.startswith("torch-fp32:") and "[sources, vocabulary]" in p for p in problems)
+
+
+def test_teacher_forced_logits_are_kept_per_valid_position_and_compared(report, run_dir, tmp_path):
+    steps, problems = read_teacher_forced(report, run_dir)
+    assert problems == [] and set(steps) == {n for n, b in report["backends"].items() if b["status"] == "ok"}
+    d = run_dir / "backends" / "sim-int8"
+    saved = np.load(d / TF_LOGITS)
+    valid = np.asarray(json.loads((d / TF_PREFIX).read_text())["valid"], dtype=bool)
+    got = steps["sim-int8"]
+    np.testing.assert_array_equal(got["logits"], saved[valid])
+    assert got["logits"].shape[0] == int(valid.sum())  # one row per valid position
+    assert got["batch_size"] == saved.shape[0] and got["sources_sha256"] == prefix_digest(
+        np.asarray(json.loads((d / TF_PREFIX).read_text())["ids"]), valid)
+
+    base = save_baseline(report, tmp_path / "b.json", None, None, steps)
+    base = load_baseline(tmp_path / "b.json")
+    kept = base["backends"]["sim-int8"]["teacher_forced"]
+    assert kept["k"] == 5 and len(kept["ids"]) == int(valid.sum())
+    res = compare_to_baseline(report, base, {}, None, None, steps)
+    assert res["ok"] and all(r["exact"] for r in res["teacher_forced"].values()) and res["first_step"] == {}
+    assert "bit-identical to the baseline's" in " ".join(r[1] for r in baseline_table(
+        {"baseline": {**res, "file": "b.json"}})[2] if r[0] == "teacher-forced logits")
+
+    cur = copy.deepcopy(steps)
+    x = cur["sim-int8"]["logits"]
+    x[3, int(np.argsort(-x[3])[1])] = x[3].max() + 1.0  # the runner-up overtakes at the 4th position
+    res = compare_to_baseline(report, base, {}, None, None, cur)
+    r = res["teacher_forced"]["sim-int8"]
+    assert res["ok"] and r["argmax_changed"] == 1 and r["first_argmax_changed"] == [4]
+    assert "top token changed at 1 (first: position 4)" in _text(res)
+    assert "teacher-forced logits vs the baseline" in render_html({**report, "baseline": res})
+    regs = compare_to_baseline(report, base, {"teacher_forced_logit_diff": 0.1}, None, None, cur)["regressions"]
+    assert [(g["backend"], g["metric"]) for g in regs] == [("sim-int8", "teacher_forced_logit_diff")]
+    assert "on position 4" in regs[0]["reason"]
+    # the first-step gate does not gate these, and other prefixes are not compared
+    assert compare_to_baseline(report, base, {"first_step_logit_diff": 0.1}, None, None, cur)["ok"]
+    other = copy.deepcopy(steps)
+    other["sim-int8"]["sources_sha256"] = "other"
+    r = compare_to_baseline(report, base, {"teacher_forced_logit_diff": 0}, None, None, other)
+    assert r["ok"] and "other teacher-forced prefixes" in r["teacher_forced"]["sim-int8"]["reason"]
+    gone = {n: e for n, e in steps.items() if n != "sim-int8"}
+    assert "no readable teacher-forced" in compare_to_baseline(report, base, {}, None, None, gone)[
+        "teacher_forced"]["sim-int8"]["reason"]
+
+
+def test_unreadable_teacher_forced_logits_are_named(report, run_dir, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "run"
+    shutil.copytree(run_dir / "backends", copy_dir / "backends")
+    (copy_dir / "backends" / "sim-int8" / TF_LOGITS).write_bytes(b"not a npy file")
+    np.save(copy_dir / "backends" / "torch-fp32" / TF_LOGITS, np.zeros((2, 3), np.float32))
+    steps, problems = read_teacher_forced(report, copy_dir)
+    assert "sim-int8" not in steps and "torch-fp32" not in steps and "torch-fp32-split" in steps
+    assert any(p.startswith("sim-int8: cannot read its teacher-forced logits") for p in problems)
+    assert any(p.startswith("torch-fp32:") and "[sentences, steps, vocabulary]" in p for p in problems)
+
+
+def test_teacher_forced_rows_are_the_valid_positions_only(report, run_dir, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "run"
+    shutil.copytree(run_dir / "backends", copy_dir / "backends")
+    prefix = copy_dir / "backends" / "sim-int8" / TF_PREFIX
+    saved = json.loads(prefix.read_text())
+    saved["valid"][1][-2:] = [False, False]  # a shorter reference: its last positions are padding
+    prefix.write_text(json.dumps(saved))
+    before, _ = read_teacher_forced(report, run_dir)
+    steps, problems = read_teacher_forced(report, copy_dir)
+    logits = np.load(copy_dir / "backends" / "sim-int8" / TF_LOGITS)
+    valid = np.asarray(saved["valid"], dtype=bool)
+    assert problems == [] and steps["sim-int8"]["logits"].shape[0] == int(valid.sum()) == valid.size - 2
+    np.testing.assert_array_equal(steps["sim-int8"]["logits"], logits[valid])
+    assert steps["sim-int8"]["sources_sha256"] != before["sim-int8"]["sources_sha256"]  # other rows: not comparable

@@ -36,7 +36,8 @@ def test_invalid_constraints_and_tolerances_fail_before_running(tmp_path):
     with pytest.raises(SettingsError, match="bleu"):
         check_requested(resolve_config({"matrix": str(m)}))
     # the baseline's own metric (golden outputs) is accepted; a misspelling of it is not
-    m.write_text('[tolerances]\noutputs_changed = "1%"\nfirst_step_logit_diff = { abs = 0.01, rel = 0.01 }\n')
+    m.write_text('[tolerances]\noutputs_changed = "1%"\nfirst_step_logit_diff = { abs = 0.01, rel = 0.01 }\n'
+                 'teacher_forced_logit_diff = 0.05\n')
     check_requested(resolve_config({"matrix": str(m)}))
     m.write_text('[tolerances]\noutput_changed = "1%"\n')
     with pytest.raises(SettingsError, match="output_changed: not a metric any suite reports.*outputs_changed"):
