@@ -1,4 +1,4 @@
-"""Golden first-step logits: the numbers under a baseline's tokens (Polygraphy's saved outputs, for seq2seq).
+"""Golden logits: the numbers under a baseline's tokens (Polygraphy's saved outputs, for seq2seq).
 
 Tokens change only when a numeric change crosses a near-tie; a runtime upgrade that moves every logit a little
 shows in none of them until it does. So a baseline also keeps, per backend, the first-step logits the
@@ -41,11 +41,11 @@ STEP_LOGITS_METRIC = "teacher_forced_logit_diff"
 class LogitKind:
     """What one kind of golden logits is called in the words of a comparison."""
 
-    metric: str
-    row: str        # what a saved row is
-    missing: str    # why this run has none to compare
+    metric: str      # the [tolerances] name that gates it
+    row: str         # what a saved row is
+    missing: str     # why this run has none to compare
     other_rows: str  # why the saved rows are not this run's rows
-    batch: str
+    batch: str       # what the batch the rows were computed in is called
 
 
 FIRST_STEP = LogitKind(LOGITS_METRIC, "source", "this run has no readable source-sensitivity logits for it",
@@ -53,8 +53,8 @@ FIRST_STEP = LogitKind(LOGITS_METRIC, "source", "this run has no readable source
 TEACHER_FORCED = LogitKind(STEP_LOGITS_METRIC, "position", "this run has no readable teacher-forced logits for it",
                            "other teacher-forced prefixes (tf_sentences, tf_steps or the references differ)",
                            "teacher-forced batch")
-#: run settings that change the first-step logits: saved rows are comparable only when they match (the
-#: suite's own probe batch, which matters to per-call quantized backends, is checked from its result)
+#: run settings that change the saved logits: rows are comparable only when they match (the suites' own
+#: batch, which matters to per-call quantized backends, is checked from their results)
 LOGIT_SETTINGS = ("max_source_length", "source_prefix")
 
 
@@ -87,10 +87,9 @@ def read_teacher_forced(report: dict[str, Any], run_dir) -> tuple[dict[str, dict
     problems: list[str] = []
     store = RunStore(run_dir)
     for name, b in (report.get("backends") or {}).items():
-        s = ((b or {}).get("suites") or {}).get(STEP_SUITE) if isinstance(b, dict) else None
-        if b.get("status") != "ok" or not isinstance(s, dict) or s.get("status", "ok") != "ok" \
-                or not isinstance(s.get("teacher_forced"), dict):  # none computed (or no reference to compare)
-            continue
+        s = (b.get("suites") or {}).get(STEP_SUITE) if isinstance(b, dict) and b.get("status") == "ok" else None
+        if not isinstance(s, dict) or s.get("status", "ok") != "ok" or not isinstance(s.get("teacher_forced"), dict):
+            continue  # none computed (or no reference to compare them with)
         path, prefix = store.backend_dir(name) / TF_LOGITS, store.backend_dir(name) / TF_PREFIX
         try:
             logits = np.load(path, allow_pickle=False)
@@ -109,8 +108,8 @@ def read_teacher_forced(report: dict[str, Any], run_dir) -> tuple[dict[str, dict
 
 
 def golden(entry: dict[str, Any], k: int) -> dict[str, Any]:
-    """What a baseline keeps of one backend's first-step logits: each row's top ``k`` ids and values
-    (float32's shortest round-trip text, so a reload is bit-exact)."""
+    """What a baseline keeps of one backend's logits (first-step or teacher-forced rows): each row's top ``k``
+    ids and values (float32's shortest round-trip text, so a reload is bit-exact)."""
     logits = entry["logits"]
     k = max(1, min(int(k), logits.shape[1]))
     ids = np.argsort(-logits, axis=1, kind="stable")[:, :k]
@@ -133,8 +132,8 @@ def _parse(saved: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def compare_logits(name: str, saved: dict[str, Any], current: dict[str, Any] | None, settings_diff: list[str],
-                       tol: dict[str, Any] | None, regressions: list[dict[str, Any]],
-                       kind: LogitKind = FIRST_STEP) -> dict[str, Any]:
+                   tol: dict[str, Any] | None, regressions: list[dict[str, Any]],
+                   kind: LogitKind = FIRST_STEP) -> dict[str, Any]:
     """One backend's first-step (or, with ``kind``, teacher-forced) logits against the golden ones, on the ids
     the baseline saved."""
     parsed = _parse(saved)

@@ -126,18 +126,16 @@ def print_report(report: dict[str, Any], console=None, run_dir=None) -> None:
         changed = {n: o for n, o in (base.get("outputs") or {}).items() if isinstance(o, dict) and o.get("changed")}
         other = {n: a.get("kind") for n, a in (base.get("artifacts") or {}).items()
                  if isinstance(a, dict) and a.get("kind") != "same"}
-        moved = {n: r["max_abs_diff"] for n, r in (base.get("first_step") or {}).items()
-                 if isinstance(r, dict) and r.get("exact") is False}
-        moved_tf = {n: r["max_abs_diff"] for n, r in (base.get("teacher_forced") or {}).items()
-                    if isinstance(r, dict) and r.get("exact") is False}
+        moved = {label: {n: r["max_abs_diff"] for n, r in (base.get(key) or {}).items()
+                         if isinstance(r, dict) and r.get("exact") is False}
+                 for key, label in (("first_step", "first-step"), ("teacher_forced", "teacher-forced"))}
         console.print(f"[bold]baseline:[/bold] {'REGRESSION' if base.get('regressions') else 'no regression'}"
                       f" vs {_esc(base.get('file', ''))}"
                       + ("; outputs changed: " + ", ".join(f"{_esc(n)} {o['changed']}/{o.get('n')}"
                                                            for n, o in changed.items()) if changed else "")
-                      + ("; first-step logits moved: " + ", ".join(f"{_esc(n)} (max {d:.3g})"
-                                                                   for n, d in moved.items()) if moved else "")
-                      + ("; teacher-forced logits moved: " + ", ".join(f"{_esc(n)} (max {d:.3g})"
-                                                                       for n, d in moved_tf.items()) if moved_tf else "")
+                      + "".join(f"; {label} logits moved: "
+                                + ", ".join(f"{_esc(n)} (max {d:.3g})" for n, d in m.items())
+                                for label, m in moved.items() if m)
                       + ("; artifacts not the baseline's bytes: " + ", ".join(f"{_esc(n)} ({k})"
                                                                             for n, k in other.items()) if other else ""))
     print_step_errors(report, console)
