@@ -119,9 +119,9 @@ def translate_for_numerics(backend, stats: dict[str, OpErrorStats], input_ids: n
                            attention_mask: np.ndarray, max_new_tokens: int,
                            before_alone: Callable[[], None] | None = None) -> None:
     """Greedy translation through ``backend.generate_impl`` while its observed graphs feed ``stats``:
-    first the batch as deployed (padded rows, finished rows stepping on: the mask paths run; errors
-    only), then each sentence alone at its own length, where every row is live (no padding row, no row
-    after its EOS), so saturation counts only values that reach an output. ``before_alone`` runs between
+    first the batch as deployed (padded rows: the mask paths run; a finished row leaves the batch, as the
+    shared loop does; errors only), then each sentence alone at its own length, where every row is live
+    (no padding row), so saturation counts only values that reach an output. ``before_alone`` runs between
     the two (e.g. a backend's switch to exact-width encoder runs)."""
     for st in stats.values():
         st.count_saturation = False
