@@ -70,10 +70,10 @@ from typing import Any
 
 from backends.errors import InvalidInputError
 from backends.machine import differences as machine_differences
-from orchestrator.run_store import RunStore
 from orchestrator.baseline_logits import LOGIT_SETTINGS, LOGITS_METRIC, STEP_LOGITS_METRIC, TEACHER_FORCED
 from orchestrator.baseline_logits import SUITE as LOGITS_SUITE
-from orchestrator.baseline_logits import compare_logits, golden
+from orchestrator.baseline_logits import compare_logits, golden, read_first_step, read_teacher_forced
+from orchestrator.run_store import RunStore
 
 SCHEMA = "seqquant-baseline/1"
 DEFAULT_TOLERANCES: dict[str, Any] = {"bleu": 0.5, "chrf": 0.5, "exact_match_vs_reference": 0.02,
@@ -120,6 +120,17 @@ def read_outputs(report: dict[str, Any], run_dir) -> tuple[dict[str, list[list[i
             continue
         outputs[name] = tokens
     return outputs, problems
+
+
+def read_golden(report: dict[str, Any], run_dir) -> tuple[dict[str, list[list[int]]], dict[str, dict[str, Any]],
+                                                         dict[str, dict[str, Any]], list[str]]:
+    """Everything a baseline keeps of a run's files, as :func:`save_baseline` and :func:`compare_to_baseline`
+    take it: the outputs (:func:`read_outputs`), the first-step and the teacher-forced logits
+    (:mod:`orchestrator.baseline_logits`), and a note for every file that cannot be read."""
+    outputs, problems = read_outputs(report, run_dir)
+    logits, more = read_first_step(report, run_dir)
+    steps, more_steps = read_teacher_forced(report, run_dir)
+    return outputs, logits, steps, problems + more + more_steps
 
 
 def _artifact_digest(b: dict[str, Any]) -> dict[str, Any] | None:

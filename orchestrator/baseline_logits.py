@@ -86,9 +86,8 @@ def read_teacher_forced(report: dict[str, Any], run_dir) -> tuple[dict[str, dict
     found: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     store = RunStore(run_dir)
-    for name, b in (report.get("backends") or {}).items():
-        s = (b.get("suites") or {}).get(STEP_SUITE) if isinstance(b, dict) and b.get("status") == "ok" else None
-        if not isinstance(s, dict) or s.get("status", "ok") != "ok" or not isinstance(s.get("teacher_forced"), dict):
+    for name, s in store.ok_suites(report, STEP_SUITE):
+        if not isinstance(s.get("teacher_forced"), dict):
             continue  # none computed (or no reference to compare them with)
         path, prefix = store.backend_dir(name) / TF_LOGITS, store.backend_dir(name) / TF_PREFIX
         try:

@@ -302,14 +302,11 @@ def cmd_baseline(args) -> int:
     if args.baseline_cmd != "save":
         args.baseline_help()
         return EXIT_USAGE
-    from orchestrator.baseline import read_outputs, save_baseline
-    from orchestrator.baseline_logits import read_first_step, read_teacher_forced
+    from orchestrator.baseline import read_golden, save_baseline
 
     report_file, report = _read_report(args.run_dir)
-    outputs, problems = read_outputs(report, report_file.parent)
-    logits, more = read_first_step(report, report_file.parent)
-    steps, more_steps = read_teacher_forced(report, report_file.parent)
-    for p in problems + more + more_steps:
+    outputs, logits, steps, problems = read_golden(report, report_file.parent)
+    for p in problems:
         print(f"warning: {p}; the baseline keeps its metrics but not those outputs", file=sys.stderr)
     save_baseline(report, Path(args.file), outputs, logits, steps)
     print(f"baseline saved to {args.file} (metrics of {len(report['backends'])} backends, outputs of {len(outputs)}, "

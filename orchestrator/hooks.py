@@ -92,8 +92,7 @@ def selection_infeasible(selection: Any) -> bool:
 
 def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
     from orchestrator.attribution import attribute
-    from orchestrator.baseline import compare_to_baseline, read_outputs
-    from orchestrator.baseline_logits import read_first_step, read_teacher_forced
+    from orchestrator.baseline import compare_to_baseline, read_golden
     from orchestrator.selection import select_targets
 
     code = EXIT_OK
@@ -112,10 +111,7 @@ def run_hooks(report: dict[str, Any], cfg, ui=None) -> int:
         # recorded baseline error (exit code 1), not a lost report
         def gate():
             run_dir = (report.get("run") or {}).get("dir") or "."
-            outputs, problems = read_outputs(report, run_dir)
-            logits, more = read_first_step(report, run_dir)
-            steps, more_steps = read_teacher_forced(report, run_dir)
-            problems += more + more_steps
+            outputs, logits, steps, problems = read_golden(report, run_dir)
             result = compare_to_baseline(report, load_baseline_for(cfg), dict(cfg.matrix.tolerances), outputs,
                                          logits, steps)
             if problems:

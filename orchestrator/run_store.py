@@ -103,17 +103,23 @@ class RunStore:
     def backend_path(self, backend: str) -> Path:
         return self.backend_dir(backend) / "backend.json"
 
-    def suite_files(self, report: dict[str, Any], suite: str, field: str) -> list[tuple[str, Path]]:
-        """(backend, path) of the file each ok backend's ``suite`` names in ``field`` of ``report`` (e.g. the
-        quality suite's ``tokens``), for the backends whose suite ran ok."""
+    @staticmethod
+    def ok_suites(report: dict[str, Any], suite: str) -> list[tuple[str, dict[str, Any]]]:
+        """(backend, its ``suite`` entry in ``report``) for the ok backends whose suite ran ok."""
         found = []
         for name, b in (report.get("backends") or {}).items():
             if not isinstance(b, dict) or b.get("status") != "ok":
                 continue
             s = (b.get("suites") or {}).get(suite)
-            if isinstance(s, dict) and s.get("status", "ok") == "ok" and isinstance(s.get(field), str):
-                found.append((name, self.backend_dir(name) / s[field]))
+            if isinstance(s, dict) and s.get("status", "ok") == "ok":
+                found.append((name, s))
         return found
+
+    def suite_files(self, report: dict[str, Any], suite: str, field: str) -> list[tuple[str, Path]]:
+        """(backend, path) of the file each ok backend's ``suite`` names in ``field`` of ``report`` (e.g. the
+        quality suite's ``tokens``), for the backends whose suite ran ok."""
+        return [(name, self.backend_dir(name) / s[field]) for name, s in self.ok_suites(report, suite)
+                if isinstance(s.get(field), str)]
 
     def log_path(self, backend: str) -> Path:
         return self.backend_dir(backend) / "worker.log"
