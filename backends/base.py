@@ -127,6 +127,26 @@ class Artifacts:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FloatFallback:
+    """How a backend leaves named parts of its network in float (selective float, for a rescue search):
+    the backend option that lists them, every part it accepts (name -> what it covers, in the order the
+    parts are named), and the parts this backend already leaves in float."""
+    option: str
+    parts: dict[str, str]
+    current: tuple[str, ...] = ()
+
+    def canonical(self, parts) -> tuple[str, ...]:
+        """``parts`` with duplicates dropped, in :attr:`parts` order (one name per set of parts);
+        an unknown part is an InvalidInputError listing the accepted ones."""
+        parts = set(parts)
+        unknown = sorted(parts - set(self.parts))
+        if unknown:
+            raise InvalidInputError(f"unknown float part(s) {unknown}; choose from "
+                                    + ", ".join(f"{k} ({v})" for k, v in self.parts.items()))
+        return tuple(p for p in self.parts if p in parts)
+
+
 def check_manifest(target: Path, key: str, verify: bool = True) -> tuple[dict[str, Any] | None, dict[str, Path],
                                                                          list[str]]:
     """Read the artifact manifest in ``target`` and check it against cache key ``key`` and its files
@@ -423,6 +443,12 @@ class Seq2SeqBackend(abc.ABC):
         return generate(self, input_ids, attention_mask, max_new_tokens, num_beams, self.model.conventions)
 
     # ---- optional capabilities ----------------------------------------------------------
+    def float_fallback(self) -> FloatFallback:
+        """The parts of the network this backend can leave in float (``python cli.py rescue`` searches
+        them); an InvalidInputError saying why when it cannot."""
+        raise InvalidInputError(f"{self.name}: {type(self).__name__} cannot leave parts of its network in float "
+                                f"(no selective-float option)")
+
     def boundary_modes(self) -> tuple[str, ...]:
         """Subset of :data:`BOUNDARY_MODES` this backend can run (empty: not a quantized split)."""
         return ()

@@ -40,24 +40,19 @@ def _bar_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python cli.py",
-        description="seqquant: can this encoder-decoder model ship as INT8, on which runtime, and if it breaks, "
-                    "why? Runs the same suites on many runtime backends and writes report.json/report.md.",
-        epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 nothing feasible, 4 baseline regression, "
-               "130 interrupted (re-run to resume).")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-    c = sub.add_parser("compare", help="run backends x suites on a model and write a report",
-                       description="Run every backend of the matrix on the model and data, each in its own "
-                                   "process; results are stored as they finish and reused on re-run.")
+#: what ``compare`` and ``rescue`` share: the model, data, settings and where results go
+RUN_ARGUMENTS = ("model", "src", "ref", "calibration_src", "calibration_ref", "matrix", "reference", "limit",
+                 "num_beams", "batch_size", "max_source_length", "max_new_tokens", "strict_length", "skip_empty",
+                 "source_prefix", "threads", "timeout", "build_jobs", "out", "cache_dir", "force", "quiet")
+
+
+def _add_run_arguments(c: argparse.ArgumentParser, default_out: str) -> None:
+    """The flags of :data:`RUN_ARGUMENTS`."""
     c.add_argument("--model", help="Hugging Face seq2seq checkpoint directory (default: embedded Marian en-de)")
     c.add_argument("--src", help="source sentences, one per line (.gz ok; default: Multi30k test_2016_flickr.en)")
     c.add_argument("--ref", help="reference translations, line-aligned with --src")
     c.add_argument("--calibration-src", help="calibration pool sources (default: Multi30k val.en)")
     c.add_argument("--calibration-ref", help="calibration pool targets (default: Multi30k val.de)")
-    c.add_argument("--backends", help="comma-separated backend names (default: the matrix's; see list-backends)")
-    c.add_argument("--suites", help="comma-separated suites (default: the matrix's)")
     c.add_argument("--matrix", help="matrix TOML file (default: matrices/default.toml)")
     c.add_argument("--reference", help="reference backend for agreement metrics (default: torch-fp32)")
     c.add_argument("--limit", type=_pos_int("--limit"), help="use the first N sentences (0 = all)")
@@ -74,11 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--build-jobs", type=int, help="artifact builds run at once before the suites, each in its own "
                                                   "process (0 = auto: one per core, at most 4, one per 6 GB; 1 = "
                                                   "build each backend just before its suites)")
-    c.add_argument("--out", help="run directory (default: runs/<model>-<hash8>/, reused on re-run)")
+    c.add_argument("--out", help=f"run directory (default: {default_out}, reused on re-run)")
     c.add_argument("--cache-dir", help="artifact cache directory (default: runs/.artifacts, or OUT/artifacts)")
     c.add_argument("--force", action="store_true", help="recompute every result and rebuild every artifact")
-    c.add_argument("--baseline", help="baseline JSON to gate against (exit 4 on a regression)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python cli.py",
+        description="seqquant: can this encoder-decoder model ship as INT8, on which runtime, and if it breaks, "
+                    "why? Runs the same suites on many runtime backends and writes report.json/report.md.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 nothing feasible, 4 baseline regression, "
+               "130 interrupted (re-run to resume).")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    c = sub.add_parser("compare", help="run backends x suites on a model and write a report",
+                       description="Run every backend of the matrix on the model and data, each in its own "
+                                   "process; results are stored as they finish and reused on re-run.")
+    _add_run_arguments(c, "runs/<model>-<hash8>/")
+    c.add_argument("--backends", help="comma-separated backend names (default: the matrix's; see list-backends)")
+    c.add_argument("--suites", help="comma-separated suites (default: the matrix's)")
+    c.add_argument("--baseline", help="baseline JSON to gate against (exit 4 on a regression)")
     c.add_argument("--dry-run", action="store_true",
                    help="validate everything and print what would run / be reused / be skipped; run nothing")
     lb = sub.add_parser("list-backends", help="registered backends, whether they are installed, and how to install")
@@ -100,6 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable)")
     j.add_argument("--dry-run", action="store_true",
                    help="print the verdicts and selection under that bar and leave the run's reports as they are")
+    r = sub.add_parser("rescue", help="find the fewest parts of an INT8 backend to leave in float to meet the [bar]",
+                       description="Accuracy-driven selective-float search (as Intel Neural Compressor and AIMET "
+                                   "fall back): measure the backend, then one variant per part it can leave in "
+                                   "float, then the best parts added one at a time, until a variant meets the "
+                                   "[bar]. Every variant is built and run by the compare engine in one run "
+                                   "directory; rescue.json records the search, rescue.toml the variant found. "
+                                   "Exit 3 when no set of parts meets the bar.")
+    _add_run_arguments(r, "runs/<model>-rescue-<backend>-<hash8>/")
+    r.add_argument("--backend", default="tflite-int8",
+                   help="the INT8 backend to rescue (default: tflite-int8; it must have a selective-float option)")
+    r.add_argument("--parts", help="comma-separated parts it may leave in float (default: every part the backend "
+                                   "offers; TFLite: layer_norm, attention_softmax, self_attention, cross_attention, "
+                                   "ffn, lm_head)")
+    r.add_argument("--suites", help="comma-separated suites each variant runs (default: quality,source-sensitivity; "
+                                    "add speed for latency and size)")
+    r.add_argument("--bar", dest="bar_file", help="TOML file with a [bar] table or top-level bar keys (default: the "
+                                                  "matrix's [bar])")
+    r.add_argument("--set", dest="bar_set", action="append", type=_bar_assignment, metavar="KEY=VALUE",
+                   help="one bar key over the bar, e.g. min_int8_agreement=0.8 (repeatable)")
     sh = sub.add_parser("show", help="print the result table of an existing run")
     sh.add_argument("run_dir", help=RUN_DIR_HELP)
     ex = sub.add_parser("export", help="copy one backend's measured artifacts out of a run, ready to ship",
@@ -276,6 +306,27 @@ def cmd_judge(args) -> int:
     return _rewrite_reports(report, path, args.run_dir, write=not args.dry_run)
 
 
+def cmd_rescue(args) -> int:
+    import signal
+
+    from orchestrator.console import RichUI, print_rescue
+    from orchestrator.rescue import plan_rescue, run_rescue
+
+    opts = {k: getattr(args, k) for k in RUN_ARGUMENTS}
+    opts["command"] = "python cli.py " + shlex.join(args._argv)
+    split = (lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else None)
+    plan = plan_rescue(opts, args.backend, split(args.parts), args.bar_file, args.bar_set, split(args.suites))
+    ui = RichUI(quiet=args.quiet)
+    previous = _terminate_as_interrupt()
+    try:
+        result = run_rescue(plan, ui, force=args.force)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print_rescue(result, ui.console, plan.out)
+    return 0 if result["found"] else 3
+
+
 def cmd_show(args) -> int:
     from orchestrator.console import print_report
 
@@ -335,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_judge(args)
         if args.cmd == "show":
             return cmd_show(args)
+        if args.cmd == "rescue":
+            return cmd_rescue(args)
         if args.cmd == "baseline":
             return cmd_baseline(args)
         if args.cmd == "export":

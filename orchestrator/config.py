@@ -32,13 +32,20 @@ class RunConfig:
     reference: str
     settings: dict[str, Any]
     out: Path | None = None
-    force: bool = False
+    #: recompute results and rebuild artifacts: True for every backend, or a set of backend names
+    force: bool | frozenset[str] = False
     baseline: Path | None = None
     cache_dir: Path | None = None
     command: str = ""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: settings given as command-line flags (they win over the matrix's [settings], not over [overrides])
     from_cli: frozenset[str] = frozenset()
+
+    def forces(self, name: str | None = None) -> bool:
+        """Whether ``--force`` applies to backend ``name`` (None: to any backend of the run)."""
+        if isinstance(self.force, frozenset):
+            return bool(self.force) if name is None else name in self.force
+        return bool(self.force)
 
     def setting_source(self, name: str, key: str) -> str:
         """Where one backend's value of setting ``key`` came from, for messages."""
@@ -67,9 +74,10 @@ class RunConfig:
                 "max_new_tokens": s["max_new_tokens"], **self.overrides.get(name, {}).get("options", {})}
 
 
-def resolve_config(args: dict[str, Any]) -> RunConfig:
-    """``args``: the parsed ``compare`` flags (None = not given)."""
-    matrix = load_matrix(args.get("matrix"))
+def resolve_config(args: dict[str, Any], matrix: Matrix | None = None) -> RunConfig:
+    """``args``: the parsed ``compare`` flags (None = not given); ``matrix``: a matrix already loaded (and
+    perhaps changed, as ``rescue`` adds its variants) instead of reading ``args["matrix"]``."""
+    matrix = matrix if matrix is not None else load_matrix(args.get("matrix"))
     settings = {**DEFAULT_SETTINGS, **matrix.settings}
     from_cli = set()
     for key, flag in FLAG_FOR.items():
@@ -121,7 +129,8 @@ def resolve_config(args: dict[str, Any]) -> RunConfig:
         skip_empty=bool(args.get("skip_empty") or d.get("skip_empty", False)),
         backends=backends, backends_from_cli=backends_from_cli, suites=suites,
         reference=args.get("reference") or matrix.reference, settings=settings,
-        out=Path(args["out"]) if args.get("out") else None, force=bool(args.get("force")),
+        out=Path(args["out"]) if args.get("out") else None,
+        force=args["force"] if isinstance(args.get("force"), frozenset) else bool(args.get("force")),
         baseline=Path(args["baseline"]) if args.get("baseline") else None,
         cache_dir=Path(args["cache_dir"]) if args.get("cache_dir") else None,
         command=args.get("command", ""), overrides=matrix.overrides,

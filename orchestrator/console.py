@@ -148,6 +148,31 @@ def print_report(report: dict[str, Any], console=None, run_dir=None) -> None:
                       + (f"  ({wall:.1f} s)" if isinstance(wall, (int, float)) else ""))
 
 
+def print_rescue(result: dict[str, Any], console=None, run_dir=None) -> None:
+    """The ``rescue`` search: every variant measured, and what it found."""
+    from rich.table import Table
+
+    from orchestrator.rescue import RESCUE_JSON, RESCUE_MD, RESCUE_TOML, TABLE_HEADER, summary_line, trial_rows
+
+    console = console or make_console()
+    bar = ", ".join(f"{k}={v}" for k, v in sorted(result["bar"].items())) or "default bar"
+    t = Table(title=_esc(f"rescue of {result['base']} ({bar})"), title_justify="left")
+    for h in TABLE_HEADER:
+        t.add_column(h, overflow="fold",
+                     justify="right" if h in ("identical", "BLEU", "size MB", "p50 ms") else "left")
+    for row in trial_rows(result):
+        row = [_esc(c) for c in row]
+        row[8] = f"[{'green' if row[8] == 'meets' else 'red'}]{row[8]}[/]"
+        t.add_row(*row)
+    console.print(t)
+    console.print(f"[bold]{_esc(summary_line(result))}[/bold]")
+    if run_dir is not None:
+        files = [RESCUE_JSON, RESCUE_MD] + ([RESCUE_TOML] if result["found"] and
+                                            result["found"]["backend"] != result["base"] else []) + ["report.md"]
+        console.print("files: " + ", ".join(_esc(f"{run_dir}/{f}") for f in files)
+                      + f"  ({result['wall_seconds']:.1f} s)")
+
+
 def print_step_errors(report: dict[str, Any], console) -> None:
     """Steps that raised after the backends ran: a suite's compare step (``compare_errors``: the
     cross-backend numbers it computes, e.g. agreement with the reference, are missing) and the post-compare

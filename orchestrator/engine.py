@@ -214,7 +214,7 @@ def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
         p.settings = cfg.backend_settings(p.name)
         p.options = cfg.backend_options(p.name)
         p.fingerprint = backend_fingerprint(p.name, p.entry, base, p.options, p.settings)
-        if cfg.force and not dry_run:
+        if cfg.forces(p.name) and not dry_run:
             store.clear_backend(p.name)
         for s, skip in suites.items():
             if skip is not None:
@@ -224,7 +224,7 @@ def _plan_suites(cfg: RunConfig, v: Validated, plans: list[BackendPlan], suites:
             if roles[s] and p.name == cfg.reference:
                 key["role"] = "reference"
             fp = digest(key)
-            p.suites.append(SuitePlan(s, fp, opts, None if cfg.force else store.read_suite(p.name, s, fp)))
+            p.suites.append(SuitePlan(s, fp, opts, None if cfg.forces(p.name) else store.read_suite(p.name, s, fp)))
 
 
 def _job(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact_dir: Path) -> dict[str, Any]:
@@ -238,7 +238,7 @@ def _job(cfg: RunConfig, v: Validated, p: BackendPlan, store: RunStore, artifact
                             "name": v.calibration.name},
             "suites": [{"name": s.name, "fingerprint": s.fingerprint, "options": s.options} for s in p.pending],
             "settings": {**p.settings, "n_sentences": n}, "reference": cfg.reference, "run_dir": str(store.run_dir),
-            "artifact_dir": str(artifact_dir), "force_artifacts": cfg.force, "log_path": str(store.log_path(p.name)),
+            "artifact_dir": str(artifact_dir), "force_artifacts": cfg.forces(p.name), "log_path": str(store.log_path(p.name)),
             "sys_path": list(sys.path),
             "registry_entry": {"name": e.name, "target": e.target, "requires": list(e.requires),
                                "options": dict(e.options), "description": e.description}}
@@ -308,7 +308,7 @@ def build_jobs(setting: int) -> int:
 
 def _needs_build(cfg: RunConfig, v: Validated, p: BackendPlan, artifact_dir: Path) -> bool:
     """Whether the backend's worker would build artifacts (asked in this process: no runtime import)."""
-    if cfg.force:
+    if cfg.forces(p.name):
         return True
     from backends import registry
 

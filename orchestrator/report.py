@@ -156,7 +156,7 @@ def run_compare_phase(report: dict[str, Any], cfg, v, records, suites, run_dir: 
                       "n": len(v.data.sources), "results": {b: r.get("fingerprint") for b, r in ok.items()}})
         cache = run_dir / "compare" / f"{s}.json"
         stored = read_json(cache)
-        if isinstance(stored, dict) and stored.get("key") == key and not cfg.force:
+        if isinstance(stored, dict) and stored.get("key") == key and not cfg.forces():
             extras = stored["extras"]
         else:
             ctx = CompareContext(model=v.model, sources=v.data.sources, references=v.data.references,

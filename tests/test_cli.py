@@ -41,7 +41,7 @@ def test_help_imports_nothing_heavy():
 def test_top_level_help_lists_commands():
     r = run_cli("--help", timeout=120)
     assert r.returncode == 0
-    for cmd in ("compare", "list-backends", "select", "judge", "baseline"):
+    for cmd in ("compare", "list-backends", "select", "judge", "rescue", "baseline"):
         assert cmd in r.stdout
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from backends._imports import require, version_of
-from backends.base import BOUNDARY_MODES, CalibrationSet, EncoderState, Seq2SeqBackend
+from backends.base import BOUNDARY_MODES, CalibrationSet, EncoderState, FloatFallback, Seq2SeqBackend
 from backends.errors import ArtifactError, InvalidInputError
 from backends.tflite import convert as tconv
 from backends.tflite.graphs import check_regions, self_attention_mask
@@ -522,6 +522,16 @@ class TFLiteSplitBackend(Seq2SeqBackend):
             "reference_loop": "reference_loop.py (numpy + ai_edge_litert; shipped by `python cli.py export`) "
                               "runs this loop and reproduces the backend's tokens",
         }
+
+    def float_fallback(self) -> FloatFallback:
+        from backends.tflite.graphs import REGIONS
+
+        if self.quantization != "int8" or self.uses_aeq:
+            raise InvalidInputError(f"{self.name}: float_regions (selective float) needs quantization 'int8' with "
+                                    f"the TFLiteConverter quantizer; this backend is {self.precision_label} "
+                                    f"({'ai-edge-quantizer' if self.uses_aeq else self.quantization})")
+        return FloatFallback("float_regions", dict(REGIONS),
+                             check_regions(tuple(self.options["float_regions"] or ()), self.name))
 
     # ---- run -----------------------------------------------------------------------
     def boundary_modes(self) -> tuple[str, ...]:

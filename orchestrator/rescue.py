@@ -1,0 +1,366 @@
+"""Accuracy-driven selective-float search: the fewest float parts that bring an INT8 backend up to the [bar].
+
+``python cli.py rescue --backend tflite-int8 --set min_int8_agreement=0.8`` answers "if INT8 misses my bar,
+how much of the network must stay float to meet it?" the way Intel Neural Compressor's and AIMET's
+accuracy-driven fallback does, with seqquant's own verdict rules as the criterion:
+
+1. **base** — the backend as it is, with the reference. If it meets the bar, nothing needs to stay float.
+2. **one part at a time** — one variant per part the backend can leave in float
+   (:meth:`backends.base.Seq2SeqBackend.float_fallback`: TFLite's ``float_regions``). The parts are ranked by
+   what each alone buys: the share of outputs identical to the reference, then BLEU. A part that alone meets
+   the bar ends the search (the smallest such variant on disk, if several do).
+3. **cumulative** — the best part, then the best two, three, ... in that order, one build per step, until a
+   set meets the bar or every part is float. Greedy, as INC's and AIMET's are: it finds a set that meets the
+   bar, not always the smallest one.
+
+Every variant is a real build run by the ``compare`` engine (:func:`orchestrator.engine.run_compare`), all in
+one run directory: results and artifacts are reused on re-run, a variant that fails to build or crashes is
+recorded as such and the search goes on without it, and the directory's ``report.json``/``md``/``html`` hold
+every tried variant with its verdict. The search itself is written to ``rescue.json``, and the variant found to
+``rescue.toml``, a ``[variants]`` table to paste into a matrix (``compare --matrix``) so the rescued build
+joins a regression run.
+
+:func:`search` is the strategy alone, over a ``measure`` callable; :func:`run_rescue` measures with the engine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from backends.errors import InvalidInputError
+from orchestrator.errors import SettingsError
+
+#: what the verdicts need: agreement and BLEU (quality), source-blindness (source-sensitivity)
+DEFAULT_SUITES = ("quality", "source-sensitivity")
+#: metrics a trial carries into rescue.json and the table (when the run measured them)
+TRIAL_METRICS = ("exact_match_vs_reference", "bleu", "chrf", "bytes", "latency_p50_ms", "cross_source_cosine")
+PHASES = ("base", "alone", "cumulative")
+#: arguments that change how a search runs, not what it measures (left out of its directory's name)
+RUN_ONLY_ARGS = frozenset({"command", "out", "quiet", "force", "cache_dir", "build_jobs", "timeout", "threads"})
+RESCUE_JSON, RESCUE_TOML, RESCUE_MD = "rescue.json", "rescue.toml", "rescue.md"
+
+
+@dataclass
+class Trial:
+    """One measured set of float parts."""
+    parts: tuple[str, ...]
+    backend: str
+    phase: str
+    status: str = "ok"  # the backend's run status: ok | failed | skipped | missing
+    passes: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: the bar checks it missed (metric: value vs threshold), or why it could not be judged
+    misses: list[str] = field(default_factory=list)
+
+    def rank_key(self) -> tuple[float, float]:
+        """Higher is better: identical share, then BLEU (unmeasured ranks last)."""
+        em, bleu = self.metrics.get("exact_match_vs_reference"), self.metrics.get("bleu")
+        return (float(em) if isinstance(em, (int, float)) else -1.0,
+                float(bleu) if isinstance(bleu, (int, float)) else -1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Measure = Callable[[list[tuple[str, ...]], str], dict[tuple[str, ...], Trial]]
+
+
+def search(measure: Measure, start: tuple[str, ...], candidates: Iterable[str],
+           canonical: Callable[[Iterable[str]], tuple[str, ...]] = tuple) -> tuple[list[Trial], Trial | None]:
+    """The greedy fallback search (module docstring): every trial in order, and the first that meets the bar
+    (None if none does). ``measure(sets, phase)`` measures sets of float parts and returns a :class:`Trial`
+    per set; ``start`` are the parts already float; ``canonical`` names a set the same whatever the order its
+    parts were added in."""
+    trials: list[Trial] = []
+    base = measure([canonical(start)], "base")[canonical(start)]
+    trials.append(base)
+    if base.passes:
+        return trials, base
+    candidates = [c for c in candidates if c not in start]
+    if not candidates:
+        return trials, None
+    singles = {c: canonical((*start, c)) for c in candidates}
+    measured = measure(list(singles.values()), "alone")
+    trials += [measured[s] for s in singles.values()]
+    passing = [measured[s] for s in singles.values() if measured[s].passes]
+    if passing:
+        return trials, min(passing, key=lambda t: (_size(t), [-k for k in t.rank_key()]))
+    order = sorted(candidates, key=lambda c: measured[singles[c]].rank_key(), reverse=True)
+    chosen = (*start, order[0])
+    for c in order[1:]:
+        chosen = (*chosen, c)
+        trial = measure([canonical(chosen)], "cumulative")[canonical(chosen)]
+        trials.append(trial)
+        if trial.passes:
+            return trials, trial
+    return trials, None
+
+
+def _size(t: Trial) -> float:
+    b = t.metrics.get("bytes")
+    return float(b) if isinstance(b, (int, float)) else float("inf")
+
+
+# ---- measuring with the compare engine ------------------------------------------------------------
+@dataclass
+class RescuePlan:
+    """Everything the engine-backed search needs, resolved and checked before anything runs."""
+    base: str
+    option: str
+    parts: dict[str, str]
+    start: tuple[str, ...]
+    candidates: tuple[str, ...]
+    base_options: dict[str, Any]
+    bar: dict[str, Any]
+    reference: str
+    suites: tuple[str, ...]
+    matrix: Any  # orchestrator.matrix.Matrix
+    args: dict[str, Any]
+    out: Path
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # the variants made so far
+
+    def canonical(self, parts: Iterable[str]) -> tuple[str, ...]:
+        parts = set(parts)
+        return tuple(p for p in self.parts if p in parts)
+
+    def name_for(self, parts: tuple[str, ...]) -> str:
+        """The backend that leaves ``parts`` float: the base itself, a matrix variant with exactly those
+        options, or a new variant ``<base>-float-<part>-<part>...``."""
+        if parts == self.start:
+            return self.base
+        options = {**self.base_options, self.option: list(parts)}
+        for name, v in {**self.matrix.variants, **self.variants}.items():
+            if v["base"] == self.base and {**self.base_options, **v["options"]} == options:
+                return name
+        name = f"{self.base}-float-{'-'.join(parts)}"
+        while name in self.matrix.variants:  # taken by a variant with other options
+            name += "-rescue"
+        self.variants[name] = {"base": self.base, "options": {self.option: list(parts)},
+                               "description": f"{self.base} with {', '.join(parts)} left in float "
+                                              f"(rescue search)"}
+        return name
+
+
+def plan_rescue(args: dict[str, Any], base: str, parts: list[str] | None, bar_file: str | None,
+                bar_set: list[tuple[str, Any]] | None, suites: list[str] | None) -> RescuePlan:
+    """Check the request (the backend can leave parts float, the parts exist, the bar is valid, the reference
+    is not the base) and resolve the run directory; nothing is built."""
+    from backends import registry
+    from backends.errors import SeqquantError
+    from orchestrator.attribution import effective_bar
+    from orchestrator.matrix import load_matrix, load_table, register_variants
+    from orchestrator.run_store import digest
+
+    matrix = load_matrix(args.get("matrix"))
+    register_variants(matrix)
+    entry = registry.get_entry(base)
+    fallback = registry.get_backend(base).float_fallback()
+    try:
+        candidates = fallback.canonical(parts) if parts else tuple(fallback.parts)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--parts: {exc}") from exc
+    candidates = tuple(c for c in candidates if c not in fallback.current)
+    if not candidates:
+        raise InvalidInputError(f"{base} already leaves {', '.join(fallback.current)} in float: no part left to "
+                                f"search; choose from {', '.join(fallback.parts)}")
+    bar, where = (load_table(bar_file, "bar"), bar_file) if bar_file else (dict(matrix.bar), "the matrix's [bar]")
+    bar = {**bar, **dict(bar_set or [])}
+    try:
+        effective_bar(bar)
+    except SeqquantError as exc:
+        raise SettingsError(f"bar from {where}{' and --set' if bar_set else ''}: {exc}") from exc
+    reference = args.get("reference") or matrix.reference
+    if reference == base:
+        raise SettingsError(f"--backend {base} is the reference backend; rescue an INT8 backend against it")
+    suites = tuple(dict.fromkeys(suites or DEFAULT_SUITES))
+    if "quality" not in suites:
+        raise SettingsError("rescue needs the quality suite (agreement and BLEU decide the bar); add it to --suites")
+    if args.get("out"):
+        out = Path(args["out"])
+    else:  # one directory per search: the request's data, settings, bar and parts
+        key = {"matrix": str(matrix.path), "bar": bar, "parts": candidates, "suites": suites,
+               "args": {k: v for k, v in sorted(args.items()) if k not in RUN_ONLY_ARGS}}
+        model = Path(args["model"]).name if args.get("model") else "default"
+        out = Path("runs") / f"{model}-rescue-{base}-{digest(key, 8)}"
+        if not args.get("cache_dir") and not os.environ.get("SEQQUANT_CACHE_DIR"):
+            args = {**args, "cache_dir": str(out.parent / ".artifacts")}  # compare's default cache: reuse its builds
+    return RescuePlan(base=base, option=fallback.option, parts=dict(fallback.parts), start=fallback.current,
+                      candidates=candidates, base_options=dict(entry.options), bar=bar, reference=reference,
+                      suites=suites, matrix=matrix, args=dict(args), out=out)
+
+
+def _run(plan: RescuePlan, backends: list[str], ui, force: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """One compare run of ``backends`` (and the reference) with the plan's variants, in the plan's run
+    directory, recomputing the results (and rebuilding the artifacts) of the backends in ``force``; returns
+    its report."""
+    from orchestrator.config import resolve_config
+    from orchestrator.engine import EXIT_INTERRUPTED, run_compare
+
+    matrix = dataclasses.replace(plan.matrix, variants={**plan.matrix.variants, **plan.variants}, bar=plan.bar,
+                                 backends=None)
+    names = list(dict.fromkeys([plan.reference, *backends]))
+    args = {**plan.args, "backends": ",".join(names), "suites": ",".join(plan.suites), "out": str(plan.out),
+            "force": force}
+    report, code, _ = run_compare(resolve_config(args, matrix=matrix), ui)
+    if code == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt("rescue interrupted")
+    return report
+
+
+def trial_from_report(report: dict[str, Any], name: str, parts: tuple[str, ...], phase: str,
+                      bar: dict[str, Any]) -> Trial:
+    """A trial's status, metrics and bar check from a compare report (the verdict rules' own bar check)."""
+    from orchestrator.attribution import bar_check, effective_bar
+
+    rec = (report.get("backends") or {}).get(name)
+    if rec is None:
+        return Trial(parts, name, phase, status="missing", misses=["not in the run's report"])
+    m = rec.get("metrics") or {}
+    metrics = {k: m[k] for k in TRIAL_METRICS if m.get(k) is not None}
+    if "bytes" not in metrics and isinstance((rec.get("artifacts") or {}).get("bytes"), (int, float)):
+        metrics["bytes"] = rec["artifacts"]["bytes"]  # on disk, whether or not the speed suite ran
+    if rec.get("status") != "ok":
+        return Trial(parts, name, phase, status=str(rec.get("status")), metrics=metrics,
+                     misses=[f"{rec.get('status')}: {rec.get('reason') or 'see its log'}"])
+    ok, evidence = bar_check(report, name, effective_bar(bar))
+    misses = [_miss(e) for e in evidence if e.get("passes") is False]
+    if not ok and not misses:  # not judged: e.g. no BLEU against the reference
+        misses = [_miss(e) for e in evidence if e.get("note")] or ["does not meet the bar"]
+    return Trial(parts, name, phase, passes=ok, metrics=metrics, misses=misses)
+
+
+#: how a missed bar check reads: metric -> (label, value format)
+MISS_LABELS = {"exact_match_vs_reference": ("identical", ".1%"), "bleu_drop_vs_reference": ("BLEU drop", ".2f"),
+               "cross_source_cosine": ("cross-source cosine", ".4f"),
+               "first_step_cosine_to_reference": ("first-step cosine", ".4f")}
+
+
+def _miss(e: dict[str, Any]) -> str:
+    label, spec = MISS_LABELS.get(e["metric"], (e["metric"], ""))
+    value, threshold = e.get("value"), e.get("threshold")
+    num = lambda x: format(x, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)  # noqa: E731
+    text = f"{label} {num(value)}" + (f" (bar {num(threshold)})" if threshold is not None else "")
+    return text + (f": {e['note']}" if e.get("note") else "")
+
+
+def run_rescue(plan: RescuePlan, ui=None, force: bool = False) -> dict[str, Any]:
+    """The search on the engine; writes rescue.json (and rescue.toml when a set meets the bar) and a final
+    report of every tried variant into the run directory; returns rescue.json's content."""
+    from orchestrator.run_store import atomic_write_json, atomic_write_text
+
+    started = time.time()
+    forced: set[str] = set()  # with force: each backend recomputed once, the reference in the first run
+
+    def measure(sets: list[tuple[str, ...]], phase: str) -> dict[tuple[str, ...], Trial]:
+        names = {s: plan.name_for(s) for s in sets}
+        if ui is not None:
+            ui.info(f"rescue, {phase}: " + "; ".join(f"{n} ({', '.join(s) or 'as is'})" for s, n in names.items()))
+        todo = frozenset({plan.reference, *names.values()} - forced) if force else frozenset()
+        forced.update(todo)
+        report = _run(plan, list(names.values()), ui, force=todo)
+        return {s: trial_from_report(report, n, s, phase, plan.bar) for s, n in names.items()}
+
+    trials, found = search(measure, plan.start, plan.candidates, plan.canonical)
+    final = _run(plan, [t.backend for t in trials], ui)  # every result reused: one report of every trial
+    result = {
+        "base": plan.base, "option": plan.option, "parts": plan.parts, "start": list(plan.start),
+        "candidates": list(plan.candidates), "bar": plan.bar, "suites": list(plan.suites),
+        "reference": final.get("reference_backend"), "command": plan.args.get("command", ""),
+        "strategy": "greedy: base; each part alone (ranked by identical share, then BLEU); then the best parts "
+                    "added one at a time until a set meets the bar",
+        "trials": [t.to_dict() for t in trials],
+        "found": found.to_dict() if found else None,
+        "best": max(trials, key=Trial.rank_key).to_dict(),
+        "wall_seconds": round(time.time() - started, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(plan.out / RESCUE_JSON, result)
+    atomic_write_text(plan.out / RESCUE_MD, rescue_markdown(result))
+    toml_path = plan.out / RESCUE_TOML
+    if found is not None and found.backend != plan.base:
+        atomic_write_text(toml_path, variant_toml(found.backend, plan.base, plan.option, found.parts,
+                                                  plan.bar, result["command"]))
+    elif toml_path.exists():
+        toml_path.unlink()  # a stale answer from an earlier search of this directory
+    return result
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return _toml_str(str(v))
+
+
+def variant_toml(name: str, base: str, option: str, parts: tuple[str, ...], bar: dict[str, Any],
+                 command: str) -> str:
+    """The found variant as a matrix ``[variants]`` table (and the bar it met), ready to paste into a matrix."""
+    listed = ", ".join(parts)
+    lines = [f"# The variant `{command or 'python cli.py rescue'}` found: {base} with {listed} left in float "
+             f"meets this [bar].",
+             "# Paste into a matrix and list it in [run] backends to keep it in a regression run.",
+             "",
+             f"[variants.{_toml_str(name)}]",
+             f"base = {_toml_str(base)}",
+             f"options = {{ {option} = [{', '.join(_toml_str(p) for p in parts)}] }}",
+             f"description = {_toml_str(f'{base}, {listed} left in float (rescue search)')}",
+             "",
+             "[bar]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(bar.items())]
+    return "\n".join(lines) + "\n"
+
+
+# ---- presenting a search ---------------------------------------------------------------------------
+TABLE_HEADER = ["step", "float parts", "backend", "status", "identical", "BLEU", "size MB", "p50 ms", "bar",
+                "misses"]
+
+
+def trial_rows(result: dict[str, Any]) -> list[list[str]]:
+    """rescue.json's trials as table rows (:data:`TABLE_HEADER`), in the order they were measured."""
+    from orchestrator.report_tables import fmt, share
+
+    rows = []
+    for t in result["trials"]:
+        m = t["metrics"]
+        size = m["bytes"] / 1e6 if isinstance(m.get("bytes"), (int, float)) else None
+        rows.append([t["phase"], ", ".join(t["parts"]) or "(none)", t["backend"], t["status"],
+                     share(m.get("exact_match_vs_reference")), fmt(m.get("bleu")), fmt(size, 1),
+                     fmt(m.get("latency_p50_ms"), 1), "meets" if t["passes"] else "misses", "; ".join(t["misses"])])
+    return rows
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    found, best = result["found"], result["best"]
+    if found is None:
+        return (f"no set of float parts brings {result['base']} up to the bar; the closest: {best['backend']} "
+                f"({', '.join(best['parts']) or 'no part float'}), which misses: {'; '.join(best['misses'])}")
+    if found["backend"] == result["base"]:
+        return f"{result['base']} meets the bar as it is: nothing needs to stay float"
+    return (f"{found['backend']} meets the bar with {', '.join(found['parts'])} left in float "
+            f"({len(result['trials'])} variants measured); its matrix table is in {RESCUE_TOML}")
+
+
+def rescue_markdown(result: dict[str, Any]) -> str:
+    from orchestrator.report_tables import markdown
+
+    bar = ", ".join(f"{k} = {v}" for k, v in sorted(result["bar"].items())) or "the defaults"
+    lines = [f"# Selective-float rescue of {result['base']}", ""]
+    if result.get("command"):
+        lines += [f"`{result['command']}`", ""]
+    lines += [f"Bar: {bar}. Reference: {result.get('reference')}. Suites: {', '.join(result['suites'])}. "
+              f"Parts searched ({result['option']}): {', '.join(result['candidates'])}.", "",
+              f"Strategy: {result['strategy']}.", ""]
+    lines += markdown(("Variants measured", TABLE_HEADER, trial_rows(result)))
+    lines += [f"**{summary_line(result)}**", "",
+              f"{len(result['trials'])} variants, {result['wall_seconds']} s. Each variant's full results: "
+              f"report.md in this directory."]
+    return "\n".join(lines) + "\n"
