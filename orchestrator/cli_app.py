@@ -1,8 +1,9 @@
 """Command-line interface (argparse). Imports nothing heavy until a command runs.
 
 Exit codes: 0 success; 1 internal error (a bug: traceback printed); 2 bad input (the message says what
-to do); 3 ``select``/``compare`` found no feasible target; 4 ``--baseline`` found a regression;
-130 interrupted (finished results are kept; re-run the same command to resume).
+to do); 3 ``select``/``compare`` found no feasible target (``rescue``: no variant meets the bar); 4
+``--baseline`` found a regression; 130 interrupted (finished results are kept; re-run the same command to
+resume).
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable)")
     j.add_argument("--dry-run", action="store_true",
                    help="print the verdicts and selection under that bar and leave the run's reports as they are")
-    r = sub.add_parser("rescue", help="find the fewest parts of an INT8 backend to leave in float to meet the [bar]",
+    r = sub.add_parser("rescue", help="find which parts of an INT8 backend must stay float to meet the [bar]",
                        description="Accuracy-driven selective-float search (as Intel Neural Compressor and AIMET "
                                    "fall back): measure the backend, then one variant per part it can leave in "
                                    "float, then the best parts added one at a time, until a variant meets the "

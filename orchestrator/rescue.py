@@ -1,11 +1,11 @@
-"""Accuracy-driven selective-float search: the fewest float parts that bring an INT8 backend up to the [bar].
+"""Accuracy-driven selective-float search: which parts of an INT8 backend must stay float to meet the [bar].
 
 ``python cli.py rescue --backend tflite-int8 --set min_int8_agreement=0.8`` answers "if INT8 misses my bar,
 how much of the network must stay float to meet it?" the way Intel Neural Compressor's and AIMET's
 accuracy-driven fallback does, with seqquant's own verdict rules as the criterion:
 
 1. **base** — the backend as it is, with the reference. If it meets the bar, nothing needs to stay float.
-2. **one part at a time** — one variant per part the backend can leave in float
+2. **alone** — one variant per part the backend can leave in float
    (:meth:`backends.base.Seq2SeqBackend.float_fallback`: TFLite's ``float_regions``). The parts are ranked by
    what each alone buys: the share of outputs identical to the reference, then BLEU. A part that alone meets
    the bar ends the search (the smallest such variant on disk, if several do).
