@@ -109,6 +109,25 @@ def effective_bar(bar: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def requested_bar(bar: dict[str, Any], where: str, bar_file: str | None = None,
+                  bar_set: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
+    """The bar a command was asked for: ``bar`` (read from ``where``), or ``bar_file``'s ``[bar]`` in its
+    place (``--bar``), with the ``bar_set`` pairs over it (``--set KEY=VALUE``); checked, a SettingsError
+    naming where a bad key came from."""
+    from backends.errors import SeqquantError
+    from orchestrator.errors import SettingsError
+    from orchestrator.matrix import load_table
+
+    if bar_file:
+        bar, where = load_table(bar_file, "bar"), bar_file
+    bar = {**bar, **dict(bar_set or [])}
+    try:
+        effective_bar(bar)
+    except SeqquantError as exc:
+        raise SettingsError(f"bar from {where}{' and --set' if bar_set else ''}: {exc}") from exc
+    return bar
+
+
 def run_bar(report: dict[str, Any]) -> dict[str, Any]:
     """The bar a stored run was last judged by (its verdict's), else its matrix's ``[bar]``."""
     verdict = report.get("verdict") if isinstance(report.get("verdict"), dict) else {}

@@ -8,6 +8,7 @@ resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -76,6 +77,16 @@ def _add_run_arguments(c: argparse.ArgumentParser, default_out: str) -> None:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_bar_arguments(c: argparse.ArgumentParser, file_role: str) -> None:
+    """``--bar FILE`` and ``--set KEY=VALUE``: the bar a command judges by
+    (:func:`orchestrator.attribution.requested_bar`)."""
+    c.add_argument("--bar", dest="bar_file",
+                   help=f"TOML file with a [bar] table (any matrix) or top-level bar keys; {file_role}")
+    c.add_argument("--set", dest="bar_set", action="append", type=_bar_assignment, metavar="KEY=VALUE",
+                   help="one bar key over the bar, e.g. min_int8_agreement=0.8 or fail_source_blind=false "
+                        "(repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python cli.py",
@@ -105,11 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "min_int8_agreement=0.8), re-select with the run's constraints, and rewrite "
                                    "report.json/md/html. Nothing is measured again.")
     j.add_argument("run_dir", help=RUN_DIR_HELP)
-    j.add_argument("--bar", dest="bar_file", help="TOML file with a [bar] table (any matrix) or top-level bar keys; "
-                                                  "replaces the run's bar (default: the bar the run was judged by)")
-    j.add_argument("--set", dest="bar_set", action="append", type=_bar_assignment, metavar="KEY=VALUE",
-                   help="one bar key over the bar, e.g. min_int8_agreement=0.8 or fail_source_blind=false "
-                        "(repeatable)")
+    _add_bar_arguments(j, "replaces the run's bar (default: the bar the run was judged by)")
     j.add_argument("--dry-run", action="store_true",
                    help="print the verdicts and selection under that bar and leave the run's reports as they are")
     r = sub.add_parser("rescue", help="find which parts of an INT8 backend must stay float to meet the [bar]",
@@ -127,10 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ffn, lm_head)")
     r.add_argument("--suites", help="comma-separated suites each variant runs (default: quality,source-sensitivity; "
                                     "add speed for latency and size)")
-    r.add_argument("--bar", dest="bar_file", help="TOML file with a [bar] table or top-level bar keys (default: the "
-                                                  "matrix's [bar])")
-    r.add_argument("--set", dest="bar_set", action="append", type=_bar_assignment, metavar="KEY=VALUE",
-                   help="one bar key over the bar, e.g. min_int8_agreement=0.8 (repeatable)")
+    _add_bar_arguments(r, "replaces the matrix's [bar]")
     sh = sub.add_parser("show", help="print the result table of an existing run")
     sh.add_argument("run_dir", help=RUN_DIR_HELP)
     ex = sub.add_parser("export", help="copy one backend's measured artifacts out of a run, ready to ship",
@@ -167,18 +171,24 @@ def _read_report(run_dir: str) -> tuple[Path, dict[str, Any]]:
     return path, read_report_file(path)
 
 
+@contextlib.contextmanager
 def _terminate_as_interrupt():
-    """SIGTERM (kill, CI cancellation) stops the running backend process and keeps results, like Ctrl-C.
-    Returns the previous handler (restored after the command)."""
+    """While a command runs, SIGTERM (kill, CI cancellation) stops the running backend process and keeps
+    results, like Ctrl-C; the previous handler is put back afterwards."""
     import signal
 
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (embedded use): leave the default
-        return None
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_compare(args) -> int:
@@ -190,14 +200,8 @@ def cmd_compare(args) -> int:
     opts["command"] = "python cli.py " + shlex.join(args._argv)
     cfg = resolve_config(opts)
     ui = RichUI(quiet=args.quiet)
-    import signal
-
-    previous = _terminate_as_interrupt()
-    try:
+    with _terminate_as_interrupt():
         report, code, run_dir = run_compare(cfg, ui, dry_run=args.dry_run)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     if args.dry_run:
         from orchestrator.console import print_plan
 
@@ -282,22 +286,11 @@ def cmd_select(args) -> int:
 def cmd_judge(args) -> int:
     import time
 
-    from backends.errors import SeqquantError
-    from orchestrator.attribution import attribute, effective_bar, run_bar
-    from orchestrator.errors import SettingsError
-    from orchestrator.matrix import load_table
+    from orchestrator.attribution import attribute, requested_bar, run_bar
     from orchestrator.selection import run_constraints, select_targets
 
     path, report = _read_report(args.run_dir)  # checked before anything is written
-    if args.bar_file:
-        bar, where = load_table(args.bar_file, "bar"), args.bar_file
-    else:
-        bar, where = run_bar(report), f"{args.run_dir}/report.json [bar]"
-    bar = {**bar, **dict(args.bar_set or [])}
-    try:
-        effective_bar(bar)
-    except SeqquantError as exc:
-        raise SettingsError(f"bar from {where}{' and --set' if args.bar_set else ''}: {exc}") from exc
+    bar = requested_bar(run_bar(report), f"{args.run_dir}/report.json [bar]", args.bar_file, args.bar_set)
     verdict = attribute(report, bar)
     verdict["judged"] = {"command": "python cli.py " + shlex.join(args._argv),
                          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -308,8 +301,6 @@ def cmd_judge(args) -> int:
 
 
 def cmd_rescue(args) -> int:
-    import signal
-
     from orchestrator.console import RichUI, print_rescue
     from orchestrator.rescue import plan_rescue, run_rescue
 
@@ -318,12 +309,8 @@ def cmd_rescue(args) -> int:
     split = (lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else None)
     plan = plan_rescue(opts, args.backend, split(args.parts), args.bar_file, args.bar_set, split(args.suites))
     ui = RichUI(quiet=args.quiet)
-    previous = _terminate_as_interrupt()
-    try:
+    with _terminate_as_interrupt():
         result = run_rescue(plan, ui, force=args.force)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     print_rescue(result, ui.console, plan.out)
     return 0 if result["found"] else 3
 

@@ -152,7 +152,7 @@ def print_rescue(result: dict[str, Any], console=None, run_dir=None) -> None:
     """The ``rescue`` search: every variant measured, and what it found."""
     from rich.table import Table
 
-    from orchestrator.rescue import RESCUE_JSON, RESCUE_MD, RESCUE_TOML, TABLE_HEADER, summary_line, trial_rows
+    from orchestrator.rescue import RESCUE_JSON, RESCUE_MD, TABLE_HEADER, summary_line, trial_rows
 
     console = console or make_console()
     bar = ", ".join(f"{k}={v}" for k, v in sorted(result["bar"].items())) or "default bar"
@@ -160,15 +160,15 @@ def print_rescue(result: dict[str, Any], console=None, run_dir=None) -> None:
     for h in TABLE_HEADER:
         t.add_column(h, overflow="fold",
                      justify="right" if h in ("identical", "BLEU", "size MB", "p50 ms") else "left")
+    verdict = TABLE_HEADER.index("bar")
     for row in trial_rows(result):
         row = [_esc(c) for c in row]
-        row[8] = f"[{'green' if row[8] == 'meets' else 'red'}]{row[8]}[/]"
+        row[verdict] = f"[{'green' if row[verdict] == 'meets' else 'red'}]{row[verdict]}[/]"
         t.add_row(*row)
     console.print(t)
     console.print(f"[bold]{_esc(summary_line(result))}[/bold]")
     if run_dir is not None:
-        files = [RESCUE_JSON, RESCUE_MD] + ([RESCUE_TOML] if result["found"] and
-                                            result["found"]["backend"] != result["base"] else []) + ["report.md"]
+        files = [RESCUE_JSON, RESCUE_MD, *filter(None, [result["matrix_table"]]), "report.md"]
         console.print("files: " + ", ".join(_esc(f"{run_dir}/{f}") for f in files)
                       + f"  ({result['wall_seconds']:.1f} s)")
 

@@ -25,12 +25,14 @@ joins a regression run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from backends.base import FloatFallback
 from backends.errors import InvalidInputError
 from orchestrator.errors import SettingsError
 
@@ -110,9 +112,7 @@ def _size(t: Trial) -> float:
 class RescuePlan:
     """Everything the engine-backed search needs, resolved and checked before anything runs."""
     base: str
-    option: str
-    parts: dict[str, str]
-    start: tuple[str, ...]
+    fallback: FloatFallback  # what the base can leave in float, and what it already does
     candidates: tuple[str, ...]
     base_options: dict[str, Any]
     bar: dict[str, Any]
@@ -123,23 +123,20 @@ class RescuePlan:
     out: Path
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # the variants made so far
 
-    def canonical(self, parts: Iterable[str]) -> tuple[str, ...]:
-        parts = set(parts)
-        return tuple(p for p in self.parts if p in parts)
-
     def name_for(self, parts: tuple[str, ...]) -> str:
         """The backend that leaves ``parts`` float: the base itself, a matrix variant with exactly those
         options, or a new variant ``<base>-float-<part>-<part>...``."""
-        if parts == self.start:
+        if parts == self.fallback.current:
             return self.base
-        options = {**self.base_options, self.option: list(parts)}
+        option = self.fallback.option
+        options = {**self.base_options, option: list(parts)}
         for name, v in {**self.matrix.variants, **self.variants}.items():
             if v["base"] == self.base and {**self.base_options, **v["options"]} == options:
                 return name
         name = f"{self.base}-float-{'-'.join(parts)}"
         while name in self.matrix.variants:  # taken by a variant with other options
             name += "-rescue"
-        self.variants[name] = {"base": self.base, "options": {self.option: list(parts)},
+        self.variants[name] = {"base": self.base, "options": {option: list(parts)},
                                "description": f"{self.base} with {', '.join(parts)} left in float "
                                               f"(rescue search)"}
         return name
@@ -150,9 +147,8 @@ def plan_rescue(args: dict[str, Any], base: str, parts: list[str] | None, bar_fi
     """Check the request (the backend can leave parts float, the parts exist, the bar is valid, the reference
     is not the base) and resolve the run directory; nothing is built."""
     from backends import registry
-    from backends.errors import SeqquantError
-    from orchestrator.attribution import effective_bar
-    from orchestrator.matrix import load_matrix, load_table, register_variants
+    from orchestrator.attribution import requested_bar
+    from orchestrator.matrix import load_matrix, register_variants
     from orchestrator.run_store import digest
 
     matrix = load_matrix(args.get("matrix"))
@@ -167,12 +163,7 @@ def plan_rescue(args: dict[str, Any], base: str, parts: list[str] | None, bar_fi
     if not candidates:
         raise InvalidInputError(f"{base} already leaves {', '.join(fallback.current)} in float: no part left to "
                                 f"search; choose from {', '.join(fallback.parts)}")
-    bar, where = (load_table(bar_file, "bar"), bar_file) if bar_file else (dict(matrix.bar), "the matrix's [bar]")
-    bar = {**bar, **dict(bar_set or [])}
-    try:
-        effective_bar(bar)
-    except SeqquantError as exc:
-        raise SettingsError(f"bar from {where}{' and --set' if bar_set else ''}: {exc}") from exc
+    bar = requested_bar(dict(matrix.bar), "the matrix's [bar]", bar_file, bar_set)
     reference = args.get("reference") or matrix.reference
     if reference == base:
         raise SettingsError(f"--backend {base} is the reference backend; rescue an INT8 backend against it")
@@ -188,8 +179,7 @@ def plan_rescue(args: dict[str, Any], base: str, parts: list[str] | None, bar_fi
         out = Path("runs") / f"{model}-rescue-{base}-{digest(key, 8)}"
         if not args.get("cache_dir") and not os.environ.get("SEQQUANT_CACHE_DIR"):
             args = {**args, "cache_dir": str(out.parent / ".artifacts")}  # compare's default cache: reuse its builds
-    return RescuePlan(base=base, option=fallback.option, parts=dict(fallback.parts), start=fallback.current,
-                      candidates=candidates, base_options=dict(entry.options), bar=bar, reference=reference,
+    return RescuePlan(base=base, fallback=fallback, candidates=candidates, base_options=dict(entry.options), bar=bar, reference=reference,
                       suites=suites, matrix=matrix, args=dict(args), out=out)
 
 
@@ -264,10 +254,11 @@ def run_rescue(plan: RescuePlan, ui=None, force: bool = False) -> dict[str, Any]
         report = _run(plan, list(names.values()), ui, force=todo)
         return {s: trial_from_report(report, n, s, phase, plan.bar) for s, n in names.items()}
 
-    trials, found = search(measure, plan.start, plan.candidates, plan.canonical)
+    fb = plan.fallback
+    trials, found = search(measure, fb.current, plan.candidates, fb.canonical)
     final = _run(plan, [t.backend for t in trials], ui)  # every result reused: one report of every trial
     result = {
-        "base": plan.base, "option": plan.option, "parts": plan.parts, "start": list(plan.start),
+        "base": plan.base, "option": fb.option, "parts": fb.parts, "start": list(fb.current),
         "candidates": list(plan.candidates), "bar": plan.bar, "suites": list(plan.suites),
         "reference": final.get("reference_backend"), "command": plan.args.get("command", ""),
         "strategy": "greedy: base; each part alone (ranked by identical share, then BLEU); then the best parts "
@@ -275,30 +266,20 @@ def run_rescue(plan: RescuePlan, ui=None, force: bool = False) -> dict[str, Any]
         "trials": [t.to_dict() for t in trials],
         "found": found.to_dict() if found else None,
         "best": max(trials, key=Trial.rank_key).to_dict(),
+        # the found variant's matrix table (none when nothing, or the backend as it is, meets the bar)
+        "matrix_table": RESCUE_TOML if found is not None and found.backend != plan.base else None,
         "wall_seconds": round(time.time() - started, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(plan.out / RESCUE_JSON, result)
     atomic_write_text(plan.out / RESCUE_MD, rescue_markdown(result))
     toml_path = plan.out / RESCUE_TOML
-    if found is not None and found.backend != plan.base:
-        atomic_write_text(toml_path, variant_toml(found.backend, plan.base, plan.option, found.parts,
+    if result["matrix_table"]:
+        atomic_write_text(toml_path, variant_toml(found.backend, plan.base, fb.option, found.parts,
                                                   plan.bar, result["command"]))
     elif toml_path.exists():
         toml_path.unlink()  # a stale answer from an earlier search of this directory
     return result
-
-
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return _toml_str(str(v))
 
 
 def variant_toml(name: str, base: str, option: str, parts: tuple[str, ...], bar: dict[str, Any],
@@ -309,13 +290,13 @@ def variant_toml(name: str, base: str, option: str, parts: tuple[str, ...], bar:
              f"meets this [bar].",
              "# Paste into a matrix and list it in [run] backends to keep it in a regression run.",
              "",
-             f"[variants.{_toml_str(name)}]",
-             f"base = {_toml_str(base)}",
-             f"options = {{ {option} = [{', '.join(_toml_str(p) for p in parts)}] }}",
-             f"description = {_toml_str(f'{base}, {listed} left in float (rescue search)')}",
+             f"[variants.{json.dumps(name)}]",
+             f"base = {json.dumps(base)}",
+             f"options = {{ {option} = [{', '.join(json.dumps(p) for p in parts)}] }}",
+             f"description = {json.dumps(f'{base}, {listed} left in float (rescue search)')}",
              "",
              "[bar]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(bar.items())]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in sorted(bar.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -346,7 +327,7 @@ def summary_line(result: dict[str, Any]) -> str:
     if found["backend"] == result["base"]:
         return f"{result['base']} meets the bar as it is: nothing needs to stay float"
     return (f"{found['backend']} meets the bar with {', '.join(found['parts'])} left in float "
-            f"({len(result['trials'])} variants measured); its matrix table is in {RESCUE_TOML}")
+            f"({len(result['trials'])} variants measured); its matrix table is in {result['matrix_table']}")
 
 
 def rescue_markdown(result: dict[str, Any]) -> str:
