@@ -179,8 +179,8 @@ def plan_rescue(args: dict[str, Any], base: str, parts: list[str] | None, bar_fi
         out = Path("runs") / f"{model}-rescue-{base}-{digest(key, 8)}"
         if not args.get("cache_dir") and not os.environ.get("SEQQUANT_CACHE_DIR"):
             args = {**args, "cache_dir": str(out.parent / ".artifacts")}  # compare's default cache: reuse its builds
-    return RescuePlan(base=base, fallback=fallback, candidates=candidates, base_options=dict(entry.options), bar=bar, reference=reference,
-                      suites=suites, matrix=matrix, args=dict(args), out=out)
+    return RescuePlan(base=base, fallback=fallback, candidates=candidates, base_options=dict(entry.options),
+                      bar=bar, reference=reference, suites=suites, matrix=matrix, args=dict(args), out=out)
 
 
 def _run(plan: RescuePlan, backends: list[str], ui, force: frozenset[str] = frozenset()) -> dict[str, Any]:
