@@ -256,11 +256,11 @@ def run_rescue(plan: RescuePlan, ui=None, force: bool = False) -> dict[str, Any]
 
     fb = plan.fallback
     trials, found = search(measure, fb.current, plan.candidates, fb.canonical)
-    final = _run(plan, [t.backend for t in trials], ui)  # every result reused: one report of every trial
+    _run(plan, [t.backend for t in trials], ui)  # every result reused: one report of every trial
     result = {
         "base": plan.base, "option": fb.option, "parts": fb.parts, "start": list(fb.current),
         "candidates": list(plan.candidates), "bar": plan.bar, "suites": list(plan.suites),
-        "reference": final.get("reference_backend"), "command": plan.args.get("command", ""),
+        "reference": plan.reference, "command": plan.args.get("command", ""),
         "strategy": "greedy: base; each part alone (ranked by identical share, then BLEU); then the best parts "
                     "added one at a time until a set meets the bar",
         "trials": [t.to_dict() for t in trials],
@@ -324,7 +324,7 @@ def summary_line(result: dict[str, Any]) -> str:
     if found is None:
         return (f"no set of float parts brings {result['base']} up to the bar; the closest: {best['backend']} "
                 f"({', '.join(best['parts']) or 'no part float'}), which misses: {'; '.join(best['misses'])}")
-    if found["backend"] == result["base"]:
+    if not result["matrix_table"]:  # found, and it is the backend as it is
         return f"{result['base']} meets the bar as it is: nothing needs to stay float"
     return (f"{found['backend']} meets the bar with {', '.join(found['parts'])} left in float "
             f"({len(result['trials'])} variants measured); its matrix table is in {result['matrix_table']}")
