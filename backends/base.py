@@ -131,20 +131,33 @@ class Artifacts:
 class FloatFallback:
     """How a backend leaves named parts of its network in float (selective float, for a rescue search):
     the backend option that lists them, every part it accepts (name -> what it covers, in the order the
-    parts are named), and the parts this backend already leaves in float."""
+    parts are named), the parts this backend already leaves in float, and names that stand for several
+    parts (TFLite's ``layer_norm``: ``encoder.layer_norm`` and ``decoder.layer_norm``)."""
     option: str
     parts: dict[str, str]
     current: tuple[str, ...] = ()
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def canonical(self, parts) -> tuple[str, ...]:
-        """``parts`` with duplicates dropped, in :attr:`parts` order (one name per set of parts);
-        an unknown part is an InvalidInputError listing the accepted ones."""
-        parts = set(parts)
+        """``parts`` with aliases expanded and duplicates dropped, in :attr:`parts` order (one name per set
+        of parts); an unknown part is an InvalidInputError listing the accepted ones."""
+        parts = {q for p in parts for q in self.aliases.get(p, (p,))}
         unknown = sorted(parts - set(self.parts))
         if unknown:
             raise InvalidInputError(f"unknown float part(s) {unknown}; choose from "
-                                    + ", ".join(f"{k} ({v})" for k, v in self.parts.items()))
+                                    + ", ".join(f"{k} ({v})" for k, v in self.parts.items())
+                                    + "".join(f"; {a} stands for {', '.join(ps)}" for a, ps in self.aliases.items()))
         return tuple(p for p in self.parts if p in parts)
+
+    def named(self, parts) -> tuple[str, ...]:
+        """``parts`` (canonical) named briefly: every alias whose parts are all there stands for them."""
+        parts = self.canonical(parts)
+        out: list[str] = []
+        for p in parts:
+            alias = next((a for a, ps in self.aliases.items() if p in ps and set(ps) <= set(parts)), p)
+            if alias not in out:
+                out.append(alias)
+        return tuple(out)
 
 
 def check_manifest(target: Path, key: str, verify: bool = True) -> tuple[dict[str, Any] | None, dict[str, Path],

@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", default="tflite-int8",
                    help="the INT8 backend to rescue (default: tflite-int8; it must have a selective-float option)")
     r.add_argument("--parts", help="comma-separated parts it may leave in float (default: every part the backend "
-                                   "offers; TFLite: layer_norm, attention_softmax, self_attention, cross_attention, "
-                                   "ffn, lm_head)")
+                                   "offers; TFLite: one graph's region, encoder.* or decoder.* of layer_norm, "
+                                   "attention_softmax, self_attention, ffn, and decoder.cross_attention, "
+                                   "decoder.lm_head; a region alone means it in every graph)")
     r.add_argument("--suites", help="comma-separated suites each variant runs (default: quality,source-sensitivity; "
                                     "add speed for latency and size)")
     _add_bar_arguments(r, "replaces the matrix's [bar]")

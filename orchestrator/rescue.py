@@ -6,7 +6,8 @@ accuracy-driven fallback does, with seqquant's own verdict rules as the criterio
 
 1. **base** — the backend as it is, with the reference. If it meets the bar, nothing needs to stay float.
 2. **alone** — one variant per part the backend can leave in float
-   (:meth:`backends.base.Seq2SeqBackend.float_fallback`: TFLite's ``float_regions``). The parts are ranked by
+   (:meth:`backends.base.Seq2SeqBackend.float_fallback`: TFLite's ``float_regions``, one graph's region each,
+   ``encoder.layer_norm`` or ``decoder.self_attention``, so the answer says which graph). The parts are ranked by
    what each alone buys: the share of outputs identical to the reference, then BLEU. A part that alone meets
    the bar ends the search (the smallest such variant on disk, if several do).
 3. **cumulative** — the best part, then the best two, three, ... in that order, one build per step, until a
@@ -123,21 +124,30 @@ class RescuePlan:
     out: Path
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # the variants made so far
 
+    def _canonical(self, parts) -> tuple[str, ...] | None:
+        """A variant's float parts named as the search names them (aliases expanded), None if not valid."""
+        try:
+            return self.fallback.canonical(parts)
+        except (InvalidInputError, TypeError):
+            return None
+
     def name_for(self, parts: tuple[str, ...]) -> str:
         """The backend that leaves ``parts`` float: the base itself, a matrix variant with exactly those
         options, or a new variant ``<base>-float-<part>-<part>...``."""
         if parts == self.fallback.current:
             return self.base
         option = self.fallback.option
-        options = {**self.base_options, option: list(parts)}
         for name, v in {**self.matrix.variants, **self.variants}.items():
-            if v["base"] == self.base and {**self.base_options, **v["options"]} == options:
+            options = {**self.base_options, **v["options"]}
+            if (v["base"] == self.base and self._canonical(options.pop(option, None) or ()) == parts
+                    and options == {k: x for k, x in self.base_options.items() if k != option}):
                 return name
-        name = f"{self.base}-float-{'-'.join(parts)}"
+        named = self.fallback.named(parts)  # the pair encoder.X + decoder.X is X
+        name = f"{self.base}-float-{'-'.join(named)}"
         while name in self.matrix.variants:  # taken by a variant with other options
             name += "-rescue"
-        self.variants[name] = {"base": self.base, "options": {option: list(parts)},
-                               "description": f"{self.base} with {', '.join(parts)} left in float "
+        self.variants[name] = {"base": self.base, "options": {option: list(named)},
+                               "description": f"{self.base} with {', '.join(named)} left in float "
                                               f"(rescue search)"}
         return name
 
@@ -275,7 +285,7 @@ def run_rescue(plan: RescuePlan, ui=None, force: bool = False) -> dict[str, Any]
     atomic_write_text(plan.out / RESCUE_MD, rescue_markdown(result))
     toml_path = plan.out / RESCUE_TOML
     if result["matrix_table"]:
-        atomic_write_text(toml_path, variant_toml(found.backend, plan.base, fb.option, found.parts,
+        atomic_write_text(toml_path, variant_toml(found.backend, plan.base, fb.option, fb.named(found.parts),
                                                   plan.bar, result["command"]))
     elif toml_path.exists():
         toml_path.unlink()  # a stale answer from an earlier search of this directory

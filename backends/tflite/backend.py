@@ -24,7 +24,7 @@ from backends._imports import require, version_of
 from backends.base import BOUNDARY_MODES, CalibrationSet, EncoderState, FloatFallback, Seq2SeqBackend
 from backends.errors import ArtifactError, InvalidInputError
 from backends.tflite import convert as tconv
-from backends.tflite.graphs import check_regions, self_attention_mask
+from backends.tflite.graphs import check_regions, regions_in, scoped_regions, self_attention_mask
 from backends.tflite.runtime import TFLiteModel, check_kernels, dequantize, to_domain
 
 QUANTIZATIONS = ("none", "int8", "int16x8", "dynamic")
@@ -171,8 +171,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         s = super().settings()
         s["graph_format"] = GRAPH_FORMAT
         s["float_ops"] = list(s.get("float_ops") or ())
-        if s.get("float_regions"):
-            s["float_regions"] = list(s["float_regions"])
+        if s.get("float_regions"):  # one graph's parts, canonical: ["layer_norm"] builds what the pair of
+            s["float_regions"] = list(scoped_regions(s["float_regions"], self.name))  # its scoped names does
         else:  # not set: the cache keys of the variants that predate the option stay as they were
             s.pop("float_regions", None)
         if self.quantization == "none":  # calibration settings do not change FP32 artifacts
@@ -373,13 +373,17 @@ class TFLiteSplitBackend(Seq2SeqBackend):
                     tconv.convert(enc_fn, p, enc_samples, graphs.encoder_input_names(), float_ops, enc_method,
                                   enc_pct, valid_rows=bool(self.options["encoder_valid_rows"]) and self.quantized,
                                   symmetric_matmul_rhs=sym != "none", symmetric_outputs=cross_kv,
-                                  float_regions=regions, region_report=found["encoder"]))
+                                  float_regions=regions_in(regions, "encoder"), region_report=found["encoder"]))
                 (outdir / files["decoder"]).write_bytes(
                     tconv.convert(dec_fn, p, dec_samples, graphs.decoder_input_names(), float_ops, method, pct,
-                                  symmetric_matmul_rhs=sym == "all", float_regions=regions,
+                                  symmetric_matmul_rhs=sym == "all", float_regions=regions_in(regions, "decoder"),
                                   region_report=found["decoder"]))
-                if regions:
-                    missing = [r for r in regions if not found["encoder"].get(r) and not found["decoder"].get(r)]
+                if regions:  # a region must have ops in some graph, a graph's region in that graph
+                    def has_ops(part: str) -> bool:
+                        graph, region = part.split(".")
+                        return found[graph].get(region, 0) > 0
+
+                    missing = [r for r in regions if not any(has_ops(p) for p in scoped_regions([r]))]
                     if missing:
                         raise InvalidInputError(f"{self.name}: float region(s) {missing} have no ops in this "
                                                 f"model's graphs")
@@ -524,14 +528,15 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         }
 
     def float_fallback(self) -> FloatFallback:
-        from backends.tflite.graphs import REGIONS
+        from backends.tflite.graphs import REGIONS, SCOPED_REGIONS
 
         if self.quantization != "int8" or self.uses_aeq:
             raise InvalidInputError(f"{self.name}: float_regions (selective float) needs quantization 'int8' with "
                                     f"the TFLiteConverter quantizer; this backend is {self.precision_label} "
                                     f"({'ai-edge-quantizer' if self.uses_aeq else self.quantization})")
-        return FloatFallback("float_regions", dict(REGIONS),
-                             check_regions(tuple(self.options["float_regions"] or ()), self.name))
+        return FloatFallback("float_regions", dict(SCOPED_REGIONS),
+                             scoped_regions(tuple(self.options["float_regions"] or ()), self.name),
+                             aliases={r: scoped_regions([r]) for r in REGIONS})
 
     # ---- run -----------------------------------------------------------------------
     def boundary_modes(self) -> tuple[str, ...]:

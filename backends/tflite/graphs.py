@@ -73,16 +73,44 @@ def op_location(tensor_name: str) -> str:
     return "/".join(c for c in scoped[0].split("/") if not _REGION_PART.match(c))
 
 
+#: the two graphs, in the order their scoped regions (``encoder.layer_norm``) are named
+GRAPH_ROLES = ("encoder", "decoder")
+#: the graphs a region is built in: the encoder has no cross-attention scores and no LM head
+REGION_GRAPHS = {r: ("decoder",) if r in ("cross_attention", "lm_head") else GRAPH_ROLES for r in REGIONS}
+#: every region of one graph, ``<graph>.<region>``, in canonical order (a region alone means it in every
+#: graph it is built in)
+SCOPED_REGIONS = {f"{g}.{r}": f"{desc}, in the {g} graph" for g in GRAPH_ROLES for r, desc in REGIONS.items()
+                  if g in REGION_GRAPHS[r]}
+
+
 def check_regions(regions: Any, who: str) -> tuple[str, ...]:
-    """``regions`` as a tuple of :data:`REGIONS` names, or InvalidInputError saying what is wrong."""
+    """``regions`` as a tuple of region names, or InvalidInputError saying what is wrong. A name is one of
+    :data:`REGIONS` (in every graph it is built in) or of :data:`SCOPED_REGIONS` (in one graph:
+    ``decoder.layer_norm``)."""
     regions = regions or ()
     if isinstance(regions, str) or not all(isinstance(r, str) for r in regions):
         raise InvalidInputError(f"{who}: float_regions must be a list of region names, got {regions!r}")
-    unknown = [r for r in regions if r not in REGIONS]
+    unknown = [r for r in regions if r not in REGIONS and r not in SCOPED_REGIONS]
     if unknown:
         raise InvalidInputError(f"{who}: float region(s) {unknown} unknown; choose from "
-                                + ", ".join(f"{k} ({v})" for k, v in REGIONS.items()))
+                                + ", ".join(f"{k} ({v})" for k, v in REGIONS.items())
+                                + ", or one graph's: " + ", ".join(SCOPED_REGIONS))
     return tuple(regions)
+
+
+def scoped_regions(regions: Any, who: str = "float_regions") -> tuple[str, ...]:
+    """``regions`` (checked) as :data:`SCOPED_REGIONS` names in canonical order: ``layer_norm`` is
+    ``encoder.layer_norm`` and ``decoder.layer_norm``; duplicates count once."""
+    wanted = set()
+    for r in check_regions(regions, who):
+        wanted |= {f"{g}.{r}" for g in REGION_GRAPHS[r]} if r in REGIONS else {r}
+    return tuple(p for p in SCOPED_REGIONS if p in wanted)
+
+
+def regions_in(regions: Any, graph: str) -> tuple[str, ...]:
+    """The :data:`REGIONS` names of ``regions`` that apply to ``graph`` (``encoder`` or ``decoder``)."""
+    prefix = graph + "."
+    return tuple(p[len(prefix):] for p in scoped_regions(regions) if p.startswith(prefix))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from backends.tflite.graphs import scoped_regions
 from orchestrator.cli_app import main
 from orchestrator.rescue import Trial, search, trial_from_report, variant_toml
 
@@ -139,7 +140,8 @@ def err_of(capsys) -> str:
     (["--backend", "tflite-dynamic"], "float_regions (selective float) needs quantization 'int8'"),
     (["--backend", "onnx-static-int8"], "cannot leave parts of its network in float"),
     (["--backend", "no-such-backend"], "Unknown backend 'no-such-backend'"),
-    (["--parts", "ffn,gelu"], "--parts: unknown float part(s) ['gelu']; choose from layer_norm"),
+    (["--parts", "ffn,gelu"], "--parts: unknown float part(s) ['gelu']; choose from encoder.layer_norm"),
+    (["--parts", "encoder.lm_head"], "unknown float part(s) ['encoder.lm_head']"),
     (["--backend", "tflite-int8", "--reference", "tflite-int8"], "is the reference backend"),
     (["--set", "min_int8=0.8"], "unknown key(s) ['min_int8']"),
     (["--suites", "speed"], "rescue needs the quality suite"),
@@ -164,17 +166,19 @@ def own_registry():
 
 def test_rescue_on_a_tiny_model_builds_and_judges_every_variant(tiny_model, tmp_path, capsys, own_registry):
     """The whole search with real TFLite builds: base, each part alone, the two together; every variant in
-    the run's report; then a bar the best of them meets is found, reusing every result."""
+    the run's report; then a bar the best of them meets is found, reusing every result. The parts are one graph's
+    region (encoder.layer_norm) or a region named alone, which stands for it in every graph (lm_head: the
+    decoder's)."""
     model, out, cache = tiny_model("marian"), tmp_path / "run", tmp_path / "cache"
-    common = ["rescue", "--model", str(model), "--limit", "12", "--parts", "lm_head,layer_norm", "--out", str(out),
+    common = ["rescue", "--model", str(model), "--limit", "12", "--parts", "lm_head,encoder.layer_norm", "--out", str(out),
               "--cache-dir", str(cache), "--quiet"]
     code = main([*common, "--set", "min_int8_agreement=1.0", "--set", "max_bleu_drop=100"])
     result = json.loads((out / "rescue.json").read_text())
     report = json.loads((out / "report.json").read_text())
     phases = [(t["phase"], tuple(t["parts"])) for t in result["trials"]]
-    assert phases[:3] == [("base", ()), ("alone", ("layer_norm",)), ("alone", ("lm_head",))]
+    assert phases[:3] == [("base", ()), ("alone", ("encoder.layer_norm",)), ("alone", ("decoder.lm_head",))]
     names = [t["backend"] for t in result["trials"]]
-    assert names[:3] == ["tflite-int8", "tflite-int8-float-layer_norm", "tflite-int8-float-lm_head"]
+    assert names[:3] == ["tflite-int8", "tflite-int8-float-encoder.layer_norm", "tflite-int8-float-lm_head"]
     for t in result["trials"]:  # every trial is in the run's report, measured, with the metric it was judged by
         rec = report["backends"][t["backend"]]
         assert rec["status"] == t["status"] == "ok"
@@ -184,7 +188,7 @@ def test_rescue_on_a_tiny_model_builds_and_judges_every_variant(tiny_model, tmp_
     assert report["backends"]["tflite-int8-float-lm_head"]["signature"]["precision"] == "int8-mixed"
     assert code == (0 if result["found"] else 3)
     if result["found"] is None:  # then the two together were tried as well
-        assert phases[3] == ("cumulative", ("layer_norm", "lm_head")) and len(phases) == 4
+        assert phases[3] == ("cumulative", ("encoder.layer_norm", "decoder.lm_head")) and len(phases) == 4
         assert not (out / "rescue.toml").exists()
     assert "rescue of tflite-int8" in (out / "rescue.md").read_text()
     # a bar the best variant meets: the search stops there (and measures nothing again)
@@ -199,7 +203,8 @@ def test_rescue_on_a_tiny_model_builds_and_judges_every_variant(tiny_model, tmp_
     else:
         assert again["found"]["metrics"]["exact_match_vs_reference"] >= target
         table = tomllib.loads((out / "rescue.toml").read_text())
-        assert table["variants"][again["found"]["backend"]]["options"]["float_regions"] == again["found"]["parts"]
+        listed = table["variants"][again["found"]["backend"]]["options"]["float_regions"]
+        assert scoped_regions(listed) == tuple(again["found"]["parts"])
     assert "meets the bar" in err_of(capsys)
     final = json.loads((out / "report.json").read_text())
     assert all(b.get("reused") for b in final["backends"].values())

@@ -151,7 +151,7 @@ def test_float_regions_leave_exactly_that_region_float(prepared, family, region)
     found = extra["float_regions"]
     assert found["encoder"].get(region, 0) + found["decoder"].get(region, 0) > 0
     if region in ("cross_attention", "lm_head"):  # decoder-only regions
-        assert found["encoder"][region] == 0 and extra["ops"]["encoder"]["float_compute_ops"] == 0
+        assert not found["encoder"].get(region) and extra["ops"]["encoder"]["float_compute_ops"] == 0
     float_types = set()
     for role in ("encoder", "decoder"):
         float_types |= set(extra["ops"][role]["float_op_counts"])
@@ -175,10 +175,49 @@ def test_float_regions_leave_exactly_that_region_float(prepared, family, region)
 def test_float_regions_reject_bad_names(prepared):
     with pytest.raises(InvalidInputError, match="unknown; choose from"):
         prepared("marian", "tflite-int8", float_regions=["softmax_everything"], **INT8)
+    with pytest.raises(InvalidInputError, match="unknown; choose from"):
+        prepared("marian", "tflite-int8", float_regions=["encoder.cross_attention"], **INT8)
     with pytest.raises(InvalidInputError, match="list of region names"):
         prepared("marian", "tflite-int8", float_regions="layer_norm", **INT8)
     with pytest.raises(InvalidInputError, match="needs quantization 'int8'"):
         prepared("marian", "tflite-int16x8", float_regions=["layer_norm"], **INT8)
+
+
+def test_a_region_can_be_left_float_in_one_graph(prepared):
+    """decoder.layer_norm: the decoder's layer norms float, the encoder the strict build's, range for range;
+    layer_norm alone is both graphs' and the same build as the pair of scoped names."""
+    bundle, strict = prepared("marian", "tflite-int8", **INT8)
+    _, dec = prepared("marian", "tflite-int8", float_regions=["decoder.layer_norm"], **INT8)
+    extra = dec.artifacts.extra
+    assert extra["ops"]["encoder"]["float_compute_ops"] == 0 and extra["ops"]["encoder"]["full_int8"] is True
+    located = [f for f in extra["ops"]["decoder"]["float_ops"] if f.split()[0] not in ("QUANTIZE", "DEQUANTIZE")]
+    assert located and all("/norm/" in f for f in located), located
+    assert extra["float_regions"]["decoder"]["layer_norm"] > 0 and not extra["float_regions"]["encoder"]
+    assert extra["full_int8"] is False and dec.precision_label == "int8-mixed"
+    assert _quant_params(dec.artifacts.files["encoder"]) == _quant_params(strict.artifacts.files["encoder"])
+    assert len(translate(bundle, dec)) == len(SOURCES)
+    _, both = prepared("marian", "tflite-int8", float_regions=["layer_norm"], **INT8)
+    _, pair = prepared("marian", "tflite-int8", float_regions=["decoder.layer_norm", "encoder.layer_norm"], **INT8)
+    assert both.settings()["float_regions"] == ["encoder.layer_norm", "decoder.layer_norm"]
+    assert pair.artifacts.cache_key == both.artifacts.cache_key and pair.artifacts.files == both.artifacts.files
+    assert pair.artifacts.reused
+    assert both.artifacts.extra["float_regions"]["encoder"]["layer_norm"] > 0
+    assert both.quantization_settings()["float_regions"] == ["layer_norm"]  # as asked
+
+
+def test_float_fallback_names_each_graphs_regions(prepared):
+    """What rescue searches: one graph's region per part, a region alone standing for it in every graph."""
+    from backends.tflite.graphs import SCOPED_REGIONS
+
+    fb = get_backend("tflite-int8", float_regions=["lm_head"]).float_fallback()
+    assert fb.option == "float_regions" and list(fb.parts) == list(SCOPED_REGIONS)
+    assert "encoder.lm_head" not in fb.parts and "encoder.cross_attention" not in fb.parts
+    assert fb.current == ("decoder.lm_head",)
+    assert fb.canonical(["ffn", "decoder.layer_norm"]) == ("encoder.ffn", "decoder.layer_norm", "decoder.ffn")
+    assert fb.named(["decoder.ffn", "encoder.ffn", "decoder.lm_head", "encoder.layer_norm"]) == (
+        "encoder.layer_norm", "ffn", "lm_head")
+    with pytest.raises(InvalidInputError, match=r"unknown float part\(s\) \['encoder.lm_head'\]"):
+        fb.canonical(["encoder.lm_head"])
 
 
 def _quant_params(path) -> list:
