@@ -149,6 +149,16 @@ class FloatFallback:
                                     + "".join(f"; {a} stands for {', '.join(ps)}" for a, ps in self.aliases.items()))
         return tuple(p for p in self.parts if p in parts)
 
+    def units(self, names=None) -> tuple[tuple[str, ...], ...]:
+        """What a search tries as one step: each of ``names`` as its canonical parts, an alias as one unit (a
+        region in every graph) and a part as its own; by default every alias and every part no alias covers.
+        In :attr:`parts` order (of each unit's first part), whatever the order of ``names``."""
+        if names is None:
+            covered = {p for ps in self.aliases.values() for p in ps}
+            names = [*self.aliases, *(p for p in self.parts if p not in covered)]
+        order = list(self.parts)
+        return tuple(sorted(dict.fromkeys(self.canonical([n]) for n in names), key=lambda u: order.index(u[0])))
+
     def named(self, parts) -> tuple[str, ...]:
         """``parts`` (canonical) named briefly: every alias whose parts are all there stands for them."""
         parts = self.canonical(parts)

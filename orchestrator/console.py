@@ -159,7 +159,7 @@ def print_rescue(result: dict[str, Any], console=None, run_dir=None) -> None:
     t = Table(title=_esc(f"rescue of {result['base']} ({bar})"), title_justify="left")
     for h in TABLE_HEADER:
         t.add_column(h, overflow="fold",
-                     justify="right" if h in ("identical", "BLEU", "size MB", "p50 ms") else "left")
+                     justify="right" if h in ("identical", "vs base", "BLEU", "size MB", "p50 ms") else "left")
     verdict = TABLE_HEADER.index("bar")
     for row in trial_rows(result):
         row = [_esc(c) for c in row]

@@ -5,14 +5,19 @@ how much of the network must stay float to meet it?" the way Intel Neural Compre
 accuracy-driven fallback does, with seqquant's own verdict rules as the criterion:
 
 1. **base** — the backend as it is, with the reference. If it meets the bar, nothing needs to stay float.
-2. **alone** — one variant per part the backend can leave in float
-   (:meth:`backends.base.Seq2SeqBackend.float_fallback`: TFLite's ``float_regions``, one graph's region each,
-   ``encoder.layer_norm`` or ``decoder.self_attention``, so the answer says which graph). The parts are ranked by
-   what each alone buys: the share of outputs identical to the reference, then BLEU. A part that alone meets
-   the bar ends the search (the smallest such variant on disk, if several do).
-3. **cumulative** — the best part, then the best two, three, ... in that order, one build per step, until a
-   set meets the bar or every part is float. Greedy, as INC's and AIMET's are: it finds a set that meets the
+2. **alone** — one variant per unit the backend can leave in float
+   (:meth:`backends.base.Seq2SeqBackend.float_fallback`; TFLite's ``float_regions``: a region in every graph,
+   ``layer_norm``, made of one graph's parts, ``encoder.layer_norm`` and ``decoder.layer_norm``; ``--parts``
+   may name either). The units are ranked by what each alone buys: the share of outputs identical to the
+   reference, then BLEU. A unit that alone meets the bar ends this step (the smallest such variant on disk).
+3. **cumulative** — the best unit, then the best two, three, ... in that order, one build per step, until a
+   set meets the bar or every unit is float. Greedy, as INC's and AIMET's are: it finds a set that meets the
    bar, not always the smallest one.
+4. **refine** — coarse to fine: each part of a several-part unit in the set found is dropped in turn and stays
+   dropped while the set still meets the bar, so the answer says which graph must stay float.
+
+Each variant is also tested against the base sentence by sentence (:func:`identity_vs_base`, McNemar's exact
+test): a difference within chance reads as such.
 
 Every variant is a real build run by the ``compare`` engine (:func:`orchestrator.engine.run_compare`), all in
 one run directory: results and artifacts are reused on re-run, a variant that fails to build or crashes is
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,7 +47,7 @@ from orchestrator.errors import SettingsError
 DEFAULT_SUITES = ("quality", "source-sensitivity")
 #: metrics a trial carries into rescue.json and the table (when the run measured them)
 TRIAL_METRICS = ("exact_match_vs_reference", "bleu", "chrf", "bytes", "latency_p50_ms", "cross_source_cosine")
-PHASES = ("base", "alone", "cumulative")
+PHASES = ("base", "alone", "cumulative", "refine")
 #: arguments that change how a search runs, not what it measures (left out of its directory's name)
 RUN_ONLY_ARGS = frozenset({"command", "out", "quiet", "force", "cache_dir", "build_jobs", "timeout", "threads"})
 RESCUE_JSON, RESCUE_TOML, RESCUE_MD = "rescue.json", "rescue.toml", "rescue.md"
@@ -58,6 +64,8 @@ class Trial:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: the bar checks it missed (metric: value vs threshold), or why it could not be judged
     misses: list[str] = field(default_factory=list)
+    #: the paired test of its identical outputs against the base's (:func:`identity_vs_base`)
+    vs_base: dict[str, Any] | None = None
 
     def rank_key(self) -> tuple[float, float]:
         """Higher is better: identical share, then BLEU (unmeasured ranks last)."""
@@ -72,20 +80,58 @@ class Trial:
 Measure = Callable[[list[tuple[str, ...]], str], dict[tuple[str, ...], Trial]]
 
 
-def search(measure: Measure, start: tuple[str, ...], candidates: Iterable[str],
+def search(measure: Measure, start: tuple[str, ...], candidates: Iterable[str | tuple[str, ...]],
            canonical: Callable[[Iterable[str]], tuple[str, ...]] = tuple) -> tuple[list[Trial], Trial | None]:
-    """The greedy fallback search (module docstring): every trial in order, and the first that meets the bar
+    """The greedy fallback search (module docstring): every trial in order, and the one found to meet the bar
     (None if none does). ``measure(sets, phase)`` measures sets of float parts and returns a :class:`Trial`
-    per set; ``start`` are the parts already float; ``canonical`` names a set the same whatever the order its
-    parts were added in."""
+    per set; ``start`` are the parts already float; ``candidates`` are the units tried as one step, a part or a
+    tuple of parts (a region in every graph); ``canonical`` names a set the same whatever the order its parts
+    were added in. A set is measured once: asked again, its first trial answers."""
     trials: list[Trial] = []
-    base = measure([canonical(start)], "base")[canonical(start)]
-    trials.append(base)
+    seen: dict[tuple[str, ...], Trial] = {}
+
+    def once(sets: list[tuple[str, ...]], phase: str) -> dict[tuple[str, ...], Trial]:
+        new = [x for x in dict.fromkeys(sets) if x not in seen]
+        if new:
+            got = measure(new, phase)
+            for x in new:
+                seen[x] = got[x]
+                trials.append(got[x])
+        return {x: seen[x] for x in sets}
+
+    base = once([canonical(start)], "base")[canonical(start)]
     if base.passes:
         return trials, base
-    candidates = [c for c in candidates if c not in start]
-    if not candidates:
+    units = list(dict.fromkeys(u for c in candidates
+                               if (u := tuple(p for p in ((c,) if isinstance(c, str) else c) if p not in start))))
+    if not units:
         return trials, None
+    singles = {u: canonical((*start, *u)) for u in units}
+    measured = once(list(singles.values()), "alone")
+    passing = [u for u in units if measured[singles[u]].passes]
+    if passing:
+        best = min(passing, key=lambda u: (_size(measured[singles[u]]), [-k for k in measured[singles[u]].rank_key()]))
+        return trials, _refine(once, measured[singles[best]], [best], canonical)
+    order = sorted(units, key=lambda u: measured[singles[u]].rank_key(), reverse=True)
+    chosen = [order[0]]
+    for u in order[1:]:
+        chosen.append(u)
+        parts = canonical((*start, *(p for c in chosen for p in c)))
+        trial = once([parts], "cumulative")[parts]
+        if trial.passes:
+            return trials, _refine(once, trial, chosen, canonical)
+    return trials, None
+
+
+def _refine(once, found: Trial, chosen: list[tuple[str, ...]], canonical) -> Trial:
+    """Coarse to fine: each part of a several-part unit in the found set is dropped in turn, and stays dropped
+    while the set still meets the bar (phase ``refine``); returns the last set that meets it."""
+    for p in [p for u in chosen if len(u) > 1 for p in u]:
+        parts = canonical(tuple(q for q in found.parts if q != p))
+        trial = once([parts], "refine")[parts]
+        if trial.passes:
+            found = trial
+    return found
     singles = {c: canonical((*start, c)) for c in candidates}
     measured = measure(list(singles.values()), "alone")
     trials += [measured[s] for s in singles.values()]
@@ -103,6 +149,36 @@ def search(measure: Measure, start: tuple[str, ...], candidates: Iterable[str],
     return trials, None
 
 
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: the chance of a split at least this uneven between the sentences only
+    one of two systems gets right (``gained``: only the new one, ``lost``: only the old one), if neither is
+    better (a fair coin on each discordant sentence)."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def identity_vs_base(run_dir: Path, reference: str, base: str, backend: str) -> dict[str, Any] | None:
+    """Is ``backend``'s share of outputs identical to ``reference`` different from ``base``'s beyond chance?
+    Paired, sentence by sentence, from the tokens the quality suite stored in the run directory: how many
+    sentences only the variant reproduces (gained), only the base does (lost), and McNemar's exact p-value.
+    None when a token file is missing or the two ran on different sentences."""
+    from orchestrator.run_store import RunStore, read_json
+    from orchestrator.suites.quality import TOKENS
+
+    store = RunStore(run_dir)
+    ref, old, new = (read_json(store.backend_dir(n) / TOKENS) for n in (reference, base, backend))
+    if not (isinstance(ref, list) and isinstance(old, list) and isinstance(new, list)) or len(old) != len(new):
+        return None
+    n = min(len(ref), len(new))
+    gained = sum(new[i] == ref[i] and old[i] != ref[i] for i in range(n))
+    lost = sum(old[i] == ref[i] and new[i] != ref[i] for i in range(n))
+    return {"test": "mcnemar-exact", "baseline": base, "sentences": n, "gained": gained, "lost": lost,
+            "p_value": float(f"{mcnemar_exact(gained, lost):.3g}")}
+
+
 def _size(t: Trial) -> float:
     b = t.metrics.get("bytes")
     return float(b) if isinstance(b, (int, float)) else float("inf")
@@ -114,7 +190,7 @@ class RescuePlan:
     """Everything the engine-backed search needs, resolved and checked before anything runs."""
     base: str
     fallback: FloatFallback  # what the base can leave in float, and what it already does
-    candidates: tuple[str, ...]
+    candidates: tuple[tuple[str, ...], ...]  # the units searched (FloatFallback.units), less the parts already float
     base_options: dict[str, Any]
     bar: dict[str, Any]
     reference: str
@@ -166,10 +242,11 @@ def plan_rescue(args: dict[str, Any], base: str, parts: list[str] | None, bar_fi
     entry = registry.get_entry(base)
     fallback = registry.get_backend(base).float_fallback()
     try:
-        candidates = fallback.canonical(parts) if parts else tuple(fallback.parts)
+        units = fallback.units(parts)
     except InvalidInputError as exc:
         raise InvalidInputError(f"--parts: {exc}") from exc
-    candidates = tuple(c for c in candidates if c not in fallback.current)
+    candidates = tuple(dict.fromkeys(u for unit in units
+                                     if (u := tuple(p for p in unit if p not in fallback.current))))
     if not candidates:
         raise InvalidInputError(f"{base} already leaves {', '.join(fallback.current)} in float: no part left to "
                                 f"search; choose from {', '.join(fallback.parts)}")
@@ -267,12 +344,18 @@ def run_rescue(plan: RescuePlan, ui=None, force: bool = False) -> dict[str, Any]
     fb = plan.fallback
     trials, found = search(measure, fb.current, plan.candidates, fb.canonical)
     _run(plan, [t.backend for t in trials], ui)  # every result reused: one report of every trial
+    for t in trials[1:]:
+        if t.status == "ok" and trials[0].status == "ok":
+            t.vs_base = identity_vs_base(plan.out, plan.reference, trials[0].backend, t.backend)
     result = {
-        "base": plan.base, "option": fb.option, "parts": fb.parts, "start": list(fb.current),
-        "candidates": list(plan.candidates), "bar": plan.bar, "suites": list(plan.suites),
+        "base": plan.base, "option": fb.option, "parts": fb.parts, "aliases": fb.aliases, "start": list(fb.current),
+        "candidates": [list(u) for u in plan.candidates], "bar": plan.bar, "suites": list(plan.suites),
         "reference": plan.reference, "command": plan.args.get("command", ""),
-        "strategy": "greedy: base; each part alone (ranked by identical share, then BLEU); then the best parts "
-                    "added one at a time until a set meets the bar",
+        "strategy": "greedy: base; each unit alone (ranked by identical share, then BLEU); then the best units "
+                    "added one at a time until a set meets the bar; then, coarse to fine, each part of a "
+                    "several-part unit in that set dropped while the set still meets the bar",
+        "significance": "vs base: sentences whose output only the variant (+) or only the base (-) reproduces, "
+                        "McNemar's exact test",
         "trials": [t.to_dict() for t in trials],
         "found": found.to_dict() if found else None,
         "best": max(trials, key=Trial.rank_key).to_dict(),
@@ -311,8 +394,8 @@ def variant_toml(name: str, base: str, option: str, parts: tuple[str, ...], bar:
 
 
 # ---- presenting a search ---------------------------------------------------------------------------
-TABLE_HEADER = ["step", "float parts", "backend", "status", "identical", "BLEU", "size MB", "p50 ms", "bar",
-                "misses"]
+TABLE_HEADER = ["step", "float parts", "backend", "status", "identical", "vs base", "BLEU", "size MB", "p50 ms",
+                "bar", "misses"]
 
 
 def trial_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -323,21 +406,39 @@ def trial_rows(result: dict[str, Any]) -> list[list[str]]:
     for t in result["trials"]:
         m = t["metrics"]
         size = m["bytes"] / 1e6 if isinstance(m.get("bytes"), (int, float)) else None
-        rows.append([t["phase"], ", ".join(t["parts"]) or "(none)", t["backend"], t["status"],
-                     share(m.get("exact_match_vs_reference")), fmt(m.get("bleu")), fmt(size, 1),
+        rows.append([t["phase"], named_parts(result, t["parts"]) or "(none)", t["backend"], t["status"],
+                     share(m.get("exact_match_vs_reference")), _vs_base(t.get("vs_base")), fmt(m.get("bleu")),
+                     fmt(size, 1),
                      fmt(m.get("latency_p50_ms"), 1), "meets" if t["passes"] else "misses", "; ".join(t["misses"])])
     return rows
+
+
+def named_parts(result: dict[str, Any], parts: Iterable[str]) -> str:
+    """A trial's parts as the table names them: a region float in every graph by its name alone."""
+    fb = FloatFallback(result["option"], result["parts"], aliases=result.get("aliases") or {})
+    return ", ".join(fb.named(parts))
+
+
+def _vs_base(v: dict[str, Any] | None) -> str:
+    """``+31 -12 (p 0.005)``: sentences gained and lost against the base, and the paired test's p-value."""
+    return "" if not v else f"+{v['gained']} -{v['lost']} (p {v['p_value']:.2g})"
 
 
 def summary_line(result: dict[str, Any]) -> str:
     found, best = result["found"], result["best"]
     if found is None:
         return (f"no set of float parts brings {result['base']} up to the bar; the closest: {best['backend']} "
-                f"({', '.join(best['parts']) or 'no part float'}), which misses: {'; '.join(best['misses'])}")
+                f"({named_parts(result, best['parts']) or 'no part float'}{_gain(best)}), which misses: "
+                f"{'; '.join(best['misses'])}")
     if not result["matrix_table"]:  # found, and it is the backend as it is
         return f"{result['base']} meets the bar as it is: nothing needs to stay float"
-    return (f"{found['backend']} meets the bar with {', '.join(found['parts'])} left in float "
+    return (f"{found['backend']} meets the bar with {named_parts(result, found['parts'])} left in float{_gain(found)} "
             f"({len(result['trials'])} variants measured); its matrix table is in {result['matrix_table']}")
+
+
+def _gain(t: dict[str, Any]) -> str:
+    v = t.get("vs_base")
+    return "" if not v else f"; vs the base {_vs_base(v)}"
 
 
 def rescue_markdown(result: dict[str, Any]) -> str:
@@ -348,8 +449,11 @@ def rescue_markdown(result: dict[str, Any]) -> str:
     if result.get("command"):
         lines += [f"`{result['command']}`", ""]
     lines += [f"Bar: {bar}. Reference: {result.get('reference')}. Suites: {', '.join(result['suites'])}. "
-              f"Parts searched ({result['option']}): {', '.join(result['candidates'])}.", "",
-              f"Strategy: {result['strategy']}.", ""]
+              f"Parts searched ({result['option']}): "
+              f"{'; '.join(named_parts(result, u) for u in result['candidates'])}.", "",
+              f"Strategy: {result['strategy']}.", "",
+              f"Significance: {result.get('significance') or 'not computed'}; with p >= 0.05 a variant's difference "
+              f"from the base is within what chance gives on these sentences.", ""]
     lines += markdown(("Variants measured", TABLE_HEADER, trial_rows(result)))
     lines += [f"**{summary_line(result)}**", "",
               f"{len(result['trials'])} variants, {result['wall_seconds']} s. Each variant's full results: "

@@ -96,7 +96,8 @@ class TFLiteSplitBackend(Seq2SeqBackend):
         "boundary": "requant",  # default encoder->decoder boundary: requant | raw
         "float_ops": (),  # selective float: TFLite op types left in float (breaks strict INT8)
         # selective float by region (graphs.REGIONS: layer_norm, attention_softmax, self_attention,
-        # cross_attention, ffn, lm_head): the ops built in those regions stay float (breaks strict INT8)
+        # cross_attention, ffn, lm_head, in every graph they are built in; or one graph's,
+        # graphs.SCOPED_REGIONS: "decoder.layer_norm"): the ops built there stay float (breaks strict INT8)
         "float_regions": (),
         # quantizer="ai_edge_quantizer" only (backends/tflite/aeq.py): the weight algorithm, and
         # whether AEQ's float REDUCE_MAX islands are folded into exact integer REDUCE_MAX ops

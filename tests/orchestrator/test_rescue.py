@@ -9,7 +9,8 @@ import pytest
 
 from backends.tflite.graphs import scoped_regions
 from orchestrator.cli_app import main
-from orchestrator.rescue import Trial, search, trial_from_report, variant_toml
+from orchestrator.rescue import (Trial, identity_vs_base, mcnemar_exact, search, trial_from_report,
+                                 variant_toml)
 
 PARTS = ("a", "b", "c", "d")
 
@@ -74,6 +75,29 @@ def test_no_set_meets_the_bar_and_a_failed_variant_ranks_last():
     assert len(trials) == 1 + 4 + 3 and trials[2].status == "failed"
 
 
+def test_units_of_several_parts_are_refined_coarse_to_fine():
+    """A unit (a region in both graphs: a + b) is tried as one step; in the set found, each of its parts is
+    dropped in turn and stays dropped while the set meets the bar. A set asked for twice is measured once."""
+    outcomes = {(): (0.70, False), ("a", "b"): (0.74, False), ("c",): (0.72, False), ("d",): (0.71, False),
+                ("a", "b", "c"): (0.81, True), ("b", "c"): (0.80, True), ("c",): (0.72, False)}
+    measure, asked = measuring(outcomes)
+    trials, found = search(measure, (), [("a", "b"), "c", "d"], canonical)
+    assert asked[1] == ("alone", [("a", "b"), ("c",), ("d",)])
+    assert [(phase, sets) for phase, sets in asked[2:]] == [("cumulative", [("a", "b", "c")]),
+                                                            ("refine", [("b", "c")])]
+    # dropping a met the bar; dropping b next gives ("c",), measured already: not measured again
+    assert found.parts == ("b", "c") and found.phase == "refine" and len(trials) == 1 + 3 + 2
+
+
+def test_a_unit_that_alone_meets_the_bar_is_refined_too():
+    outcomes = {(): (0.70, False), ("a", "b"): (0.9, True), ("c", "d"): (0.7, False), ("b",): (0.7, False),
+                ("a",): (0.85, True)}
+    measure, asked = measuring(outcomes)
+    trials, found = search(measure, (), [("a", "b"), ("c", "d")], canonical)
+    assert [phase for phase, _ in asked] == ["base", "alone", "refine", "refine"]
+    assert asked[2][1] == [("b",)] and asked[3][1] == [("a",)] and found.parts == ("a",)
+
+
 def test_parts_already_float_are_the_start_and_not_searched_again():
     outcomes = {("b",): (0.7, False), ("a", "b"): (0.9, True), ("b", "c"): (0.7, False), ("b", "d"): (0.7, False)}
     measure, asked = measuring(outcomes)
@@ -109,6 +133,29 @@ def test_a_trial_is_judged_by_the_verdict_rules_bar():
     crashed = trial_from_report(_report(0.85, status="failed"), "x-int8", (), "base", {})
     assert (crashed.passes, crashed.status) == (False, "failed") and "killed by signal 9" in crashed.misses[0]
     assert trial_from_report(_report(0.85), "nope", (), "base", {}).status == "missing"
+
+
+def test_mcnemar_exact_p_values():
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024) == mcnemar_exact(0, 10)
+    assert mcnemar_exact(3, 1) == pytest.approx(2 * (1 + 4) / 16)
+    assert mcnemar_exact(60, 30) < 0.01 < mcnemar_exact(40, 30)
+
+
+def test_identity_vs_base_pairs_sentences(tmp_path):
+    """Sentence by sentence against the reference: gained = only the variant matches, lost = only the base."""
+    from orchestrator.run_store import RunStore
+
+    store = RunStore(tmp_path)
+    tokens = {"ref": [[1], [2], [3], [4], [5]], "base": [[1], [9], [9], [4], [9]], "var": [[1], [2], [3], [9], [9]]}
+    for name, toks in tokens.items():
+        store.backend_dir(name).mkdir(parents=True)
+        (store.backend_dir(name) / "hypotheses.tokens.json").write_text(json.dumps(toks))
+    v = identity_vs_base(tmp_path, "ref", "base", "var")
+    assert (v["gained"], v["lost"], v["sentences"]) == (2, 1, 5) and v["p_value"] == 1.0
+    (store.backend_dir("var") / "hypotheses.tokens.json").write_text(json.dumps([[1]]))
+    assert identity_vs_base(tmp_path, "ref", "base", "var") is None  # other sentences: not paired
+    assert identity_vs_base(tmp_path, "ref", "base", "missing") is None
 
 
 def test_the_variant_table_is_a_valid_matrix():
@@ -170,8 +217,8 @@ def test_rescue_on_a_tiny_model_builds_and_judges_every_variant(tiny_model, tmp_
     region (encoder.layer_norm) or a region named alone, which stands for it in every graph (lm_head: the
     decoder's)."""
     model, out, cache = tiny_model("marian"), tmp_path / "run", tmp_path / "cache"
-    common = ["rescue", "--model", str(model), "--limit", "12", "--parts", "lm_head,encoder.layer_norm", "--out", str(out),
-              "--cache-dir", str(cache), "--quiet"]
+    common = ["rescue", "--model", str(model), "--limit", "12", "--parts", "lm_head,encoder.layer_norm",
+              "--out", str(out), "--cache-dir", str(cache), "--quiet"]
     code = main([*common, "--set", "min_int8_agreement=1.0", "--set", "max_bleu_drop=100"])
     result = json.loads((out / "rescue.json").read_text())
     report = json.loads((out / "report.json").read_text())
@@ -185,6 +232,12 @@ def test_rescue_on_a_tiny_model_builds_and_judges_every_variant(tiny_model, tmp_
         assert rec["metrics"]["exact_match_vs_reference"] == t["metrics"]["exact_match_vs_reference"]
         assert t["passes"] == (t["metrics"]["exact_match_vs_reference"] >= 1.0)
         assert rec["signature"]["settings"].get("float_regions", []) == list(t["parts"])
+    for t in result["trials"][1:]:  # paired against the base: its identical count moves by gained - lost
+        v = t["vs_base"]
+        assert v["baseline"] == "tflite-int8" and v["sentences"] == 12 and 0 <= v["p_value"] <= 1
+        assert t["metrics"]["exact_match_vs_reference"] == pytest.approx(
+            result["trials"][0]["metrics"]["exact_match_vs_reference"] + (v["gained"] - v["lost"]) / 12, abs=1e-4)
+    assert result["trials"][0]["vs_base"] is None and "vs base" in (out / "rescue.md").read_text()
     assert report["backends"]["tflite-int8-float-lm_head"]["signature"]["precision"] == "int8-mixed"
     assert code == (0 if result["found"] else 3)
     if result["found"] is None:  # then the two together were tried as well

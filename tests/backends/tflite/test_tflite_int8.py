@@ -199,7 +199,8 @@ def test_a_region_can_be_left_float_in_one_graph(prepared):
     _, both = prepared("marian", "tflite-int8", float_regions=["layer_norm"], **INT8)
     _, pair = prepared("marian", "tflite-int8", float_regions=["decoder.layer_norm", "encoder.layer_norm"], **INT8)
     assert both.settings()["float_regions"] == ["encoder.layer_norm", "decoder.layer_norm"]
-    assert pair.artifacts.cache_key == both.artifacts.cache_key and pair.artifacts.files == both.artifacts.files
+    assert pair.artifacts.cache_key == both.artifacts.cache_key
+    assert pair.artifacts.files == both.artifacts.files
     assert pair.artifacts.reused
     assert both.artifacts.extra["float_regions"]["encoder"]["layer_norm"] > 0
     assert both.quantization_settings()["float_regions"] == ["layer_norm"]  # as asked
@@ -216,6 +217,9 @@ def test_float_fallback_names_each_graphs_regions(prepared):
     assert fb.canonical(["ffn", "decoder.layer_norm"]) == ("encoder.ffn", "decoder.layer_norm", "decoder.ffn")
     assert fb.named(["decoder.ffn", "encoder.ffn", "decoder.lm_head", "encoder.layer_norm"]) == (
         "encoder.layer_norm", "ffn", "lm_head")
+    assert fb.units()[0] == ("encoder.layer_norm", "decoder.layer_norm") and len(fb.units()) == 6  # the regions
+    assert fb.units()[-1] == ("decoder.lm_head",)
+    assert fb.units(["decoder.ffn", "layer_norm"]) == (("encoder.layer_norm", "decoder.layer_norm"), ("decoder.ffn",))
     with pytest.raises(InvalidInputError, match=r"unknown float part\(s\) \['encoder.lm_head'\]"):
         fb.canonical(["encoder.lm_head"])
 
