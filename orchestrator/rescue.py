@@ -132,21 +132,6 @@ def _refine(once, found: Trial, chosen: list[tuple[str, ...]], canonical) -> Tri
         if trial.passes:
             found = trial
     return found
-    singles = {c: canonical((*start, c)) for c in candidates}
-    measured = measure(list(singles.values()), "alone")
-    trials += [measured[s] for s in singles.values()]
-    passing = [measured[s] for s in singles.values() if measured[s].passes]
-    if passing:
-        return trials, min(passing, key=lambda t: (_size(t), [-k for k in t.rank_key()]))
-    order = sorted(candidates, key=lambda c: measured[singles[c]].rank_key(), reverse=True)
-    chosen = (*start, order[0])
-    for c in order[1:]:
-        chosen = (*chosen, c)
-        trial = measure([canonical(chosen)], "cumulative")[canonical(chosen)]
-        trials.append(trial)
-        if trial.passes:
-            return trials, trial
-    return trials, None
 
 
 def mcnemar_exact(gained: int, lost: int) -> float:
