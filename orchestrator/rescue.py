@@ -423,7 +423,7 @@ def summary_line(result: dict[str, Any]) -> str:
 
 def _gain(t: dict[str, Any]) -> str:
     v = t.get("vs_base")
-    return "" if not v else f"; vs the base {_vs_base(v)}"
+    return "" if not v else f"; vs the base +{v['gained']} -{v['lost']} sentences, p {v['p_value']:.2g}"
 
 
 def rescue_markdown(result: dict[str, Any]) -> str:
