@@ -121,18 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the verdicts and selection under that bar and leave the run's reports as they are")
     r = sub.add_parser("rescue", help="find which parts of an INT8 backend must stay float to meet the [bar]",
                        description="Accuracy-driven selective-float search (as Intel Neural Compressor and AIMET "
-                                   "fall back): measure the backend, then one variant per part it can leave in "
-                                   "float, then the best parts added one at a time, until a variant meets the "
-                                   "[bar]. Every variant is built and run by the compare engine in one run "
+                                   "fall back): measure the backend, then one variant per unit it can leave in "
+                                   "float, then the best units added one at a time, until a variant meets the "
+                                   "[bar]; then each graph's part of a unit in that set is dropped while the bar "
+                                   "is still met. Every variant is built and run by the compare engine in one run "
                                    "directory; rescue.json records the search, rescue.toml the variant found. "
                                    "Exit 3 when no set of parts meets the bar.")
     _add_run_arguments(r, "runs/<model>-rescue-<backend>-<hash8>/")
     r.add_argument("--backend", default="tflite-int8",
                    help="the INT8 backend to rescue (default: tflite-int8; it must have a selective-float option)")
-    r.add_argument("--parts", help="comma-separated parts it may leave in float (default: every part the backend "
-                                   "offers; TFLite: one graph's region, encoder.* or decoder.* of layer_norm, "
-                                   "attention_softmax, self_attention, ffn, and decoder.cross_attention, "
-                                   "decoder.lm_head; a region alone means it in every graph)")
+    r.add_argument("--parts", help="comma-separated units it may leave in float (default: every unit the backend "
+                                   "offers; TFLite: the regions layer_norm, attention_softmax, self_attention, "
+                                   "ffn, cross_attention, lm_head, each in every graph, or one graph's part of "
+                                   "one, e.g. encoder.layer_norm, decoder.lm_head)")
     r.add_argument("--suites", help="comma-separated suites each variant runs (default: quality,source-sensitivity; "
                                     "add speed for latency and size)")
     _add_bar_arguments(r, "replaces the matrix's [bar]")

@@ -102,8 +102,7 @@ def search(measure: Measure, start: tuple[str, ...], candidates: Iterable[str | 
     base = once([canonical(start)], "base")[canonical(start)]
     if base.passes:
         return trials, base
-    units = list(dict.fromkeys(u for c in candidates
-                               if (u := tuple(p for p in ((c,) if isinstance(c, str) else c) if p not in start))))
+    units = list(without(candidates, start))
     if not units:
         return trials, None
     singles = {u: canonical((*start, *u)) for u in units}
@@ -121,6 +120,15 @@ def search(measure: Measure, start: tuple[str, ...], candidates: Iterable[str | 
         if trial.passes:
             return trials, _refine(once, trial, chosen, canonical)
     return trials, None
+
+
+def without(units: Iterable[str | tuple[str, ...]], parts: Iterable[str]) -> tuple[tuple[str, ...], ...]:
+    """``units`` (a part, or a tuple of parts) with ``parts`` taken out of each; a unit left empty is dropped,
+    a repeated one kept once."""
+    parts = set(parts)
+    return tuple(dict.fromkeys(u for unit in units
+                               if (u := tuple(p for p in ((unit,) if isinstance(unit, str) else unit)
+                                              if p not in parts))))
 
 
 def _refine(once, found: Trial, chosen: list[tuple[str, ...]], canonical) -> Trial:
@@ -230,8 +238,7 @@ def plan_rescue(args: dict[str, Any], base: str, parts: list[str] | None, bar_fi
         units = fallback.units(parts)
     except InvalidInputError as exc:
         raise InvalidInputError(f"--parts: {exc}") from exc
-    candidates = tuple(dict.fromkeys(u for unit in units
-                                     if (u := tuple(p for p in unit if p not in fallback.current))))
+    candidates = without(units, fallback.current)
     if not candidates:
         raise InvalidInputError(f"{base} already leaves {', '.join(fallback.current)} in float: no part left to "
                                 f"search; choose from {', '.join(fallback.parts)}")

@@ -11,6 +11,7 @@ from backends.tflite.graphs import scoped_regions
 from orchestrator.cli_app import main
 from orchestrator.rescue import (Trial, identity_vs_base, mcnemar_exact, search, trial_from_report,
                                  variant_toml)
+from tests.test_cli import err_of
 
 PARTS = ("a", "b", "c", "d")
 
@@ -176,11 +177,6 @@ def test_force_can_name_backends():
     assert cfg.forces("tflite-int8") and not cfg.forces("torch-fp32") and cfg.forces()
     assert not resolve_config({"force": frozenset()}).forces()
     assert resolve_config({"force": True}).forces("anything")
-
-
-def err_of(capsys) -> str:
-    out = capsys.readouterr()
-    return " ".join((out.err + out.out).split())
 
 
 @pytest.mark.parametrize("args,why", [
